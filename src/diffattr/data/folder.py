@@ -1,0 +1,134 @@
+"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor`` rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffattr.data.base import ImageDataset, require_file, resize, to_unit_range
+from diffattr.errors import DiffattrError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DiffattrError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DiffattrError(f"cannot read image {path}: {e}") from None
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _detect_channels(path: Path) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    except (UnidentifiedImageError, OSError) as e:
+        raise DiffattrError(f"cannot read image {path}: {e}") from None
+
+
+def _entries_from_dirs(root: Path) -> list[tuple[Path, str]]:
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise DiffattrError(
+            f"{root} has no subfolders: put each contributor's images in a subfolder"
+        )
+    out = []
+    for sd in subdirs:
+        files = sorted(
+            p for p in sd.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DiffattrError(f"contributor folder {sd} holds no images")
+        out.extend((f, sd.name) for f in files)
+    return out
+
+
+def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str]]:
+    base = csv_path.parent
+    out = []
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"path", "contributor"} <= set(reader.fieldnames):
+            raise DiffattrError(f"{csv_path} must have a header with columns path,contributor")
+        for line, row in enumerate(reader, start=2):
+            rel, who = (row.get("path") or "").strip(), (row.get("contributor") or "").strip()
+            if not rel or not who:
+                raise DiffattrError(f"{csv_path}:{line}: empty path or contributor")
+            p = (base / rel).resolve()
+            if not p.is_file():
+                raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
+            out.append((p, who))
+    if not out:
+        raise DiffattrError(f"{csv_path} lists no images")
+    return out
+
+
+def load_folder(
+    path: str | Path | None,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> ImageDataset:
+    """Load images with their contributors from a folder tree or a CSV file.
+
+    Args:
+        path: a directory whose subfolders are contributors, or a CSV with columns
+            ``path,contributor`` (paths relative to the CSV's folder).
+        image_size: resize to this square size; without it all images must share one size.
+        channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
+    """
+    if path is None:
+        raise DiffattrError("the folder dataset needs --data DIR_OR_CSV")
+    root = require_file(Path(path), "image folder or CSV", "pass an existing path with --data")
+    entries = _entries_from_csv(root) if root.is_file() else _entries_from_dirs(root)
+    if channels is None:
+        channels = _detect_channels(entries[0][0])
+    if channels not in (1, 3):
+        raise DiffattrError(f"channels must be 1 or 3, got {channels}")
+    arrays = []
+    first_shape = None
+    for p, _ in entries:
+        a = _read_image(p, channels)
+        if image_size is None:
+            if first_shape is None:
+                first_shape = a.shape
+            elif a.shape != first_shape:
+                raise DiffattrError(
+                    f"image {p} is {a.shape[2]}x{a.shape[1]} but {entries[0][0]} is "
+                    f"{first_shape[2]}x{first_shape[1]}; pass an image size to resize them"
+                )
+            if a.shape[1] != a.shape[2]:
+                raise DiffattrError(f"image {p} is not square; pass an image size to resize")
+            arrays.append(to_unit_range(a[None], 255.0))
+        else:
+            arrays.append(resize(to_unit_range(a[None], 255.0), image_size))
+    images = torch.cat(arrays)
+    names = sorted({w for _, w in entries})
+    index = {n: i for i, n in enumerate(names)}
+    anchor = root.parent if root.is_file() else root
+    ids = []
+    for p, _ in entries:
+        try:
+            ids.append(str(p.resolve().relative_to(anchor.resolve())))
+        except ValueError:
+            ids.append(str(p))
+    return ImageDataset(
+        name="folder",
+        images=images,
+        labels=torch.tensor([index[w] for _, w in entries], dtype=torch.int64),
+        ids=ids,
+        class_names=names,
+        contributors=[w for _, w in entries],
+        meta={"source": str(root)},
+    )

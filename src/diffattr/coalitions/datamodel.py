@@ -1,0 +1,41 @@
+"""Fixed-fraction random subsets, the training sets of datamodels (Ilyas et al. 2022).
+
+Every coalition keeps exactly ``floor(alpha * n)`` players, uniform over such subsets
+(Ilyas et al. 2022 train on random ``alpha``-fractions of the training set).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffattr.coalitions.base import CoalitionSampler, uniform_subset, unit_rng
+from diffattr.errors import DiffattrError
+
+
+class DatamodelSampler(CoalitionSampler):
+    """Uniform subsets of size ``floor(alpha * n_players)``, which must be in ``1 .. n-1``."""
+
+    name: ClassVar[str] = "datamodel"
+    min_players: ClassVar[int] = 2
+
+    def __init__(self, n_players: int, seed: int = 0, alpha: float = 0.5) -> None:
+        super().__init__(n_players, seed)
+        try:
+            self.alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise DiffattrError(f"datamodel alpha must be a number, got {alpha!r}") from None
+        self.size = math.floor(self.alpha * self.n_players)
+        if not 1 <= self.size <= self.n_players - 1:
+            raise DiffattrError(
+                f"datamodel alpha={self.alpha} keeps floor(alpha*n)={self.size} of "
+                f"{self.n_players} players; it must keep between 1 and {self.n_players - 1}"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "alpha": self.alpha, "size": self.size}
+
+    def _row(self, r: int) -> np.ndarray:
+        return uniform_subset(unit_rng(self.seed, r), self.n_players, self.size)

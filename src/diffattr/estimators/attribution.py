@@ -1,0 +1,496 @@
+"""Attributions (one value and standard error per player) and the estimator base class.
+
+An estimator reads a table of evaluated coalitions — ``masks`` ``(M, n)`` bool, ``values``
+``(M,)`` or ``(M, K)`` (``K`` behaviors) — plus ``v0 = v(empty)`` and ``v1 = v(all)``,
+and returns an :class:`Attribution` per value column. It never evaluates the utility.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffattr.coalitions.base import check_count
+from diffattr.errors import DiffattrError
+
+#: The largest number of players for which a table can hold every subset (2^20 rows).
+MAX_EXACT_PLAYERS = 20
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain Python data for JSON: numpy scalars/arrays converted, NaN/inf as None."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to a temp file next to ``path`` and ``os.replace`` it into place."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise DiffattrError(f"output directory {str(parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+@dataclass
+class Attribution:
+    """Per-player attribution values with standard errors.
+
+    ``values`` and ``stderr`` are ``(n,)`` float arrays (``stderr`` is NaN where an
+    estimator has none); ``names`` the players; ``estimator`` the registry name;
+    ``settings`` what the estimate depends on (estimator options, rows used, whether
+    the values are exact); ``behavior`` the value column, or None for a single one.
+    """
+
+    values: np.ndarray
+    stderr: np.ndarray
+    names: list[str]
+    estimator: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    behavior: str | None = None
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        self.stderr = np.asarray(self.stderr, dtype=np.float64).reshape(-1)
+        self.names = [str(x) for x in self.names]
+        n = self.values.shape[0]
+        if self.stderr.shape[0] != n or len(self.names) != n:
+            raise DiffattrError(
+                f"attribution has {n} values, {self.stderr.shape[0]} standard errors "
+                f"and {len(self.names)} names; they must match"
+            )
+
+    @property
+    def n_players(self) -> int:
+        return int(self.values.shape[0])
+
+    def ranking(self) -> np.ndarray:
+        """Player indices by value, largest first (ties keep player order)."""
+        return np.argsort(-self.values, kind="stable")
+
+    def sorted(self) -> Attribution:
+        """A new Attribution with players reordered by value, largest first."""
+        order = self.ranking()
+        return Attribution(
+            values=self.values[order].copy(),
+            stderr=self.stderr[order].copy(),
+            names=[self.names[i] for i in order],
+            estimator=self.estimator,
+            settings=dict(self.settings),
+            behavior=self.behavior,
+        )
+
+    def total(self) -> float:
+        """Sum of the values (``v1 - v0`` for efficient estimators)."""
+        return float(self.values.sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; NaN standard errors become None."""
+        return _json_safe(
+            {
+                "estimator": self.estimator,
+                "behavior": self.behavior,
+                "settings": self.settings,
+                "names": self.names,
+                "values": self.values,
+                "stderr": self.stderr,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            stderr = [np.nan if s is None else s for s in d["stderr"]]
+            return cls(
+                values=np.asarray(d["values"], dtype=np.float64),
+                stderr=np.asarray(stderr, dtype=np.float64),
+                names=list(d["names"]),
+                estimator=str(d["estimator"]),
+                settings=dict(d.get("settings") or {}),
+                behavior=d.get("behavior"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DiffattrError(f"not an attribution dict: {exc}") from None
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Attribution:
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DiffattrError(f"cannot read attribution JSON {str(path)!r}: {exc}") from None
+        return cls.from_dict(d)
+
+    def csv_text(self) -> str:
+        lines = ["player,value,stderr"]
+        for name, v, s in zip(self.names, self.values, self.stderr):
+            lines.append(f"{_csv_cell(name)},{_fmt(v)},{_fmt(s)}")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write columns ``player,value,stderr`` (NaN stderr as ``nan``), atomically."""
+        atomic_write_text(path, self.csv_text())
+
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        estimator: str = "csv",
+        behavior: str | None = None,
+    ) -> Attribution:
+        """Read a ``player,value,stderr`` CSV (``stderr`` optional) written by :meth:`to_csv`."""
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as exc:
+            raise DiffattrError(f"cannot read attribution CSV {str(path)!r}: {exc}") from None
+        if not rows or "player" not in rows[0] or "value" not in rows[0]:
+            raise DiffattrError(f"{str(path)!r} needs columns player,value[,stderr]")
+        try:
+            values = [float(r["value"]) for r in rows]
+            stderr = [float(r["stderr"]) if r.get("stderr") else np.nan for r in rows]
+        except ValueError as exc:
+            raise DiffattrError(f"{str(path)!r}: non-numeric entry ({exc})") from None
+        return cls(
+            values=np.asarray(values),
+            stderr=np.asarray(stderr),
+            names=[r["player"] for r in rows],
+            estimator=estimator,
+            behavior=behavior,
+        )
+
+
+def _csv_cell(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def attributions_csv_text(attributions: Sequence[Attribution]) -> str:
+    """One attribution: ``player,value,stderr``; several: ``behavior,player,value,stderr``."""
+    if len(attributions) == 1:
+        return attributions[0].csv_text()
+    lines = ["behavior,player,value,stderr"]
+    for k, a in enumerate(attributions):
+        b = a.behavior if a.behavior is not None else str(k)
+        for name, v, s in zip(a.names, a.values, a.stderr):
+            lines.append(f"{_csv_cell(b)},{_csv_cell(name)},{_fmt(v)},{_fmt(s)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_attributions_csv(
+    path: str | os.PathLike[str], attributions: Attribution | Sequence[Attribution]
+) -> None:
+    """Write one or several attributions as CSV (see :func:`attributions_csv_text`)."""
+    if isinstance(attributions, Attribution):
+        attributions = [attributions]
+    atomic_write_text(path, attributions_csv_text(list(attributions)))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_masks(masks: Any) -> np.ndarray:
+    """``masks`` as an ``(M, n)`` bool array; entries must be 0/1 or bool."""
+    arr = np.asarray(masks)
+    if arr.ndim != 2:
+        raise DiffattrError(f"masks must be a 2-D (rows, players) array, got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise DiffattrError("masks have no players (0 columns)")
+    if arr.dtype == bool:
+        return arr
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DiffattrError(f"masks must be bool or 0/1 numbers, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DiffattrError(f"masks must be 0/1; row {r} player {c} is {arr[r, c]!r}")
+    return arr.astype(bool)
+
+
+def as_values(values: Any, n_rows: int) -> tuple[np.ndarray, bool]:
+    """``values`` as ``(M, K)`` float64 and whether the input was 1-D."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DiffattrError("values must be numbers") from None
+    single = arr.ndim == 1
+    if single:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DiffattrError(f"values must be (rows,) or (rows, behaviors), got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise DiffattrError(f"masks have {n_rows} rows but values have {arr.shape[0]}")
+    if arr.shape[1] == 0:
+        raise DiffattrError("values have no columns")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DiffattrError(f"values must be finite; row {r} column {c} is {arr[r, c]}")
+    return arr, single
+
+
+def resolve_names(names: Sequence[str] | None, n: int) -> list[str]:
+    """Player names (default ``"0" .. "n-1"``); must be ``n`` distinct strings."""
+    if names is None:
+        return [str(i) for i in range(n)]
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise DiffattrError(f"{len(names)} player names for {n} players")
+    if len(set(names)) != n:
+        dup = next(x for x in names if names.count(x) > 1)
+        raise DiffattrError(f"player name {dup!r} appears more than once")
+    return names
+
+
+def resolve_endpoint(
+    given: Any, masks: np.ndarray, values: np.ndarray, full: bool, label: str
+) -> tuple[np.ndarray | None, int]:
+    """``v0`` (``full=False``) or ``v1`` (``full=True``) per value column.
+
+    An explicit value wins (a number, or one number per column); otherwise the mean of
+    the table's all-0 (all-1) rows; otherwise None. Also returns how many table rows
+    gave it (0 when explicit or missing).
+    """
+    k = values.shape[1]
+    if given is not None:
+        try:
+            arr = np.asarray(given, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DiffattrError(f"{label} must be a number, got {given!r}") from None
+        if arr.size == 1:
+            arr = np.repeat(arr, k)
+        if arr.size != k:
+            raise DiffattrError(f"{label} has {arr.size} entries for {k} value columns")
+        if not np.isfinite(arr).all():
+            raise DiffattrError(f"{label} must be finite, got {given!r}")
+        return arr, 0
+    rows = masks.all(axis=1) if full else ~masks.any(axis=1)
+    count = int(rows.sum())
+    if count == 0:
+        return None, 0
+    return values[rows].mean(axis=0), count
+
+
+def subset_codes(masks: np.ndarray) -> np.ndarray:
+    """Each mask as an integer, bit ``i`` = player ``i`` (needs ``n <= 62``)."""
+    n = masks.shape[1]
+    if n > 62:
+        raise DiffattrError(f"cannot code subsets of {n} > 62 players as integers")
+    weights = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
+    return masks.astype(np.int64) @ weights
+
+
+def full_enumeration(masks: np.ndarray) -> np.ndarray | None:
+    """Subset codes if ``masks`` holds every one of the ``2^n`` subsets, else None."""
+    m, n = masks.shape
+    if n > MAX_EXACT_PLAYERS or m < (1 << n):
+        return None
+    codes = subset_codes(masks)
+    seen = np.zeros(1 << n, dtype=bool)
+    seen[codes] = True
+    return codes if seen.all() else None
+
+
+def bootstrap_std(
+    fit_units: Any, n_units: int, n_bootstrap: int, seed: int, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Std (ddof=1) over ``n_bootstrap`` refits on units resampled with replacement.
+
+    ``fit_units(idx)`` refits on the unit indices ``idx`` and returns an array of
+    ``shape``. A refit that fails (too few distinct units) is redrawn up to 3 times.
+    """
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(7919,))))
+    draws = []
+    for _ in range(n_bootstrap):
+        for attempt in range(4):
+            idx = rng.integers(0, n_units, size=n_units)
+            try:
+                draws.append(np.asarray(fit_units(idx)).reshape(shape))
+                break
+            except (DiffattrError, np.linalg.LinAlgError):
+                if attempt == 3:
+                    raise DiffattrError(
+                        "bootstrap refits keep failing; the table has too few rows"
+                    ) from None
+    if len(draws) < 2:
+        return np.full(shape, np.nan)
+    return np.std(np.stack(draws), axis=0, ddof=1)
+
+
+# --------------------------------------------------------------------------- base class
+
+
+@dataclass
+class Fit:
+    """What ``Estimator._fit`` returns: ``(K, n)`` values and stderrs plus extra settings."""
+
+    values: np.ndarray
+    stderr: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Estimator:
+    """Base class of the estimators in ``ESTIMATORS``.
+
+    Subclasses set ``name``, ``defaults`` (accepted settings and their defaults),
+    ``needs_v0``/``needs_v1`` and ``exact_kind`` (``"shapley"``/``"banzhaf"`` when a table
+    holding every subset should give exact values), and implement ``_fit``.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_v0: ClassVar[bool] = False
+    needs_v1: ClassVar[bool] = False
+    exact_kind: ClassVar[str | None] = None
+    common_defaults: ClassVar[dict[str, Any]] = {"n_bootstrap": 0, "seed": 0}
+
+    def options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        accepted = {**self.common_defaults, **self.defaults}
+        if self.exact_kind is not None:
+            accepted.setdefault("use_exact", True)
+        unknown = sorted(set(settings) - set(accepted))
+        if unknown:
+            raise DiffattrError(
+                f"unknown setting(s) {', '.join(unknown)} for estimator {self.name!r}; "
+                f"accepted: {', '.join(sorted(accepted))}"
+            )
+        opts = {**accepted, **settings}
+        opts["n_bootstrap"] = check_count(opts["n_bootstrap"], "n_bootstrap", 0)
+        opts["seed"] = check_count(opts["seed"], "seed", 0)
+        return opts
+
+    def fit(
+        self,
+        masks: Any,
+        values: Any,
+        v0: Any = None,
+        v1: Any = None,
+        names: Sequence[str] | None = None,
+        behaviors: Sequence[str | None] | None = None,
+        **settings: Any,
+    ) -> Attribution | list[Attribution]:
+        """Estimate attributions from a table of evaluated coalitions.
+
+        ``masks`` ``(M, n)`` bool/0-1, ``values`` ``(M,)`` (returns one Attribution) or
+        ``(M, K)`` (returns a list of K, named by ``behaviors``). ``v0``/``v1`` are
+        ``v(empty)``/``v(all)`` — a number or one per column; when omitted they default to
+        the mean of the table's all-0/all-1 rows. ``settings`` are estimator options
+        (see ``defaults``; every estimator accepts ``n_bootstrap`` and ``seed``).
+        """
+        opts = self.options(settings)
+        z = as_masks(masks)
+        y, single = as_values(values, z.shape[0])
+        if z.shape[0] == 0:
+            raise DiffattrError("the table has no rows")
+        n, k = z.shape[1], y.shape[1]
+        names = resolve_names(names, n)
+        if behaviors is None:
+            behaviors = [None] * k
+        behaviors = list(behaviors)
+        if len(behaviors) != k:
+            raise DiffattrError(f"{len(behaviors)} behavior names for {k} value columns")
+        v0s, _ = resolve_endpoint(v0, z, y, full=False, label="v0")
+        v1s, _ = resolve_endpoint(v1, z, y, full=True, label="v1")
+        if self.needs_v0 and v0s is None:
+            raise DiffattrError(
+                f"estimator {self.name!r} needs v0 = v(empty coalition): pass v0 or "
+                "include an all-0 row in the table"
+            )
+        if self.needs_v1 and v1s is None:
+            raise DiffattrError(
+                f"estimator {self.name!r} needs v1 = v(all players): pass v1 or "
+                "include an all-1 row in the table"
+            )
+        result = None
+        if self.exact_kind is not None and opts.get("use_exact", True):
+            result = self._exact(z, y, v0, v1)
+        if result is None:
+            internal = {**opts, "_v0_given": v0 is not None, "_v1_given": v1 is not None}
+            result = self._fit(z, y, v0s, v1s, internal, names)
+        info = dict(opts)
+        info.update(result.info)
+        info.setdefault("exact", False)
+        info["rows"] = int(z.shape[0])
+        out = [
+            Attribution(
+                values=result.values[j],
+                stderr=result.stderr[j],
+                names=names,
+                estimator=self.name,
+                settings=_json_safe(dict(info)),
+                behavior=behaviors[j],
+            )
+            for j in range(k)
+        ]
+        return out[0] if single else out
+
+    __call__ = fit
+
+    def _exact(self, z: np.ndarray, y: np.ndarray, v0: Any, v1: Any) -> Fit | None:
+        codes = full_enumeration(z)
+        if codes is None:
+            return None
+        from diffattr.estimators.exact import banzhaf_from_table, shapley_from_table, table_by_code
+
+        n = z.shape[1]
+        table = table_by_code(codes, y, n)
+        if v0 is not None:
+            table[0] = resolve_endpoint(v0, z, y, full=False, label="v0")[0]
+        if v1 is not None:
+            table[-1] = resolve_endpoint(v1, z, y, full=True, label="v1")[0]
+        fn = shapley_from_table if self.exact_kind == "shapley" else banzhaf_from_table
+        vals = fn(table).T
+        return Fit(vals, np.zeros_like(vals), {"exact": True, "exact_value": self.exact_kind})
+
+    def _fit(
+        self,
+        z: np.ndarray,
+        y: np.ndarray,
+        v0: np.ndarray | None,
+        v1: np.ndarray | None,
+        opts: dict[str, Any],
+        names: list[str],
+    ) -> Fit:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,111 @@
+"""Permutation-sampling Shapley values (Castro, Gómez & Tejada 2009).
+
+For a uniformly random permutation ``pi``, the marginal contribution of player ``i``,
+``v(Pre_i(pi) ∪ {i}) - v(Pre_i(pi))``, has expectation ``phi_i`` (Shapley 1953). Each
+permutation gives one such sample for every player, and the samples of one permutation
+telescope to ``v1 - v0``, so the estimate is exactly efficient.
+
+The table must hold prefix chains as ``diffattr.coalitions.PermutationSampler`` writes
+them: ``n - 1`` consecutive rows with masks of sizes ``1, 2, .., n-1``, each row adding
+one player to the previous one; ``v0`` and ``v1`` close the chain. Rows that belong to
+no complete chain (including all-0/all-1 rows and a trailing incomplete chain) are
+ignored and counted in ``settings["rows_ignored"]``. Row order matters here.
+
+Standard error (running): ``std(marginals_i, ddof=1) / sqrt(T)`` over the ``T``
+permutations (NaN for ``T = 1``); ``n_bootstrap > 0`` bootstraps over permutations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffattr.errors import DiffattrError
+from diffattr.estimators.attribution import Estimator, Fit, bootstrap_std
+
+
+def find_chains(z: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:
+    """Start rows of complete prefix chains (sizes ``1..n-1``, growing by one player)."""
+    m, n = z.shape
+    length = n - 1
+    if length < 1 or m < length:
+        return np.zeros(0, dtype=np.int64)
+    sizes = z.sum(axis=1)
+    grows = np.zeros(m, dtype=bool)
+    for s in range(1, m, chunk_rows):
+        e = min(s + chunk_rows, m)
+        lost = (z[s - 1 : e - 1] & ~z[s:e]).any(axis=1)
+        grows[s:e] = (sizes[s:e] == sizes[s - 1 : e - 1] + 1) & ~lost
+    # a chain starting at r needs sizes[r] == 1 and grows[r+1 .. r+length-1] all true
+    bad = np.concatenate([[0], np.cumsum(~grows)])
+    starts = np.flatnonzero(sizes[: m - length + 1] == 1)
+    ok = (bad[starts + length] - bad[starts + 1]) == 0
+    return starts[ok]
+
+
+def chain_marginals(
+    z: np.ndarray, y: np.ndarray, starts: np.ndarray, v0: np.ndarray, v1: np.ndarray
+) -> np.ndarray:
+    """Marginal contributions ``(T, K, n)``: ``[t, k, i]`` is player ``i``'s in chain ``t``."""
+    n = z.shape[1]
+    k = y.shape[1]
+    out = np.empty((starts.size, k, n))
+    for t, s in enumerate(starts):
+        block = z[s : s + n - 1]
+        position = n - block.sum(axis=0)  # 1-based position of each player in the permutation
+        seq = np.vstack([v0[None, :], y[s : s + n - 1], v1[None, :]])  # values of prefixes 0..n
+        diffs = np.diff(seq, axis=0)  # (n, K): contribution of the player at position p
+        out[t] = diffs[position - 1].T
+    return out
+
+
+class PermutationShapley(Estimator):
+    """Permutation-sampling Shapley values; registry name ``permutation-shapley``.
+
+    Settings: ``n_bootstrap``/``seed`` (bootstrap over permutations instead of the
+    running standard error), ``use_exact``. Needs ``v0`` and ``v1``.
+    """
+
+    name: ClassVar[str] = "permutation-shapley"
+    needs_v0: ClassVar[bool] = True
+    needs_v1: ClassVar[bool] = True
+    exact_kind: ClassVar[str | None] = "shapley"
+
+    def _fit(
+        self,
+        z: np.ndarray,
+        y: np.ndarray,
+        v0: np.ndarray | None,
+        v1: np.ndarray | None,
+        opts: dict[str, Any],
+        names: list[str],
+    ) -> Fit:
+        assert v0 is not None and v1 is not None
+        m, n = z.shape
+        if n == 1:
+            vals = (v1 - v0)[:, None]
+            return Fit(vals, np.zeros_like(vals), {"permutations": 0})
+        starts = find_chains(z)
+        if starts.size == 0:
+            raise DiffattrError(
+                f"no complete permutation chain in the table: permutation-shapley needs "
+                f"{n - 1} consecutive rows with coalition sizes 1..{n - 1}, each adding one "
+                "player (as the 'permutation' sampler writes them)"
+            )
+        marg = chain_marginals(z, y, starts, v0, v1)
+        t = starts.size
+        vals = marg.mean(axis=0)
+        info: dict[str, Any] = {"permutations": t, "rows_ignored": int(m - t * (n - 1))}
+        if opts["n_bootstrap"] > 0:
+            se = bootstrap_std(
+                lambda idx: marg[idx].mean(axis=0), t, opts["n_bootstrap"], opts["seed"], vals.shape
+            )
+            info["stderr_method"] = "bootstrap"
+        elif t >= 2:
+            se = marg.std(axis=0, ddof=1) / np.sqrt(t)
+            info["stderr_method"] = "running"
+        else:
+            se = np.full(vals.shape, np.nan)
+            info["stderr_method"] = "running"
+        return Fit(vals, se, info)

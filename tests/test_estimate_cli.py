@@ -1,0 +1,127 @@
+"""``estimate`` as a typer command: ranked output, CSV written atomically, clean errors."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from diffattr.coalitions import ShapleyKernelSampler
+from diffattr.errors import DiffattrError
+from diffattr.estimators import all_subsets, exact_shapley, write_table_csv
+from diffattr.estimators.cli import estimate
+
+app = typer.Typer()
+app.command("estimate")(estimate)
+runner = CliRunner()
+
+NAMES = ["ann", "bob", "cat", "dan"]
+
+
+def voting(masks: np.ndarray) -> np.ndarray:
+    return (np.atleast_2d(masks) @ np.array([3.0, 2.0, 1.0, 1.0]) >= 4).astype(float)
+
+
+def read_out(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_full_table_gives_exact_values_and_writes_csv(tmp_path):
+    table, out = tmp_path / "table.csv", tmp_path / "att.csv"
+    z = all_subsets(4)
+    write_table_csv(table, z, voting(z), names=NAMES)
+    result = runner.invoke(app, [str(table), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exact values" in result.output
+    assert result.output.index("ann") < result.output.index("bob")  # ranked
+    rows = read_out(out)
+    assert list(rows[0]) == ["player", "value", "stderr"]
+    assert [r["player"] for r in rows] == NAMES
+    got = np.array([float(r["value"]) for r in rows])
+    np.testing.assert_allclose(got, [1 / 2, 1 / 6, 1 / 6, 1 / 6], atol=1e-12)
+    np.testing.assert_allclose(got, exact_shapley(lambda m: voting(m)[0], 4), atol=1e-12)
+    banzhaf = runner.invoke(app, [str(table), "-e", "banzhaf", "-o", str(out)])
+    assert banzhaf.exit_code == 0, banzhaf.output
+    got = np.array([float(r["value"]) for r in read_out(out)])
+    np.testing.assert_allclose(got, [3 / 4, 1 / 4, 1 / 4, 1 / 4], atol=1e-12)
+
+
+def test_sampled_table_with_v0_v1_options(tmp_path):
+    n = 6
+    w = np.arange(1.0, n + 1)
+    z = ShapleyKernelSampler(n, seed=0, paired=True).sample(200)
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    write_table_csv(table, z, 2.0 + z @ w)
+    result = runner.invoke(
+        app, [str(table), "--v0", "2", "--v1", str(2 + w.sum()), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "exact" not in result.output
+    rows = read_out(out)
+    np.testing.assert_allclose([float(r["value"]) for r in rows], w, atol=1e-9)
+    # without v0/v1 (no all-0/all-1 rows) KernelSHAP cannot run
+    missing = runner.invoke(app, [str(table)])
+    assert isinstance(missing.exception, DiffattrError) and "needs v0" in str(missing.exception)
+
+
+def test_several_behaviors_write_long_csv(tmp_path):
+    z = all_subsets(3)
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    y = np.column_stack([z @ [1.0, 2.0, 3.0], z @ [3.0, 0.0, 1.0]])
+    write_table_csv(table, z, y, behaviors=["fid", "loss"])
+    result = runner.invoke(app, [str(table), "-e", "banzhaf-msr", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_out(out)
+    assert list(rows[0]) == ["behavior", "player", "value", "stderr"]
+    assert [(r["behavior"], float(r["value"])) for r in rows] == [
+        ("fid", 1.0),
+        ("fid", 2.0),
+        ("fid", 3.0),
+        ("loss", 3.0),
+        ("loss", 0.0),
+        ("loss", 1.0),
+    ]
+    with_v0 = runner.invoke(app, [str(table), "--v0", "1"])
+    assert isinstance(with_v0.exception, DiffattrError)
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "match"),
+    [
+        ("a,b,value\n0,7,1\n1,1,2\n", [], "expected 0 or 1"),
+        ("a,b,score\n0,1,1\n", [], "no 'value' column"),
+        ("a,b,value\n0,1,1\n1,0,1\n0,0,0\n1,1,2\n", ["-e", "nope"], "unknown estimator"),
+        ("a,b,value\n0,1,1\n1,0,1\n", ["-e", "loo"], "needs v1"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, text, args, match):
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    table.write_text(text)
+    result = runner.invoke(app, [str(table), "--out", str(out), *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, DiffattrError), result.output
+    assert match in str(result.exception) and "\n" not in str(result.exception)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [table]  # no temp files left behind
+
+
+def test_out_in_missing_directory_is_an_error(tmp_path):
+    table = tmp_path / "t.csv"
+    z = all_subsets(2)
+    write_table_csv(table, z, z.sum(axis=1).astype(float))
+    result = runner.invoke(app, [str(table), "--out", str(tmp_path / "no" / "o.csv")])
+    assert isinstance(result.exception, DiffattrError)
+    assert "does not exist" in str(result.exception)
+
+
+def test_plain_function_call_returns_attributions(tmp_path):
+    table = tmp_path / "t.csv"
+    z = all_subsets(3)
+    write_table_csv(table, z, z @ [1.0, -1.0, 0.5])
+    atts = estimate(table, estimator="permutation-shapley")
+    np.testing.assert_allclose(atts[0].values, [1.0, -1.0, 0.5], atol=1e-12)
+    assert atts[0].settings["exact"] is True

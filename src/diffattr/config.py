@@ -85,6 +85,43 @@ class SampleConfig(Section):
     seed: int = Field(0, description="sample i always starts from the noise of (seed, i)")
 
 
+class AttributionConfig(Section):
+    full_model: str | None = Field(
+        None, description="existing full-model directory to attribute (default: train one)"
+    )
+    method: str = Field("sft", description="counterfactual method: sft | retrain | ft | ga | lora")
+    method_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="settings per counterfactual method, e.g. { sft = { steps = 200 } }",
+    )
+
+    def settings_for(self, method: str | None = None) -> dict[str, Any]:
+        """The settings of ``method`` (default: the configured one); {} if none are given."""
+        return dict(self.method_settings.get(method or self.method, {}))
+
+    estimators: list[str] = Field(
+        default_factory=lambda: ["shapley"],
+        description="shapley | permutation-shapley | banzhaf | banzhaf-msr | datamodel | loo | aoi",
+    )
+    subsets: int = Field(48, ge=1, description="coalitions drawn from each estimator's sampler (M)")
+    seed: int = Field(0, description="seed of the coalition samplers and the jobs")
+
+
+class BehaviorConfig(Section):
+    names: list[str] = Field(
+        default_factory=lambda: ["fid", "is"],
+        description="global behaviors F, measured in the offline classifier's feature space",
+    )
+
+
+class ExecutorConfig(Section):
+    name: str = Field("inline", description="inline | process | ray")
+    workers: int = Field(2, ge=1, description="parallel jobs (process executor)")
+    ray_address: str | None = Field(None, description="join this Ray cluster (default: local)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per job (ray)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per job, fractional allowed (ray)")
+
+
 class RunConfig(Section):
     """The whole configuration of a run; each section is one stage's arguments."""
 
@@ -92,6 +129,9 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    behaviors: BehaviorConfig = Field(default_factory=BehaviorConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
 
     @classmethod
@@ -149,6 +189,16 @@ class RunConfig(Section):
         return type(self).from_dict(data, source="override")
 
 
+def _inline(value: Any) -> str:
+    """A TOML value on one line (tables inline), so it stays inside its section."""
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {_inline(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return tomli_w.dumps({"x": value})[4:].strip()
+
+
 def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Section)
 
@@ -161,5 +211,5 @@ def _field_lines(name: str, field: Any, value: Any) -> list[str]:
         out.append(f"# {name} =")
     else:
         dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        out.append(tomli_w.dumps({name: dumped}).strip())
+        out.append(f"{name} = {_inline(dumped)}")
     return out

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from diffattr.errors import DiffattrError
+from diffattr.evaluate.lds import lds, lds_over_seeds
+
+
+def test_linear_game_has_lds_100():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=10)
+    masks = rng.random((40, 10)) < 0.5
+    assert lds(w, masks, masks @ w) == pytest.approx(100.0)
+    assert lds(-w, masks, masks @ w) == pytest.approx(-100.0)
+
+
+def test_noise_lowers_lds_and_intervals():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=10)
+    masks = rng.random((64, 10)) < 0.5
+    clean = masks @ w
+    targets = np.stack([clean + rng.normal(scale=1.0, size=64) for _ in range(3)])
+    res = lds_over_seeds(w, masks, targets, n_bootstrap=200)
+    assert 20 < res.mean < 100
+    assert res.ci95 > 0 and res.bootstrap_low < res.mean < res.bootstrap_high
+    unrelated = lds_over_seeds(rng.normal(size=10), masks, targets, n_bootstrap=50)
+    assert abs(unrelated.mean) < res.mean
+
+
+def test_bad_inputs():
+    with pytest.raises(DiffattrError):
+        lds(np.ones(3), np.ones((2, 3), bool), np.ones(2))
+    with pytest.raises(DiffattrError):
+        lds(np.ones(3), np.ones((4, 3), bool), np.ones(3))
+
+
+def test_fidelity_numbers():
+    from diffattr.evaluate.fidelity import fidelity
+
+    e = np.arange(10.0)
+    f = fidelity(2 * e + 1, e)
+    assert f["pearson"] == pytest.approx(1.0) and f["spearman"] == pytest.approx(1.0)
+    assert f["mae"] == pytest.approx(np.mean(e + 1))
+    assert fidelity(-e, e)["spearman"] == pytest.approx(-1.0)

@@ -1,0 +1,166 @@
+"""End-to-end tests of ``diffattr run`` on digits with a very small configuration."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from diffattr.coalitions import sampler_for_estimator
+from diffattr.config import RunConfig
+from diffattr.models import train_full_model
+from diffattr.runner import run_attribution
+from diffattr.store import Store
+
+SMALL = {
+    "train.steps": 300,
+    "train.checkpoint_every": 300,
+    "sample.num_samples": 96,
+    "sample.ddim_steps": 8,
+    "sample.batch_size": 96,
+    "attribution.subsets": 10,
+    "attribution.method_settings": {"sft": {"finetune_steps": 40, "steps": 15}},
+}
+
+
+@pytest.fixture(scope="module")
+def full_model(tmp_path_factory):
+    cfg = RunConfig().with_overrides(**SMALL)
+    path = tmp_path_factory.mktemp("full") / "model"
+    return train_full_model(cfg, path, progress=False, grid_samples=0)
+
+
+def small_cfg(full_model, **extra):
+    return RunConfig().with_overrides(
+        **{**SMALL, "attribution.full_model": str(full_model), **extra}
+    )
+
+
+def read_values(run_dir):
+    with open(run_dir / "values.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_gives_efficient_shapley_values(tmp_path, full_model):
+    summary = run_attribution(small_cfg(full_model), tmp_path / "run", progress=False)
+    assert summary.failed == 0
+    payload = json.loads((tmp_path / "run" / "values.json").read_text())
+    assert set(payload["v0"]) == set(payload["v1"]) and len(payload["v1"]) == 2
+    assert any(k.startswith("fid[") for k in payload["v1"])
+    for a in summary.attributions:
+        assert a.estimator == "shapley" and len(a.values) == 10
+        assert np.all(np.isfinite(a.values))
+        diff = payload["v1"][a.behavior] - payload["v0"][a.behavior]
+        assert a.values.sum() == pytest.approx(diff, abs=1e-6)
+    rows = read_values(tmp_path / "run")
+    assert list(rows[0]) == ["player", "behavior", "estimator", "value", "stderr"]
+    assert len(rows) == 20
+    # a second call finds everything done and changes nothing
+    before = (tmp_path / "run" / "values.csv").read_text()
+    with Store(tmp_path / "run" / "store.sqlite") as s:
+        n = s.count()
+    again = run_attribution(small_cfg(full_model), tmp_path / "run", progress=False)
+    assert again.failed == 0 and (tmp_path / "run" / "values.csv").read_text() == before
+    with Store(tmp_path / "run" / "store.sqlite") as s:
+        assert s.count() == n
+
+
+def test_raising_m_extends_and_new_settings_make_new_keys(tmp_path, full_model):
+    run_attribution(small_cfg(full_model), tmp_path / "run", progress=False)
+    with Store(tmp_path / "run" / "store.sqlite") as s:
+        first = {r.key for r in s.records() if r.kind == "fit"}
+    run_attribution(
+        small_cfg(full_model, **{"attribution.subsets": 12}), tmp_path / "run", progress=False
+    )
+    with Store(tmp_path / "run" / "store.sqlite") as s:
+        second = {r.key for r in s.records() if r.kind == "fit"}
+    assert first < second and len(second) - len(first) <= 2
+
+
+def test_failed_job_is_recorded_and_others_finish(tmp_path, full_model, monkeypatch):
+    from diffattr.runner import job as job_mod
+
+    real = job_mod.execute_job
+    calls = {"n": 0}
+
+    def flaky_measure(images, ctx):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("injected failure")
+        return real_measure(images, ctx)
+
+    real_measure = job_mod.measure
+    monkeypatch.setattr(job_mod, "measure", flaky_measure)
+    cfg = small_cfg(full_model, **{"attribution.subsets": 12})
+    summary = run_attribution(cfg, tmp_path / "run", progress=False)
+    assert summary.failed == 1 and not summary.errors
+    with Store(tmp_path / "run" / "store.sqlite") as s:
+        failed = s.records(status="failed")
+        assert len(failed) == 1 and "injected failure" in failed[0].error
+        assert s.count("done") == summary.jobs + 2 - 1
+    assert real is job_mod.execute_job
+    # the CLI reports it: status lists it and exit code of a re-run is 0 once it succeeds
+    monkeypatch.setattr(job_mod, "measure", real_measure)
+    assert run_attribution(cfg, tmp_path / "run", progress=False).failed == 0
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "diffattr.cli", *args]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
+    cfg = small_cfg(full_model, **{"attribution.subsets": 12})
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(cfg.to_toml())
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cli("run", str(cfg_path), "--out", str(run_dir)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if (run_dir / "store.sqlite").exists():
+            with Store(run_dir / "store.sqlite") as s:
+                if sum(1 for r in s.records() if r.kind == "fit") >= 2:
+                    break
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Store(run_dir / "store.sqlite") as s:
+        assert s.count("done") < 12 + 2
+    res = subprocess.run(
+        _cli("run", str(cfg_path), "--out", str(run_dir)), env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    with Store(run_dir / "store.sqlite") as s:
+        fit = [r for r in s.records(status=None) if r.kind == "fit"]
+        expected = {m.tobytes() for m in sampler_for_estimator("shapley", 10, 0).sample(12)}
+        assert len(fit) == len({r.key for r in fit}) == len(expected)
+    clean = run_attribution(cfg, tmp_path / "clean", progress=False)
+    assert clean.failed == 0
+    a, b = read_values(run_dir), read_values(tmp_path / "clean")
+    assert [r["player"] for r in a] == [r["player"] for r in b]
+    np.testing.assert_allclose(
+        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-6, atol=1e-8
+    )
+
+
+def test_ray_matches_inline(tmp_path, full_model):
+    pytest.importorskip("ray")
+    cfg = small_cfg(full_model)
+    inline = run_attribution(cfg, tmp_path / "inline", progress=False)
+    ray_cfg = cfg.with_overrides(**{"executor.name": "ray", "executor.workers": 2})
+    via_ray = run_attribution(ray_cfg, tmp_path / "ray", progress=False)
+    assert inline.failed == via_ray.failed == 0
+    a, b = read_values(tmp_path / "inline"), read_values(tmp_path / "ray")
+    np.testing.assert_allclose(
+        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-5, atol=1e-7
+    )

@@ -1,0 +1,72 @@
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+
+import numpy as np
+
+from diffattr.store import JobRecord, Store, job_key, mask_to_str, str_to_mask
+
+
+def _rec(key, status="done", **kw):
+    return JobRecord(
+        key=key,
+        kind="fit",
+        mask="0101",
+        method="sft",
+        settings={"k": 1},
+        seed=0,
+        behaviors={"fid[x]": 1.5},
+        status=status,
+        **kw,
+    )
+
+
+def test_round_trip_and_retry(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        s.put(_rec("a"))
+        s.put(_rec("b", status="failed", error="boom"))
+        assert s.done_keys() == {"a"}
+        assert s.get("b").error == "boom"
+        s.put(_rec("b"))  # a retried job replaces its failed row
+        assert s.count() == 2 and s.count("done") == 2
+        r = s.get("a")
+        assert r.behaviors == {"fid[x]": 1.5} and r.settings == {"k": 1}
+        assert list(r.mask_array) == [False, True, False, True]
+    with Store(tmp_path / "s.sqlite") as s:  # reopened: still there
+        assert s.done_keys() == {"a", "b"}
+        con = sqlite3.connect(tmp_path / "s.sqlite")
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_keys_are_content_addresses():
+    a = job_key(base="m", method="sft", settings={"k": 1, "ema": "restart"}, mask="01", seed=0)
+    b = job_key(base="m", method="sft", settings={"ema": "restart", "k": 1}, mask="01", seed=0)
+    c = job_key(base="m", method="sft", settings={"k": 2, "ema": "restart"}, mask="01", seed=0)
+    assert a == b != c
+    m = np.array([True, False, True])
+    assert mask_to_str(m) == "101" and (str_to_mask("101") == m).all()
+
+
+def _writer(path, n):
+    s = Store(path)
+    for i in range(n):
+        s.put(_rec(f"k{i}"))
+
+
+def test_sigkill_never_leaves_half_rows(tmp_path):
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    p = mp.get_context("fork").Process(target=_writer, args=(path, 100_000))
+    p.start()
+    import time
+
+    time.sleep(1.0)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    with Store(path) as s:
+        recs = s.records()
+        assert 0 < len(recs) < 100_000
+        assert all(r.behaviors == {"fid[x]": 1.5} and r.status == "done" for r in recs)
+        keys = [r.key for r in recs]
+        assert len(keys) == len(set(keys))

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffattr.config import RunConfig
-from diffattr.runner import apply_preset, run_attribution
+from diffattr.runner import build_config, run_attribution
 from diffattr.store import Store
 
 
@@ -29,7 +28,7 @@ def main() -> None:
     ap.add_argument("--executor", default="inline")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    cfg = apply_preset(RunConfig(), args.preset).with_overrides(
+    cfg = build_config(None, args.preset).with_overrides(
         **{"executor.name": args.executor, "executor.workers": args.workers}
     )
     t0 = time.perf_counter()

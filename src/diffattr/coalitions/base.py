@@ -11,6 +11,7 @@ any window of that stream, so a pipeline can evaluate only the new rows.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,7 +33,7 @@ def check_count(value: Any, what: str, minimum: int = 0) -> int:
     return int(value)
 
 
-class CoalitionSampler:
+class CoalitionSampler(ABC):
     """Base class: ``sample(m)`` returns an ``(m, n_players)`` bool array.
 
     Subclasses set ``name`` and implement ``_row(r)`` (the mask of row ``r``); they may
@@ -70,8 +71,8 @@ class CoalitionSampler:
             out[k] = self._row(r)
         return out
 
-    def _row(self, r: int) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _row(self, r: int) -> np.ndarray: ...
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "sampler")

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,7 +369,7 @@ class Fit:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Estimator:
+class Estimator(ABC):
     """Base class of the estimators in ``ESTIMATORS``.
 
     Subclasses set ``name``, ``defaults`` (accepted settings and their defaults),
@@ -481,6 +482,7 @@ class Estimator:
         vals = fn(table).T
         return Fit(vals, np.zeros_like(vals), {"exact": True, "exact_value": self.exact_kind})
 
+    @abstractmethod
     def _fit(
         self,
         z: np.ndarray,
@@ -489,8 +491,7 @@ class Estimator:
         v1: np.ndarray | None,
         opts: dict[str, Any],
         names: list[str],
-    ) -> Fit:
-        raise NotImplementedError
+    ) -> Fit: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

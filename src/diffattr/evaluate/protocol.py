@@ -47,7 +47,7 @@ def method_state(cfg: RunConfig, run_dir: Path, method: str, progress: bool) -> 
     return prepare_run(cfg_m, run_dir, progress=progress, write_config=False)
 
 
-def test_masks(n: int, alpha: float, count: int, seed: int) -> np.ndarray:
+def held_out_masks(n: int, alpha: float, count: int, seed: int) -> np.ndarray:
     """Held-out coalitions from the datamodel distribution (floor(alpha n) kept)."""
     sampler = make_sampler("datamodel", n, seed + TEST_SEED_OFFSET, alpha=alpha)
     return sampler.sample(count)
@@ -91,7 +91,7 @@ def run_lds(
     methods = methods or [cfg.attribution.method]
     base = method_state(cfg, run_dir, methods[0], progress)
     n = len(base.players)
-    masks = test_masks(n, alpha, test_subsets, cfg.attribution.seed)
+    masks = held_out_masks(n, alpha, test_subsets, cfg.attribution.seed)
     test_set = {mask_to_str(m) for m in masks}
     out: dict[str, Any] = {
         "alpha": alpha,
@@ -171,8 +171,28 @@ def run_lds(
                             }
                         )
     out["failed_jobs"] = failed
-    _write_json(run_dir / "lds.json", out)
+    _write_json(run_dir / "lds.json", _merge_lds(run_dir / "lds.json", out))
     return out
+
+
+def _merge_lds(path: Path, new: dict) -> dict:
+    """Keep earlier results of other methods/estimators evaluated on the same test set."""
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    if any(old.get(k) != new[k] for k in ("alpha", "test_subsets", "seeds")):
+        return new
+    merged = dict(new)
+    seen = {(r["method"], r["estimator"], r["behavior"]) for r in new["results"]}
+    merged["results"] = [
+        r for r in old["results"] if (r["method"], r["estimator"], r["behavior"]) not in seen
+    ] + new["results"]
+    seen_f = {(f["method"], f["behavior"]) for f in new["fidelity"]}
+    merged["fidelity"] = [
+        f for f in old["fidelity"] if (f["method"], f["behavior"]) not in seen_f
+    ] + new["fidelity"]
+    merged["cost"] = {**old.get("cost", {}), **new["cost"]}
+    return merged
 
 
 def run_counterfactual(
@@ -182,9 +202,14 @@ def run_counterfactual(
     seeds: int = 3,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    estimators: list[str] | None = None,
+    ranked_by: list[str] | None = None,
 ) -> dict:
     """Retrain without the top (or bottom) share of players by each attribution's ranking;
-    report each behavior's relative change (%) against the full model."""
+    report each behavior's relative change (%) against the full model.
+
+    ``estimators`` / ``ranked_by`` restrict the rankings used (estimator names; behavior
+    names such as ``fid`` or keys such as ``fid[digits-cnn]``)."""
     run_dir = Path(run_dir)
     if remove not in ("top", "bottom"):
         raise DiffattrError("--remove must be 'top' or 'bottom'")
@@ -205,6 +230,10 @@ def run_counterfactual(
         full, _ = reference_values(state, store)
         plans = []
         for a in payload["attributions"]:
+            if estimators and a["estimator"] not in estimators:
+                continue
+            if ranked_by and not {a["behavior"], a["behavior"].split("[")[0]} & set(ranked_by):
+                continue
             vals = np.asarray(a["values"], dtype=float)
             sign = -1.0 if lower_is_better(a["behavior"]) else 1.0
             order = np.argsort(-sign * vals, kind="stable")  # best contributors first
@@ -262,7 +291,7 @@ def compute_curve(
     info = json.loads(lds_path.read_text())
     cfg = load_run_config(run_dir).with_overrides(**{"attribution.estimators": ["shapley"]})
     methods = methods or ["retrain", "ft", "sft"]
-    masks = test_masks(
+    masks = held_out_masks(
         len(method_state(cfg, run_dir, cfg.attribution.method, progress).players),
         info["alpha"],
         info["test_subsets"],
@@ -299,7 +328,10 @@ def compute_curve(
                 m = int((budget - prep) // cost)
                 if m < 2:
                     continue
-                attrs = estimate(state, store, specs, exclude_masks=test_set, limit=m)
+                errors: list[str] = []  # too few subsets for this budget: no point
+                attrs = estimate(
+                    state, store, specs, exclude_masks=test_set, limit=m, errors=errors
+                )
                 for a in attrs:
                     t = np.array([[row[b].behaviors[a.behavior] for b in ok] for row in recs])
                     res = lds_over_seeds(a.values, masks[ok], t, n_bootstrap=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -37,16 +38,17 @@ def _failed(spec: JobSpec, error: str) -> JobRecord:
     )
 
 
-class Executor:
+class Executor(ABC):
     """Base: ``run(specs, ctx)`` yields one record per spec, in completion order."""
 
     def __init__(self, cfg: ExecutorConfig) -> None:
         self.cfg = cfg
 
+    @abstractmethod
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
-        raise NotImplementedError
+        """Run every spec; yield its record as each job ends."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release workers or cluster connections."""
 
 

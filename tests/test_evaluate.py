@@ -1,0 +1,140 @@
+"""End-to-end tests of the evaluation commands on a tiny digits run."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import small_cfg
+from diffattr.evaluate.protocol import held_out_masks, run_counterfactual, run_lds
+from diffattr.report import write_report
+from diffattr.runner import run_attribution
+from diffattr.store import Store
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, full_model):
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    cfg = small_cfg(full_model, **{"attribution.estimators": ["shapley", "loo"]})
+    assert run_attribution(cfg, run_dir, progress=False).failed == 0
+    lds = run_lds(run_dir, alpha=0.5, test_subsets=4, seeds=1, progress=False)
+    cf = run_counterfactual(
+        run_dir, "top", 0.4, seeds=1, progress=False, estimators=["shapley"], ranked_by=["fid"]
+    )
+    return run_dir, lds, cf
+
+
+def test_held_out_masks_are_datamodel_subsets():
+    m = held_out_masks(10, 0.5, 6, seed=0)
+    assert m.shape == (6, 10) and (m.sum(1) == 5).all()
+    assert (held_out_masks(10, 0.5, 6, seed=0) == m).all()
+
+
+def test_lds_retrains_and_scores(evaluated_run):
+    run_dir, lds, _ = evaluated_run
+    assert lds["failed_jobs"] == 0
+    combos = {(r["method"], r["estimator"]) for r in lds["results"]}
+    assert combos == {("sft", "shapley"), ("sft", "loo")}
+    for r in lds["results"]:
+        assert -100 <= r["lds"] <= 100 and r["n_test"] == 4
+    assert {f["method"] for f in lds["fidelity"]} == {"sft"}
+    assert lds["cost"]["sft"]["speedup_vs_retrain"] > 1
+    with Store(run_dir / "store.sqlite") as s:
+        test_rows = [r for r in s.records() if r.kind == "test"]
+        assert len(test_rows) == 4 and all(r.method == "retrain" for r in test_rows)
+    # a second call retrains nothing
+    again = run_lds(run_dir, alpha=0.5, test_subsets=4, seeds=1, progress=False)
+    with Store(run_dir / "store.sqlite") as s:
+        assert len([r for r in s.records() if r.kind == "test"]) == 4
+    assert [r["lds"] for r in again["results"]] == [r["lds"] for r in lds["results"]]
+
+
+def test_counterfactual_removes_top_players(evaluated_run):
+    run_dir, _, cf = evaluated_run
+    values = json.loads((run_dir / "values.json").read_text())
+    shap = next(
+        a
+        for a in values["attributions"]
+        if a["estimator"] == "shapley" and a["behavior"].startswith("fid")
+    )
+    best_first = np.argsort(np.asarray(shap["values"]))  # lower FID is better
+    expected = {shap["names"][i] for i in best_first[:4]}
+    (res,) = cf["results"]
+    assert set(res["removed"]) == expected
+    assert all(np.isfinite(c["mean"]) for c in res["relative_change_pct"].values())
+
+
+def test_report_is_self_contained(evaluated_run):
+    run_dir, _, _ = evaluated_run
+    path = write_report(run_dir)
+    text = path.read_text()
+    assert text.count("data:image/png;base64,") >= 4
+    assert "Linear datamodeling score" in text and "Fidelity" in text
+    assert 'src="http' not in text
+
+
+@pytest.mark.slow
+def test_report_loads_in_headless_chromium(evaluated_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    run_dir, _, _ = evaluated_run
+    path = write_report(run_dir)
+    # A copy of the page that records, after load, how many images decoded.
+    probe = tmp_path / "probe.html"
+    js = (
+        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.setAttribute('data-ok',"
+        "i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length)})</script>"
+    )
+    probe.write_text(path.read_text().replace("</body>", js + "</body>"))
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    dom = subprocess.run(
+        [
+            chromium,
+            *flags,
+            f"--user-data-dir={tmp_path / 'p1'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "diffattr report" in dom.stdout
+    import re
+
+    ok = re.search(r'data-ok="(\d+)/(\d+)"', dom.stdout)
+    assert ok and ok.group(1) == ok.group(2) and int(ok.group(2)) >= 4, dom.stdout[-500:]
+    shot = tmp_path / "shot.png"
+    res = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0 and shot.stat().st_size > 10_000

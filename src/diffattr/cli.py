@@ -84,6 +84,7 @@ def lower_is_better(behavior_key: str) -> bool:
 
 def print_ranking(attributions: list, top: int | None = None) -> None:
     """One table per estimator: players ranked by the first behavior (best first)."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = Console()
@@ -95,19 +96,19 @@ def print_ranking(attributions: list, top: int | None = None) -> None:
         sign = -1.0 if lower_is_better(lead.behavior) else 1.0
         order = sorted(range(len(lead.names)), key=lambda i: -sign * lead.values[i])
         table = Table(
-            title=f"{est}: players ranked by their contribution to {lead.behavior}"
+            title=f"{est}: players ranked by their contribution to {escape(lead.behavior)}"
             + (" (lower is better)" if sign < 0 else " (higher is better)")
         )
         table.add_column("rank", justify="right")
         table.add_column("player")
         for a in attrs:
-            table.add_column(a.behavior, justify="right")
+            table.add_column(escape(a.behavior), justify="right")
         for r, i in enumerate(order[:top] if top else order, start=1):
             cells = []
             for a in attrs:
                 se = a.stderr[i]
                 cells.append(f"{a.values[i]:+.4g}" + ("" if se != se else f" ± {se:.2g}"))
-            table.add_row(str(r), lead.names[i], *cells)
+            table.add_row(str(r), escape(lead.names[i]), *cells)
         out.print(table)
 
 
@@ -196,6 +197,7 @@ def lds_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address"),
 ) -> None:
     """LDS against models retrained from scratch on held-out subsets (+ fidelity)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from diffattr.evaluate.protocol import run_lds
@@ -220,7 +222,7 @@ def lds_cmd(
         table.add_row(
             r["method"],
             r["estimator"],
-            r["behavior"],
+            escape(r["behavior"]),
             f"{r['lds']:.1f}",
             f"± {r['ci95']:.1f}",
             f"[{lo:.1f}, {hi:.1f}]",

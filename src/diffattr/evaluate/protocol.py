@@ -135,7 +135,7 @@ def run_lds(
             cost = float(np.mean([r.t_total for r in fit_recs])) if fit_recs else float("nan")
             out["cost"][method] = {
                 "seconds_per_job": cost,
-                "prepare_seconds": state.timings.get("prepare_method", 0.0),
+                "prepare_seconds": state.timings.get("prepare_cost", 0.0),
                 "speedup_vs_retrain": retrain_cost / cost if cost else float("nan"),
             }
             if with_fidelity and method != "retrain":
@@ -315,7 +315,7 @@ def compute_curve(
             run_jobs(state, specs["shapley"], store, f"{method} jobs", progress)
             r = store.records([s.key for s in specs["shapley"]])
             costs[method] = (
-                state.timings.get("prepare_method", 0.0),
+                state.timings.get("prepare_cost", 0.0),
                 float(np.mean([x.t_total for x in r])),
             )
         top = max(p + len(fit_specs(states[m])["shapley"]) * c for m, (p, c) in costs.items())
@@ -325,8 +325,8 @@ def compute_curve(
             specs = fit_specs(state)
             points = []
             for budget in tqdm(grid, desc=f"curve {method}", disable=not progress):
-                m = int((budget - prep) // cost)
-                if m < 2:
+                m = min(int((budget - prep) / cost + 1e-6), len(specs["shapley"]))
+                if m < 2 or any(p["subsets"] == m for p in points):
                     continue
                 errors: list[str] = []  # too few subsets for this budget: no point
                 attrs = estimate(

@@ -18,24 +18,14 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from diffattr.config import ExecutorConfig
 from diffattr.errors import DiffattrError
 from diffattr.registry import Registry
-from diffattr.runner.job import JobContext, JobSpec, execute_job, worker_init
+from diffattr.runner.job import JobContext, JobSpec, execute_job, record_for, worker_init
 from diffattr.store import JobRecord
 
 EXECUTORS: Registry[type] = Registry("executor")
 
 
 def _failed(spec: JobSpec, error: str) -> JobRecord:
-    return JobRecord(
-        key=spec.key,
-        kind=spec.kind,
-        mask=spec.mask,
-        method=spec.method,
-        settings=spec.settings,
-        seed=spec.seed,
-        status="failed",
-        error=error,
-        extra=dict(spec.extra),
-    )
+    return record_for(spec, status="failed", error=error)
 
 
 class Executor(ABC):

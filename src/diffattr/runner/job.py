@@ -95,10 +95,9 @@ def sample(unet: torch.nn.Module, ctx: JobContext) -> torch.Tensor:
     )
 
 
-def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
-    """Run one job and return its record; an exception becomes a 'failed' record."""
-    t0 = time.perf_counter()
-    rec = JobRecord(
+def record_for(spec: JobSpec, **fields: Any) -> JobRecord:
+    """A store record carrying the spec's identity, plus ``fields`` (status, error, ...)."""
+    return JobRecord(
         key=spec.key,
         kind=spec.kind,
         mask=spec.mask,
@@ -106,7 +105,14 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
         settings=spec.settings,
         seed=spec.seed,
         extra=dict(spec.extra),
+        **fields,
     )
+
+
+def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
+    """Run one job and return its record; an exception becomes a 'failed' record."""
+    t0 = time.perf_counter()
+    rec = record_for(spec)
     try:
         torch.manual_seed(spec.seed)
         if spec.method in ("full", "null"):

@@ -142,3 +142,24 @@ def test_ray_matches_inline(tmp_path, full_model):
     np.testing.assert_allclose(
         [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-4, atol=1e-6
     )
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path):
+    """`diffattr run --preset quick` on digits: finite values, efficiency, exit code 0."""
+    res = subprocess.run(
+        _cli("run", "--preset", "quick", "--out", str(tmp_path / "quick")),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "players ranked by their contribution" in res.stdout
+    payload = json.loads((tmp_path / "quick" / "values.json").read_text())
+    assert len(payload["attributions"]) == 2
+    for a in payload["attributions"]:
+        vals = np.asarray(a["values"], dtype=float)
+        assert len(vals) == 10 and np.isfinite(vals).all()
+        diff = payload["v1"][a["behavior"]] - payload["v0"][a["behavior"]]
+        assert vals.sum() == pytest.approx(diff, abs=1e-6)

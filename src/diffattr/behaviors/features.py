@@ -41,6 +41,7 @@ from torch import nn
 
 from diffattr.config import DataConfig, cache_dir
 from diffattr.errors import DiffattrError
+from diffattr.fileio import atomic_write_text
 
 ARCH = "cnn-v1"
 WIDTHS = (32, 64, 128)
@@ -62,20 +63,6 @@ RECIPE = {
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

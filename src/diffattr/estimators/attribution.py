@@ -11,7 +11,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from diffattr.coalitions.base import check_count
 from diffattr.errors import DiffattrError
+from diffattr.fileio import atomic_write_text as _atomic_write_text
 
 #: The largest number of players for which a table can hold every subset (2^20 rows).
 MAX_EXACT_PLAYERS = 20
@@ -47,20 +47,11 @@ def _json_safe(obj: Any) -> Any:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to a temp file next to ``path`` and ``os.replace`` it into place."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    """Atomic write into an existing directory (a missing one is a user error here)."""
+    parent = Path(path).parent if str(Path(path).parent) else Path(".")
     if not parent.is_dir():
         raise DiffattrError(f"output directory {str(parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write_text(path, text, mkdir=False)
 
 
 def _fmt(x: float) -> str:

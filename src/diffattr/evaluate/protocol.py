@@ -19,6 +19,7 @@ from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.evaluate.fidelity import fidelity
 from diffattr.evaluate.lds import lds_over_seeds
+from diffattr.fileio import atomic_write_text
 from diffattr.runner.pipeline import (
     RunState,
     estimate,
@@ -54,9 +55,7 @@ def held_out_masks(n: int, alpha: float, count: int, seed: int) -> np.ndarray:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float))
 
 
 def retrain_targets(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import DiffattrError
+from diffattr.fileio import atomic_write_text
 
 
 def _png(fig) -> str:
@@ -294,7 +295,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     out = Path(out) if out else run_dir / "report.html"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(out)
+    atomic_write_text(out, doc)
     return out

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffattr.config import RunConfig
+from diffattr.fileio import atomic_write_text
 from diffattr.runner.pipeline import (
     PRESETS,
     apply_preset,
@@ -42,13 +41,6 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_values(run_dir: Path, attributions: list, v0: dict, v1: dict, cfg: RunConfig) -> None:
     """values.csv (player,behavior,estimator,value,stderr) and values.json (+ v0, v1, settings)."""
     lines = ["player,behavior,estimator,value,stderr"]
@@ -56,14 +48,14 @@ def write_values(run_dir: Path, attributions: list, v0: dict, v1: dict, cfg: Run
         for name, v, s in zip(a.names, a.values, a.stderr):
             q = f'"{name}"' if ("," in name or '"' in name) else name
             lines.append(f"{q},{a.behavior},{a.estimator},{float(v):.10g},{float(s):.10g}")
-    _atomic_write(run_dir / "values.csv", "\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "values.csv", "\n".join(lines) + "\n")
     payload = {
         "v0": v0,
         "v1": v1,
         "config": cfg.to_dict(),
         "attributions": [a.to_dict() for a in attributions],
     }
-    _atomic_write(run_dir / "values.json", json.dumps(payload, indent=2, default=float))
+    atomic_write_text(run_dir / "values.json", json.dumps(payload, indent=2, default=float))
 
 
 def run_attribution(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunSummary:
@@ -95,7 +87,7 @@ def run_attribution(cfg: RunConfig, run_dir: str | Path, progress: bool = True) 
         n_jobs = len({s.key for s in all_specs})
         failed_now = sum(1 for r in store.records([s.key for s in all_specs], status="failed"))
     timings["total"] = time.perf_counter() - t_start
-    _atomic_write(
+    atomic_write_text(
         run_dir / "summary.json",
         json.dumps(
             {

@@ -95,17 +95,6 @@ def _deep_merge(into: dict, new: dict) -> None:
 PER_JOB_SETTINGS = frozenset({"steps", "lr", "ema", "ema_decay"})
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(path).rglob("*")):
-        if p.is_file() and p.suffix in (".safetensors", ".json") and "training" not in p.parts:
-            if p.name == "diffattr.json":
-                continue
-            h.update(p.relative_to(path).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -161,6 +150,7 @@ def prepare_run(
 ) -> RunState:
     """Stages 1-2: dataset, full and null models, the method's shared inputs."""
     from diffattr.counterfactual import prepare_method
+    from diffattr.counterfactual.base import FullModel
     from diffattr.diffusion.checkpoint import is_model_dir, load_model
     from diffattr.models import make_null_model, train_full_model
 
@@ -211,7 +201,7 @@ def prepare_run(
         device=cfg.device,
         grids_dir=str(run_dir / "grids"),
     )
-    return RunState(cfg, run_dir, players, ctx, file_digest(Path(full_dir) / "unet"), timings)
+    return RunState(cfg, run_dir, players, ctx, FullModel(full_dir).digest(), timings)
 
 
 def fit_specs(state: RunState) -> dict[str, list[JobSpec]]:

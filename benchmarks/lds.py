@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--test-subsets", type=int, default=32)
     ap.add_argument("--subsets", type=int, default=32)
     ap.add_argument("--train-steps", type=int, default=1000)
+    ap.add_argument("--train-batch-size", type=int, default=64)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
@@ -36,6 +37,7 @@ def main() -> None:
     cfg = build_config(None, "default").with_overrides(
         **{
             "train.steps": args.train_steps,
+            "train.batch_size": args.train_batch_size,
             "sample.num_samples": args.samples,
             "sample.batch_size": args.samples,
             "attribution.subsets": args.subsets,

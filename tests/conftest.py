@@ -16,6 +16,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 SMALL = {
     "train.steps": 300,
+    "train.batch_size": 64,
     "train.checkpoint_every": 300,
     "sample.num_samples": 96,
     "sample.ddim_steps": 8,

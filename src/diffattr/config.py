@@ -66,8 +66,12 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(3000, ge=1, description="optimisation steps")
-    batch_size: int = Field(64, ge=1)
+    steps: int = Field(4000, ge=1, description="optimisation steps")
+    batch_size: int = Field(
+        128,
+        ge=1,
+        description="images per step (digits, IS: 128 x 4,000 steps 8.0; 64 x 3,000 steps 7.0)",
+    )
     lr: float = Field(2e-3, gt=0, description="Adam learning rate")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
     ema_decay: float = Field(

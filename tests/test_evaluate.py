@@ -138,3 +138,24 @@ def test_report_loads_in_headless_chromium(evaluated_run, tmp_path):
         timeout=120,
     )
     assert res.returncode == 0 and shot.stat().st_size > 10_000
+
+
+def test_lds_cli_fits_more_subsets(evaluated_run):
+    """`diffattr lds --subsets M` runs the extra coalitions and fits on them; the
+    retrained test subsets are reused."""
+    from typer.testing import CliRunner
+
+    from diffattr.cli import app
+
+    run_dir, lds, _ = evaluated_run
+    before = next(r["fit_rows"] for r in lds["results"] if r["estimator"] == "shapley")
+    args = ["lds", str(run_dir), "--test-subsets", "4", "--estimator", "shapley"]
+    result = CliRunner().invoke(app, [*args, "--subsets", "16", "--no-fidelity"])
+    assert result.exit_code == 0, result.output
+    out = json.loads((run_dir / "lds.json").read_text())
+    rows = {r["fit_rows"] for r in out["results"] if r["estimator"] == "shapley"}
+    assert rows and min(rows) > before
+    with Store(run_dir / "store.sqlite") as s:
+        assert len([r for r in s.records() if r.kind == "test"]) == 4
+    bad = CliRunner().invoke(app, [*args, "--subsets", "0"])
+    assert bad.exit_code != 0 and "--subsets must be at least 1" in str(bad.exception)

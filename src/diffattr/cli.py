@@ -191,6 +191,9 @@ def lds_cmd(
     seeds: int = typer.Option(1, "--seeds", help="retraining seeds per test subset"),
     method: list[str] | None = typer.Option(None, "--method", help="repeatable"),
     estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
+    subsets: int | None = typer.Option(
+        None, "--subsets", help="coalitions per estimator, M (default: the run's); new ones are run"
+    ),
     fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity"),
     executor: str | None = typer.Option(None, "--executor"),
     workers: int | None = typer.Option(None, "--workers"),
@@ -204,6 +207,11 @@ def lds_cmd(
 
     if not 0 < alpha < 1:
         raise DiffattrError(f"--alpha must be in (0, 1), got {alpha}")
+    if subsets is not None and subsets < 1:
+        raise DiffattrError(f"--subsets must be at least 1, got {subsets}")
+    overrides = _executor_overrides(executor, workers, ray_address)
+    if subsets is not None:
+        overrides["attribution.subsets"] = subsets
     res = run_lds(
         run_dir,
         alpha,
@@ -212,7 +220,7 @@ def lds_cmd(
         method or None,
         estimator or None,
         fidelity,
-        _executor_overrides(executor, workers, ray_address),
+        overrides,
     )
     table = Table(title=f"LDS (alpha={alpha}, {test_subsets} test subsets, {seeds} seed(s))")
     for c in ("method", "estimator", "behavior", "LDS", "95% (seeds)", "bootstrap 95%"):

@@ -75,14 +75,7 @@ def train_full_model(
     meta["train_seconds"] = round(time.perf_counter() - t0, 3)
     meta["train_step"] = cfg.train.steps
     meta["train_config"] = cfg.train.model_dump()
-    save_model(
-        out,
-        result.ema.model,
-        raw_unet=result.unet,
-        optimizer_state=result.optimizer_state,
-        ema_step=result.ema.step,
-        meta=meta,
-    )
+    result.save(out, meta)
     if grid_samples:
         images = generate(
             result.ema.model,

@@ -31,6 +31,18 @@ class TrainResult:
     seconds: float
     losses: list[float] = field(default_factory=list)
 
+    def save(self, out_dir: str | Path, meta: dict) -> Path:
+        """Write the EMA weights (sampled) with the raw weights, optimizer and EMA step, so
+        training or fine-tuning can continue from the directory."""
+        return save_model(
+            out_dir,
+            self.ema.model,
+            raw_unet=self.unet,
+            optimizer_state=self.optimizer_state,
+            ema_step=self.ema.step,
+            meta=meta,
+        )
+
 
 def antithetic_timesteps(batch: int, T: int, generator: torch.Generator) -> torch.Tensor:
     """Half the timesteps uniform on {0..T-1}, the other half their mirror T-1-t."""

@@ -73,14 +73,7 @@ def prune(
         cfg = cfg.model_copy(update={"steps": finetune_steps})
         result = train(pruned, dataset.images, cfg, device=device, desc="fine-tune pruned model")
         out_meta.update(finetune_config=cfg.model_dump(), finetune_seconds=round(result.seconds, 3))
-        path = save_model(
-            out,
-            result.ema.model,
-            raw_unet=result.unet,
-            optimizer_state=result.optimizer_state,
-            ema_step=result.ema.step,
-            meta=out_meta,
-        )
+        path = result.save(out, out_meta)
         sampled = result.ema.model
     else:
         path = save_model(out, pruned, meta=out_meta)

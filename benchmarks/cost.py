@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffattr.evaluate.protocol import held_out_masks, load_run_config, method_state
+from diffattr.evaluate.common import held_out_masks, open_run
 from diffattr.runner.job import execute_job
 
 
@@ -23,17 +23,16 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["retrain", "ft", "sft"])
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    cfg = load_run_config(args.run_dir)
+    run = open_run(args.run_dir, progress=False)
     out = {}
     for method in args.methods:
-        state = method_state(cfg, args.run_dir, method, progress=False)
-        mask = held_out_masks(len(state.players), 0.5, 1, cfg.attribution.seed)[0]
-        settings = {} if method == "retrain" else state.cfg.attribution.settings_for()
+        p = run.prepare(method)
+        mask = held_out_masks(p.n_players, 0.5, 1, run.cfg.attribution.seed)[0]
         rows = []
         for r in range(args.repeats):
             # A seed no other job uses, so nothing is cached or skipped.
-            spec = state.spec(mask, method, settings, 10_000 + r, "cost")
-            rec = execute_job(spec, state.ctx)
+            spec = run.spec(p, mask, p.method, 10_000 + r, "cost")
+            rec = execute_job(spec, p.ctx)
             if rec.status != "done":
                 raise SystemExit(rec.error)
             rows.append([rec.t_train, rec.t_sample, rec.t_measure, rec.t_total])
@@ -43,8 +42,9 @@ def main() -> None:
             "sample": round(a[1], 3),
             "measure": round(a[2], 3),
             "total": round(a[3], 3),
-            "prepare_once": round(state.timings.get("prepare_cost", 0.0), 2),
+            "prepare_once": round(p.prepare_cost, 2),
         }
+    run.close()
     if "retrain" in out:
         for v in out.values():
             v["speedup_vs_retrain"] = round(out["retrain"]["total"] / v["total"], 2)

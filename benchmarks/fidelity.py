@@ -15,15 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffattr.evaluate.fidelity import fidelity
-from diffattr.evaluate.protocol import (
-    held_out_masks,
-    load_run_config,
-    method_state,
-    retrain_targets,
-)
-from diffattr.runner.pipeline import run_jobs
-from diffattr.store import Store
+from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets
+from diffattr.evaluate.fidelity import method_fidelity
 
 
 def parse_variant(text: str) -> dict:
@@ -39,52 +32,35 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--variant", action="append", default=[], help="e.g. steps=50,ratio=0.5")
     ap.add_argument("--test-subsets", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    cfg = load_run_config(
-        args.run_dir, **{"executor.name": "process", "executor.workers": args.workers}
-    )
-    base = cfg.attribution.settings_for("sft")
+    executor = {"executor": {"name": "process", "workers": args.workers}}
     results = []
-    with Store(args.run_dir / "store.sqlite") as store:
-        state0 = method_state(cfg, args.run_dir, "sft", progress=False)
-        masks = held_out_masks(len(state0.players), args.alpha, args.test_subsets, 0)
-        recs, _ = retrain_targets(state0, store, masks, 1, "test", progress=False)
-        retrain_cost = float(np.mean([r.t_total for r in recs[0] if r is not None]))
+    with open_run(args.run_dir, executor, progress=False) as run:
+        base = run.cfg.method_settings("sft")
+        p0 = run.prepare(base)
+        masks = held_out_masks(p0.n_players, args.alpha, args.test_subsets, 0)
+        targets = retrain_targets(run, p0, masks, args.seeds)
         for text in [""] + args.variant:
-            settings = {**base, **(parse_variant(text) if text else {})}
-            cfg_v = cfg.with_overrides(
-                **{
-                    "attribution.method_settings": {
-                        **cfg.attribution.method_settings,
-                        "sft": settings,
-                    }
-                }
+            settings = base.model_copy(update=parse_variant(text) if text else {})
+            p = run.prepare(settings) if text else p0
+            fid, _ = method_fidelity(run, p, targets)
+            recs = run.store.records(
+                [run.spec(p, m, settings, run.cfg.attribution.seed, "fidelity").key for m in masks]
             )
-            state = method_state(cfg_v, args.run_dir, "sft", progress=False)
-            specs = [state.spec(m, "sft", settings, 0, "fidelity") for m in masks]
-            run_jobs(state, specs, store, "sft", progress=False)
-            got = store.records([s.key for s in specs])
-            by_key = {r.key: r for r in got}
-            pairs = [
-                (by_key[s.key], recs[0][b])
-                for b, s in enumerate(specs)
-                if s.key in by_key and recs[0][b] is not None
-            ]
             row = {
-                "settings": settings,
-                "n": len(pairs),
-                "seconds_per_job": float(np.mean([p.t_total for p, _ in pairs])),
-                "retrain_seconds_per_job": retrain_cost,
-                "prepare_seconds": state.timings.get("prepare_cost", 0.0),
+                "settings": settings.to_dict(),
+                "n": len(targets.masks),
+                "seconds_per_job": float(np.mean([r.t_total for r in recs])),
+                "retrain_seconds_per_job": targets.seconds_per_job(),
+                "prepare_seconds": p.prepare_cost,
             }
-            for beh in sorted(pairs[0][0].behaviors):
-                row[beh] = fidelity(
-                    np.array([p.behaviors[beh] for p, _ in pairs]),
-                    np.array([q.behaviors[beh] for _, q in pairs]),
-                )
+            for f in fid:
+                row[f.behavior] = {"pearson": f.pearson, "spearman": f.spearman, "mae": f.mae}
             results.append(row)
+            run._prepared.pop(settings.name, None)
     print(json.dumps(results, indent=2))
 
 

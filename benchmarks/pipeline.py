@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffattr.runner import build_config, run_attribution
+from diffattr.config import build_config
+from diffattr.runner import run_attribution
 from diffattr.store import Store
 
 
@@ -28,14 +29,15 @@ def main() -> None:
     ap.add_argument("--executor", default="inline")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    cfg = build_config(None, args.preset).with_overrides(
-        **{"executor.name": args.executor, "executor.workers": args.workers}
-    )
+    executor = {"name": args.executor}
+    if args.executor != "inline":
+        executor["workers"] = args.workers
+    cfg = build_config(None, args.preset, {"executor": executor})
     t0 = time.perf_counter()
     summary = run_attribution(cfg, args.out, progress=False)
     wall = time.perf_counter() - t0
     with Store(args.out / "store.sqlite") as store:
-        fit = [r for r in store.records() if r.kind == "fit"]
+        fit = [r for r in store.records() if r.kind in ("fit", "method-all")]
     parts = np.array([[r.t_train, r.t_sample, r.t_measure, r.t_total] for r in fit])
     overhead = parts[:, 3] - parts[:, :3].sum(1)
     print(

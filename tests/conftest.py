@@ -22,19 +22,27 @@ SMALL = {
     "sample.ddim_steps": 8,
     "sample.batch_size": 96,
     "attribution.subsets": 10,
-    "attribution.method_settings": {"sft": {"finetune_steps": 40, "steps": 15}},
+    "method": {"name": "sft", "finetune_steps": 40, "steps": 15},
 }
+
+
+def train_full(cfg, out, grid_samples=4):
+    """Train (or find) the full model of ``cfg`` in ``out``."""
+    from diffattr.data import load_dataset
+
+    family = cfg.family.build(cfg.device)
+    dataset = load_dataset(cfg.data)
+    data = family.training_set(dataset)
+    return family.train_full(cfg, out, dataset, data, progress=False, grid_samples=grid_samples)
 
 
 @pytest.fixture(scope="session")
 def full_model(tmp_path_factory):
     """A tiny digits model trained for 300 steps, shared by the end-to-end tests."""
     from diffattr.config import RunConfig
-    from diffattr.models import train_full_model
 
     cfg = RunConfig().with_overrides(**SMALL)
-    path = tmp_path_factory.mktemp("full") / "model"
-    return train_full_model(cfg, path, progress=False, grid_samples=4)
+    return train_full(cfg, tmp_path_factory.mktemp("full") / "model")
 
 
 def small_cfg(full_model, **extra):

@@ -1,14 +1,17 @@
-"""The ``diffattr`` command line (typer)."""
+"""The ``diffattr`` command line (typer): parse, build the plan, call a phase, print.
+
+Commands import what they use inside their body, so light commands (``init``, ``estimate``,
+``status``, a misspelled ``run``) answer without loading torch or diffusers.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
 
-from diffattr.config import RunConfig, home
 from diffattr.errors import DiffattrError
 
 app = typer.Typer(
@@ -16,24 +19,33 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Credit the training data of diffusion models (Shapley values via sparsified unlearning).",
 )
-console = Console(stderr=True)
+
+SET_HELP = "any setting, KEY=VALUE with a TOML value (repeatable), e.g. method.steps=100"
 
 
-def load_config(config: Path | None) -> RunConfig:
-    return RunConfig.from_toml(config) if config is not None else RunConfig()
+def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
+    from diffattr.config import parse_assignment
+
+    out = {k: v for k, v in flags.items() if v is not None}
+    for text in sets or []:
+        key, value = parse_assignment(text)
+        out[key] = value
+    return out
 
 
 @app.command()
 def init(
     path: Path = typer.Argument(Path("diffattr.toml"), help="where to write the config"),
+    preset: str | None = typer.Option(None, "--preset", help="default | quick | paper"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
-    """Write a commented default configuration file (the `default` run preset)."""
-    from diffattr.runner import build_config
+    """Write a commented configuration file (every setting, the `default` run preset)."""
+    from diffattr.config import build_config
+    from diffattr.fileio import atomic_write_text
 
     if path.exists() and not force:
         raise DiffattrError(f"{path} exists; pass --force to overwrite it")
-    path.write_text(build_config(None, "default").commented_toml())
+    atomic_write_text(path, build_config(None, preset).commented_toml())
     typer.echo(f"wrote {path}")
 
 
@@ -43,47 +55,62 @@ def train_cmd(
     dataset: str | None = typer.Option(None, "--dataset", help="digits | fashion-mnist | ..."),
     data: str | None = typer.Option(None, "--data", help="local data path"),
     image_size: int | None = typer.Option(None, "--image-size"),
-    preset: str | None = typer.Option(None, "--preset", help="tiny | small | ddpm-cifar"),
+    architecture: str | None = typer.Option(
+        None, "--architecture", help="UNet layout: tiny | small | ddpm-cifar"
+    ),
     steps: int | None = typer.Option(None, "--steps"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr"),
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device"),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
     out: Path | None = typer.Option(
         None, "--out", help="model directory (default $DIFFATTR_HOME/model)"
     ),
 ) -> None:
     """Train the full model theta* on all data; resumable; writes samples.png."""
-    from diffattr.models import train_full_model
+    from diffattr.config import build_config, home
+    from diffattr.runner.plan import check_config
 
-    cfg = load_config(config).with_overrides(
-        **{
-            "data.dataset": dataset,
-            "data.path": data,
-            "data.image_size": image_size,
-            "model.preset": preset,
-            "train.steps": steps,
-            "train.batch_size": batch_size,
-            "train.lr": lr,
-            "train.seed": seed,
-            "device": device,
-        }
+    cfg = build_config(
+        config,
+        None,
+        _overrides(
+            sets,
+            **{
+                "data.name": dataset,
+                "data.path": data,
+                "data.image_size": image_size,
+                "family.architecture": architecture,
+                "train.steps": steps,
+                "train.batch_size": batch_size,
+                "train.lr": lr,
+                "train.seed": seed,
+                "device": device,
+            },
+        ),
     )
+    check_config(cfg)
+    from diffattr.data import load_dataset
+
     out = out or home() / "model"
-    path = train_full_model(cfg, out)
+    family = cfg.family.build(cfg.device)
+    ds = load_dataset(cfg.data)
+    family.check_data(ds)
+    path = family.train_full(cfg, out, ds, family.training_set(ds, out.parent / "cache"))
     typer.echo(f"model: {path}\nsamples: {path / 'samples.png'}")
 
 
 def lower_is_better(behavior_key: str) -> bool:
     """Whether smaller values of a behavior (e.g. ``fid[digits-cnn]``) are better."""
-    from diffattr.behaviors import BEHAVIORS
+    from diffattr.behaviors.keys import BehaviorKey
 
-    name = behavior_key.split("[")[0]
-    return name in BEHAVIORS and not BEHAVIORS.get(name).higher_is_better
+    return BehaviorKey.parse(behavior_key).lower_is_better
 
 
 def print_ranking(attributions: list, top: int | None = None) -> None:
     """One table per estimator: players ranked by the first behavior (best first)."""
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -132,26 +159,37 @@ def run_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address"),
     full_model: Path | None = typer.Option(None, "--full-model", help="use this trained model"),
     device: str | None = typer.Option(None, "--device"),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the jobs; exit"),
 ) -> None:
     """Attribute a global behavior of the model to its data contributors (resumable)."""
-    from diffattr.runner import build_config, run_attribution
+    from diffattr.config import build_config, home
 
-    cfg = build_config(config, preset).with_overrides(
-        **{
-            "data.dataset": dataset,
-            "data.path": data,
-            "data.players": players,
-            "attribution.method": method,
-            "attribution.estimators": estimator or None,
-            "attribution.subsets": subsets,
-            "attribution.full_model": str(full_model) if full_model else None,
-            "executor.name": executor,
-            "executor.workers": workers,
-            "executor.ray_address": ray_address,
-            "device": device,
-        }
-    )
+    flags = {
+        "data.name": dataset,
+        "data.path": data,
+        "data.players": players,
+        "method.name": method,
+        "attribution.estimators": list(estimator) if estimator else None,
+        "attribution.subsets": subsets,
+        "attribution.full_model": str(full_model) if full_model else None,
+        "executor.name": executor,
+        "device": device,
+    }
+    if workers is not None:
+        flags["executor.workers"] = workers
+    if ray_address is not None:
+        flags["executor.address"] = ray_address
+    cfg = build_config(config, preset, _overrides(sets, **flags))
     run_dir = out or home() / "run"
+    from diffattr.runner.plan import make_plan
+
+    plan = make_plan(cfg, run_dir)
+    typer.echo(plan.render(), err=True)
+    if dry_run:
+        return
+    from diffattr.runner import run_attribution
+
     summary = run_attribution(cfg, run_dir)
     print_ranking(summary.attributions, top=25)
     t = summary.timings
@@ -160,9 +198,12 @@ def run_cmd(
         f"values: {run_dir / 'values.csv'}"
     )
     for err in summary.errors:
-        console.print(f"[red]estimator not fitted:[/red] {err}", highlight=False)
+        _error(f"estimator not fitted: {err}")
     if summary.failed:
-        console.print(f"[red]{summary.failed} job(s) failed[/red]; see diffattr status {run_dir}")
+        _error(
+            f"{summary.failed} job(s) failed; first: {summary.first_error}; "
+            f"see diffattr status {run_dir}"
+        )
     if summary.failed or summary.errors:
         raise typer.Exit(1)
 
@@ -175,20 +216,28 @@ def status_cmd(run_dir: Path = typer.Argument(..., help="run directory")) -> Non
     run_status(run_dir)
 
 
-def _executor_overrides(executor: str | None, workers: int | None, ray_address: str | None):
-    return {
-        "executor.name": executor,
-        "executor.workers": workers,
-        "executor.ray_address": ray_address,
-    }
+def _executor_overrides(
+    executor: str | None, workers: int | None, ray_address: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"executor.name": executor}
+    if workers is not None:
+        out["executor.workers"] = workers
+    if ray_address is not None:
+        out["executor.address"] = ray_address
+    return out
 
 
 @app.command("lds")
 def lds_cmd(
     run_dir: Path = typer.Argument(..., help="run directory of diffattr run"),
-    alpha: float = typer.Option(0.5, "--alpha", help="share of players kept in test subsets"),
-    test_subsets: int = typer.Option(32, "--test-subsets"),
-    seeds: int = typer.Option(1, "--seeds", help="retraining seeds per test subset"),
+    alpha: list[float] | None = typer.Option(
+        None, "--alpha", help="share of players kept in test subsets (repeatable; default 0.5)"
+    ),
+    test_subsets: int | None = typer.Option(
+        None, "--test-subsets", help="held-out subsets (default 100; --quick 16)"
+    ),
+    seeds: int | None = typer.Option(None, "--seeds", help="retraining seeds (default 3)"),
+    quick: bool = typer.Option(False, "--quick", help="16 test subsets, 1 seed"),
     method: list[str] | None = typer.Option(None, "--method", help="repeatable"),
     estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
     subsets: int | None = typer.Option(
@@ -200,49 +249,25 @@ def lds_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address"),
 ) -> None:
     """LDS against models retrained from scratch on held-out subsets (+ fidelity)."""
-    from rich.markup import escape
-    from rich.table import Table
+    from diffattr.evaluate.lds import LDSProtocol, run_lds
 
-    from diffattr.evaluate.protocol import run_lds
-
-    if not 0 < alpha < 1:
-        raise DiffattrError(f"--alpha must be in (0, 1), got {alpha}")
     if subsets is not None and subsets < 1:
         raise DiffattrError(f"--subsets must be at least 1, got {subsets}")
+    protocol = LDSProtocol.from_options(alpha or None, test_subsets, seeds, quick)
     overrides = _executor_overrides(executor, workers, ray_address)
     if subsets is not None:
         overrides["attribution.subsets"] = subsets
     res = run_lds(
         run_dir,
-        alpha,
-        test_subsets,
-        seeds,
-        method or None,
-        estimator or None,
-        fidelity,
-        overrides,
+        protocol,
+        methods=method or None,
+        estimators=estimator or None,
+        with_fidelity=fidelity,
+        overrides=overrides,
     )
-    table = Table(title=f"LDS (alpha={alpha}, {test_subsets} test subsets, {seeds} seed(s))")
-    for c in ("method", "estimator", "behavior", "LDS", "95% (seeds)", "bootstrap 95%"):
-        table.add_column(c)
-    for r in res["results"]:
-        lo, hi = r["bootstrap_95"]
-        table.add_row(
-            r["method"],
-            r["estimator"],
-            escape(r["behavior"]),
-            f"{r['lds']:.1f}",
-            f"± {r['ci95']:.1f}",
-            f"[{lo:.1f}, {hi:.1f}]",
-        )
-    Console().print(table)
-    for f in res["fidelity"]:
-        typer.echo(
-            f"fidelity {f['method']} {f['behavior']}: pearson {f['pearson']:.3f} "
-            f"spearman {f['spearman']:.3f} mae {f['mae']:.4g}"
-        )
+    typer.echo(res.render())
     typer.echo(f"written: {run_dir / 'lds.json'}")
-    if res["failed_jobs"]:
+    if res.failed_jobs:
         raise typer.Exit(1)
 
 
@@ -259,7 +284,7 @@ def counterfactual_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address"),
 ) -> None:
     """Retrain without the top (bottom) players of each ranking; relative change of F."""
-    from diffattr.evaluate.protocol import run_counterfactual
+    from diffattr.evaluate.counterfactual import run_counterfactual
 
     res = run_counterfactual(
         run_dir,
@@ -270,13 +295,8 @@ def counterfactual_cmd(
         estimators=estimator or None,
         ranked_by=ranked_by or None,
     )
-    for r in res["results"]:
-        changes = ", ".join(f"{b} {c['mean']:+.1f}%" for b, c in r["relative_change_pct"].items())
-        typer.echo(
-            f"{r['estimator']} (ranked by {r['ranked_by']}), without "
-            f"{', '.join(r['removed'])}: {changes}"
-        )
-    if res["failed_jobs"]:
+    typer.echo(res.render())
+    if res.failed_jobs:
         raise typer.Exit(1)
 
 
@@ -285,18 +305,19 @@ def curve_cmd(
     run_dir: Path = typer.Argument(...),
     method: list[str] | None = typer.Option(None, "--method", help="default: retrain ft sft"),
     budgets: int = typer.Option(5, "--budgets"),
-    retrain_subsets: int = typer.Option(8, "--retrain-subsets"),
+    retrain_subsets: int | None = typer.Option(
+        None,
+        "--retrain-subsets",
+        help="coalitions retrained for the retrain curve (default 2(n-1))",
+    ),
+    test_subsets: int | None = typer.Option(None, "--test-subsets"),
+    seeds: int | None = typer.Option(None, "--seeds"),
 ) -> None:
     """Compute-matched curve: Shapley LDS against compute for each method."""
-    from diffattr.evaluate.protocol import compute_curve
+    from diffattr.evaluate.budget import compute_curve
 
-    res = compute_curve(run_dir, method or None, budgets, retrain_subsets)
-    for m, pts in res["curves"].items():
-        for p in pts:
-            typer.echo(
-                f"{m}: {p['budget_seconds']:.0f} s, {p['subsets']} subsets, "
-                f"{p['behavior']} LDS {p['lds']:.1f}"
-            )
+    res = compute_curve(run_dir, method or None, budgets, retrain_subsets, test_subsets, seeds)
+    typer.echo(res.render())
 
 
 @app.command("report")
@@ -310,45 +331,42 @@ def report_cmd(
     typer.echo(f"wrote {write_report(run_dir, out)}")
 
 
-def _register_optional() -> None:
-    """Commands implemented in their own modules (kept there so each stage owns its CLI)."""
-    import importlib
+def _register_commands() -> None:
+    """Commands implemented beside the stage they drive (their modules import lightly)."""
+    from diffattr.behaviors.cli import measure
+    from diffattr.estimators.cli import estimate
+    from diffattr.sparsify.cli import prune
 
-    for module, name, attr in [
-        ("diffattr.estimators.cli", "estimate", "estimate"),
-        ("diffattr.behaviors.cli", "measure", "measure"),
-        ("diffattr.sparsify.cli", "prune", "prune"),
-    ]:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        app.command(name)(getattr(mod, attr))
+    app.command("estimate")(estimate)
+    app.command("measure")(measure)
+    app.command("prune")(prune)
 
 
-_register_optional()
+_register_commands()
+
+
+def _error(message: str) -> None:
+    """One line on stderr, never wrapped (pipes and logs keep it whole)."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
 
 
 def main() -> None:
+    import click
+
     try:
         rc = app(standalone_mode=False)
     except DiffattrError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        _error(str(e).replace("\n", " "))
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("aborted\n")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -72,8 +72,13 @@ def format_validation_error(error: ValidationError, where: str, model: type | No
     For an unknown key the message lists the keys the model knows (and the closest one).
     """
     err = error.errors()[0]
-    loc = [str(x) for x in err["loc"]]
-    key = ".".join([where, *loc]) if where else ".".join(loc)
+    loc = [f"[{x}]" if isinstance(x, int) else str(x) for x in err["loc"]]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, DiffattrError):
+        # raised by a nested registry parse: its message starts with the field's own name
+        parent = _join([where, *loc[:-1]])
+        return f"{parent}.{cause}" if parent else str(cause)
+    key = _join([where, *loc])
     if err["type"] == "extra_forbidden" and model is not None:
         known = _known_keys(model, err["loc"][:-1])
         bad = loc[-1] if loc else "?"
@@ -88,6 +93,15 @@ def format_validation_error(error: ValidationError, where: str, model: type | No
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return f"{key}: {msg}"
+
+
+def _join(parts: list[str]) -> str:
+    out = ""
+    for p in parts:
+        if not p:
+            continue
+        out += p if (not out or p.startswith("[")) else f".{p}"
+    return out
 
 
 def _known_keys(model: type, loc: tuple) -> list[str]:

@@ -16,60 +16,40 @@ Entry points for the pipeline: ``measure_images(images, data_cfg)`` and
 
 from __future__ import annotations
 
-from diffattr.behaviors.diversity import class_entropy, cluster_entropy, entropy_bits
-from diffattr.behaviors.features import (
-    ClassifierExtractor,
-    FeatureExtractor,
-    get_extractor,
-)
-from diffattr.behaviors.fid import fid_from_features, frechet_distance, gaussian_stats
-from diffattr.behaviors.inception_score import inception_score
-from diffattr.behaviors.local import denoising_loss, local_behaviors, mse, nrmse, ssim
-from diffattr.behaviors.precision_recall import density_coverage, knn_radii, precision_recall
-from diffattr.behaviors.suite import (
-    BEHAVIORS,
-    Behavior,
-    BehaviorSuite,
-    ModelMeasurement,
-    RealStats,
-    SuiteOptions,
-    behavior_key,
-    clear_memory_cache,
-    get_suite,
-    measure_images,
-    measure_model,
-    parse_names,
-)
+from diffattr.lazy import lazy_exports
 
-__all__ = [
-    "BEHAVIORS",
-    "Behavior",
-    "BehaviorSuite",
-    "ClassifierExtractor",
-    "FeatureExtractor",
-    "ModelMeasurement",
-    "RealStats",
-    "SuiteOptions",
-    "behavior_key",
-    "class_entropy",
-    "clear_memory_cache",
-    "cluster_entropy",
-    "denoising_loss",
-    "density_coverage",
-    "entropy_bits",
-    "fid_from_features",
-    "frechet_distance",
-    "gaussian_stats",
-    "get_extractor",
-    "get_suite",
-    "inception_score",
-    "knn_radii",
-    "local_behaviors",
-    "measure_images",
-    "measure_model",
-    "mse",
-    "nrmse",
-    "parse_names",
-    "precision_recall",
-    "ssim",
-]
+_EXPORTS = {
+    "class_entropy": "diffattr.behaviors.diversity:class_entropy",
+    "cluster_entropy": "diffattr.behaviors.diversity:cluster_entropy",
+    "entropy_bits": "diffattr.behaviors.diversity:entropy_bits",
+    "ClassifierExtractor": "diffattr.behaviors.features:ClassifierExtractor",
+    "FeatureExtractor": "diffattr.behaviors.features:FeatureExtractor",
+    "get_extractor": "diffattr.behaviors.features:get_extractor",
+    "fid_from_features": "diffattr.behaviors.fid:fid_from_features",
+    "frechet_distance": "diffattr.behaviors.fid:frechet_distance",
+    "gaussian_stats": "diffattr.behaviors.fid:gaussian_stats",
+    "inception_score": "diffattr.behaviors.inception_score:inception_score",
+    "denoising_loss": "diffattr.behaviors.local:denoising_loss",
+    "local_behaviors": "diffattr.behaviors.local:local_behaviors",
+    "mse": "diffattr.behaviors.local:mse",
+    "nrmse": "diffattr.behaviors.local:nrmse",
+    "ssim": "diffattr.behaviors.local:ssim",
+    "density_coverage": "diffattr.behaviors.precision_recall:density_coverage",
+    "knn_radii": "diffattr.behaviors.precision_recall:knn_radii",
+    "precision_recall": "diffattr.behaviors.precision_recall:precision_recall",
+    "BEHAVIORS": "diffattr.behaviors.suite:BEHAVIORS",
+    "Behavior": "diffattr.behaviors.suite:Behavior",
+    "BehaviorSuite": "diffattr.behaviors.suite:BehaviorSuite",
+    "ModelMeasurement": "diffattr.behaviors.suite:ModelMeasurement",
+    "RealStats": "diffattr.behaviors.suite:RealStats",
+    "SuiteOptions": "diffattr.behaviors.suite:SuiteOptions",
+    "behavior_key": "diffattr.behaviors.suite:behavior_key",
+    "clear_memory_cache": "diffattr.behaviors.suite:clear_memory_cache",
+    "get_suite": "diffattr.behaviors.suite:get_suite",
+    "measure_images": "diffattr.behaviors.suite:measure_images",
+    "measure_model": "diffattr.behaviors.suite:measure_model",
+    "parse_names": "diffattr.behaviors.suite:parse_names",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

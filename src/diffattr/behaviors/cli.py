@@ -6,8 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
 
 from diffattr.errors import DiffattrError
@@ -16,23 +14,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def _data_config(base: dict | None, dataset: str | None, data: str | None, size: int | None):
-    from pydantic import ValidationError
+    from diffattr.data.settings import parse_data
 
-    from diffattr.config import DataConfig
-
-    fields = dict(base or {})
-    if dataset is not None and dataset != fields.get("dataset"):
+    fields = dict(base or {"name": "digits"})
+    if dataset is not None and dataset != fields.get("name"):
         # Another dataset: the stored path / classes / subset belong to the old one.
-        fields = {"dataset": dataset}
+        fields = {"name": dataset}
     for key, value in (("path", data), ("image_size", size)):
         if value is not None:
             fields[key] = value
-    try:
-        return DataConfig(**fields)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise DiffattrError(f"{loc}: {err['msg']}") from None
+    return parse_data(fields)
 
 
 def _stored_data_config(model_dir: Path) -> dict | None:
@@ -52,12 +43,14 @@ def _stored_data_config(model_dir: Path) -> dict | None:
     return config.get("data") if isinstance(config, dict) else None
 
 
-def read_image_folder(folder: Path, channels: int, image_size: int) -> torch.Tensor:
+def read_image_folder(folder: Path, channels: int, image_size: int):
     """All PNG/JPEG files under ``folder`` (sorted, recursive) as (N, C, S, S) in [-1, 1].
 
     Images are converted to grey (C = 1) or RGB (C = 3) and resized (antialiased bilinear)
     to ``image_size`` x ``image_size``; non-square images are stretched.
     """
+    import numpy as np
+    import torch
     from PIL import Image, UnidentifiedImageError
 
     from diffattr.data.base import resize, to_unit_range
@@ -154,10 +147,9 @@ def measure(
         raise DiffattrError("give either a model directory or --images DIR (exactly one)")
     if samples is not None and samples < 2:
         raise DiffattrError(f"--samples must be at least 2, got {samples}")
-    try:
-        torch.device(device)
-    except RuntimeError as e:
-        raise DiffattrError(f"bad --device {device!r}: {e}") from None
+    from diffattr.runner.plan import check_device
+
+    check_device(device)
     if images is not None:
         from diffattr.data import load_dataset
 

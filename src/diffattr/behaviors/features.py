@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffattr.config import DataConfig, cache_dir
+from diffattr.config import home
+from diffattr.data.settings import DataSettings as DataConfig
+from diffattr.data.settings import DigitsData
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 
@@ -356,7 +358,7 @@ def extractor_key(data_cfg: DataConfig, dataset, kind: str = "cnn", seed: int = 
 
 
 def features_dir(key: str) -> Path:
-    return cache_dir() / "features" / key
+    return home() / "cache" / "features" / key
 
 
 _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
@@ -398,7 +400,7 @@ def get_extractor(
             loading it again).
         seed: initialisation, split and batch seed of the classifier.
     """
-    data_cfg = data_cfg or DataConfig()
+    data_cfg = data_cfg or DigitsData()
     dev = str(torch.device(device))
     if kind == "inception":
         from diffattr.behaviors.inception import InceptionExtractor

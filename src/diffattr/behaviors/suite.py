@@ -44,8 +44,9 @@ from diffattr.behaviors.inception_score import inception_score
 from diffattr.behaviors.precision_recall import density_coverage, knn_radii
 from diffattr.behaviors.precision_recall import precision as _precision
 from diffattr.behaviors.precision_recall import recall as _recall
-from diffattr.config import DataConfig
 from diffattr.data import dataset_key
+from diffattr.data.settings import DataSettings as DataConfig
+from diffattr.data.settings import DigitsData, parse_data
 from diffattr.errors import DiffattrError
 from diffattr.registry import Registry
 
@@ -324,7 +325,7 @@ class BehaviorSuite:
         (or of ``reference``: an ``ImageDataset`` or (N, C, H, W) tensor in [-1, 1])."""
         from diffattr.data import load_dataset
 
-        data_cfg = data_cfg or DataConfig()
+        data_cfg = data_cfg or DigitsData()
         options = options or SuiteOptions()
         if dataset is None:
             dataset = load_dataset(data_cfg)
@@ -426,7 +427,7 @@ def get_suite(
     inception_weights: str | Path | None = None,
 ) -> BehaviorSuite:
     """The process-wide suite of (dataset, device, reference, kind, options), built once."""
-    data_cfg = data_cfg or DataConfig()
+    data_cfg = data_cfg or DigitsData()
     options = options or SuiteOptions()
     key = (
         json.dumps(dataset_key(data_cfg), sort_keys=True),
@@ -488,7 +489,7 @@ def _stored_sections(meta: dict, model_dir: Path):
     config = meta.get("config") if isinstance(meta, dict) else None
     config = config if isinstance(config, dict) else {}
     try:
-        data = DataConfig.model_validate(config["data"]) if "data" in config else None
+        data = parse_data(config["data"]) if "data" in config else None
         sample = SampleConfig.model_validate(config.get("sample") or {})
     except ValidationError as e:
         err = e.errors()[0]

@@ -1,17 +1,19 @@
 """The interface every counterfactual method implements, and what the methods share.
 
 A counterfactual method approximates theta_S, the model trained on the data of the players in
-S only, from the full model theta* (trained on all data). The pipeline uses a method in two
+S only, from the full model theta* (trained on all data). The runner uses a method in two
 phases, possibly in different processes:
 
-1. ``prepare_method(name, settings, full_dir, dataset, work_dir, device)``: once per run,
-   before any job; one-time shared work (e.g. prune + fine-tune on all data for ``sft``) is
-   cached on disk under ``work_dir`` and reused if it is already there.
-2. ``load_method(name, settings, full_dir, work_dir, device)`` in each worker, then
-   ``method.run(kept_indices, dataset, seed=...)`` for every job: a ``CounterfactualResult``
-   whose ``unet`` is sampled from. Workers only read ``full_dir`` and ``work_dir``.
+1. ``method.prepare(data)``: once per run, before any job; one-time shared work (e.g. prune
+   + fine-tune on all data for ``sft``) is cached on disk under ``work_dir`` and reused if it
+   is already there;
+2. in each worker ``method.load()``, then ``method.run(kept_indices, data, seed=...)`` for
+   every job: a ``CounterfactualResult`` whose ``model`` is sampled from. Workers only read
+   ``full_dir`` and ``work_dir``.
 
-Everything is rebuilt from paths and plain settings, so a method can run in another process.
+Methods never branch on the kind of model: training, pruning, saving and loading go through
+the model family (``diffattr.families.ModelFamily``), and ``data`` is the family's encoded
+``TrainingSet`` (pixels, latents, conditions), so fine-tunes never run an encoder.
 """
 
 from __future__ import annotations
@@ -22,173 +24,126 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from pydantic import Field, ValidationError
 from torch import nn
 
-from diffattr.config import Section, TrainConfig
-from diffattr.diffusion.checkpoint import LoadedModel, is_model_dir, load_model
+from diffattr.config import TrainConfig
+from diffattr.counterfactual.settings import EmaMode, FineTuneSettings, MethodSettings
+from diffattr.diffusion.checkpoint import read_meta
 from diffattr.diffusion.ema import EMA
-from diffattr.diffusion.train import train
 from diffattr.errors import DiffattrError
-from diffattr.registry import Registry
-
-EmaMode = Literal["restart", "carry", "none"]
+from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 
 
 @dataclass
 class CounterfactualResult:
     """What one job gets back: the model to sample from, its training time and notes."""
 
-    unet: nn.Module
+    model: nn.Module
     train_seconds: float
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class MethodSettings(Section):
-    """Settings of a method (``[attribution] method_settings``); unknown keys are errors."""
-
-
-class FineTuneSettings(MethodSettings):
-    """Shared by the methods that fine-tune for ``steps`` steps on the kept data.
-
-    ``ema`` chooses the weights that are sampled after the short fine-tune:
-
-    * ``restart`` (default): a new EMA of the fine-tuned weights with the warm-up
-      min(decay, (1+t)/(10+t)): the starting weights keep 1/C(k+9, 9) of the mass (under
-      0.1 % after 10 steps) and the average spans roughly the last k/9 steps. The
-      counterfactual is decided by the fine-tune on S, with the step noise of the raw
-      weights smoothed out.
-    * ``carry``: continue the starting model's EMA and its step count t0, i.e. the research
-      code's behaviour. Its decay is min(decay, (1+t)/(10+t)) at t >= t0 (0.997 after 3000
-      steps), so after k steps only about 1 - decay^k of the weight comes from the
-      fine-tune (26 % for k = 100 at 0.997, 10 % at 0.999, 1 % at 0.9999): the subsets'
-      differences are diluted towards the all-data model.
-    * ``none``: sample the raw fine-tuned weights.
-
-    ``ema_decay`` overrides the full model's decay for the fine-tune.
-
-    Measured (digits, tiny preset, 3000-step full model; sft with a 1000-step all-data
-    fine-tune and k = 100; 4 random class subsets; share of 200 samples that a classifier
-    puts in the kept classes): retrain 0.98, sft restart 0.86, none 0.86, carry 0.70, full
-    model 0.40 (the kept share of the data). ``carry`` loses about a third of the subset
-    effect even with this short all-data EMA; ``restart`` is the default.
-    """
-
-    steps: int = Field(100, ge=1, description="fine-tuning steps on the kept data (k)")
-    lr: float | None = Field(None, gt=0, description="learning rate (default: the full model's)")
-    batch_size: int | None = Field(None, ge=1, description="batch size (default: the full model's)")
-    ema: EmaMode = Field("restart", description="restart | carry | none (see the docstring)")
-    ema_decay: float | None = Field(
-        None, ge=0, lt=1, description="EMA decay of the fine-tune (default: the full model's)"
-    )
-
-
-METHODS: Registry[type[CounterfactualMethod]] = Registry("counterfactual method")
-
-
 class FullModel:
-    """The full model theta*: its directory, its recipe (from ``diffattr.json``) and weights."""
+    """The full model theta*: its directory, its recipe (``diffattr.json``) and weights."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, family: ModelFamily) -> None:
         self.dir = Path(directory)
-        if not is_model_dir(self.dir):
+        self.family = family
+        if not family.is_model_dir(self.dir):
             raise DiffattrError(
                 f"{self.dir} is not a diffattr model directory (make one with `diffattr train`)"
             )
-        self.meta = load_model_meta(self.dir)
+        self.meta = read_meta(self.dir)
         config = self.meta.get("config", {})
         train_cfg = self.meta.get("train_config") or config.get("train")
         if not train_cfg:
             raise DiffattrError(f"{self.dir}/diffattr.json records no training recipe")
         self.train = TrainConfig(**train_cfg)
-        self.preset = config.get("model", {}).get("preset")
-        self.model_seed = int(config.get("model", {}).get("seed", 0))
         self.dataset_size = self.meta.get("dataset", {}).get("size")
-        self._loaded: dict[bool, LoadedModel] = {}
+        self._loaded: dict[bool, ModelState] = {}
 
-    def load(self, device: str | torch.device, training: bool = False) -> LoadedModel:
+    def load(self, training: bool = False) -> ModelState:
         """The full model (cached; callers copy before changing it)."""
         if training not in self._loaded:
-            self._loaded[training] = load_model(self.dir, device, training=training)
+            self._loaded[training] = self.family.load(self.dir, training=training)
         return self._loaded[training]
 
     def digest(self) -> str:
-        """Hash of the sampled weights: identifies theta* in cache keys."""
-        h = hashlib.sha256()
-        for p in sorted((self.dir / "unet").glob("*")):
-            if p.is_file() and p.suffix in (".safetensors", ".json"):
-                h.update(p.name.encode())
-                h.update(p.read_bytes())
-        return h.hexdigest()[:16]
+        """Hash of the sampled weights and their config: identifies theta* in cache keys."""
+        return model_digest(self.dir)
 
 
-def load_model_meta(directory: Path) -> dict:
-    import json
-
-    return json.loads((Path(directory) / "diffattr.json").read_text())
+def model_digest(directory: str | Path) -> str:
+    """Hash of a model directory's sampled weights (every file except training state)."""
+    h = hashlib.sha256()
+    root = Path(directory)
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not p.is_file() or rel.parts[0] in ("training", "diffattr.json", "samples.png"):
+            continue
+        if p.suffix not in (".safetensors", ".json", ".bin"):
+            continue
+        h.update(str(rel).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class CounterfactualMethod(ABC):
-    """One counterfactual method; subclasses set ``name``/``Settings`` and implement ``run``.
+    """One counterfactual method; subclasses set ``Settings`` and implement ``run``.
 
     Args:
         settings: the method's validated settings.
+        family: the model family of the run.
         full_dir: the full model theta* (a model directory).
         work_dir: where ``prepare`` caches shared work; read-only for ``run``.
-        device: torch device of training.
     """
 
-    name: ClassVar[str]
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
 
     def __init__(
         self,
         settings: MethodSettings,
+        family: ModelFamily,
         full_dir: str | Path,
         work_dir: str | Path,
-        device: str | torch.device = "cpu",
     ) -> None:
+        if not isinstance(settings, self.Settings):
+            raise DiffattrError(f"{type(self).__name__} needs {self.Settings.__name__}")
         self.settings = settings
-        self.full = FullModel(full_dir)
+        self.family = family
+        self.full = FullModel(full_dir, family)
         self.work_dir = Path(work_dir)
-        self.device = torch.device(device)
+        self.device = family.device
 
-    @classmethod
-    def parse_settings(cls, settings: dict[str, Any] | MethodSettings | None) -> MethodSettings:
-        if isinstance(settings, cls.Settings):
-            return settings
-        try:
-            return cls.Settings.model_validate(dict(settings or {}))
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise DiffattrError(f"{cls.name} settings: {loc}: {err['msg']}") from None
+    @property
+    def name(self) -> str:
+        return self.settings.name
 
-    def prepare(self, dataset, progress: bool = True) -> None:  # noqa: B027 - optional hook
+    def prepare(self, data: TrainingSet, progress: bool = True) -> None:  # noqa: B027
         """One-time shared work before the jobs (none by default)."""
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load what ``prepare`` cached (nothing by default); called once per worker."""
 
     @abstractmethod
-    def run(self, kept: np.ndarray, dataset, seed: int = 0) -> CounterfactualResult:
-        """The counterfactual model for the kept sample indices of ``dataset``."""
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
+        """The counterfactual model for the kept example indices of ``data``."""
 
     # ---------------------------------------------------------------- shared helpers
 
-    def kept_images(self, kept: np.ndarray, dataset) -> torch.Tensor:
-        images = dataset_images(dataset)
-        if self.full.dataset_size is not None and len(images) != self.full.dataset_size:
+    def check_size(self, data: TrainingSet) -> None:
+        if self.full.dataset_size is not None and len(data) != self.full.dataset_size:
             raise DiffattrError(
-                f"the dataset has {len(images)} images but the full model was trained on "
+                f"the dataset has {len(data)} images but the full model was trained on "
                 f"{self.full.dataset_size}"
             )
-        idx = check_indices(kept, len(images))
-        return images[torch.as_tensor(idx)]
+
+    def kept_data(self, kept: np.ndarray, data: TrainingSet) -> TrainingSet:
+        self.check_size(data)
+        return data.subset(check_indices(kept, len(data)))
 
     def train_config(self, s: FineTuneSettings | None, steps: int, seed: int) -> TrainConfig:
         """The full model's recipe with this fine-tune's steps, seed and overrides."""
@@ -211,28 +166,6 @@ def copy_module(m: nn.Module) -> nn.Module:
     return out
 
 
-def meta_value(directory: str | Path, *keys: str) -> Any:
-    """A nested value of a model directory's ``diffattr.json`` (None if absent)."""
-    import json
-
-    try:
-        node = json.loads((Path(directory) / "diffattr.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    for k in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(k)
-    return node
-
-
-def dataset_images(dataset) -> torch.Tensor:
-    images = dataset.images if hasattr(dataset, "images") else dataset
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise DiffattrError("expected a dataset or an (N, C, H, W) image tensor")
-    return images
-
-
 def check_indices(kept, n: int) -> np.ndarray:
     idx = np.asarray(kept)
     if idx.ndim != 1:
@@ -249,12 +182,12 @@ def check_indices(kept, n: int) -> np.ndarray:
 
 
 def fine_tune(
+    family: ModelFamily,
     raw: nn.Module,
-    images: torch.Tensor,
+    data: TrainingSet,
     cfg: TrainConfig,
     *,
     ema: EmaMode,
-    device: torch.device,
     ema_model: nn.Module | None = None,
     ema_step: int = 0,
     optimizer_state: dict | None = None,
@@ -270,16 +203,7 @@ def fine_tune(
         tracker = EMA(raw, cfg.ema_decay)
     state = copy.deepcopy(optimizer_state) if optimizer_state is not None else None
     t0 = time.perf_counter()
-    result = train(
-        raw,
-        images,
-        cfg,
-        device=device,
-        ema=tracker,
-        optimizer_state=state,
-        progress=False,
-        desc="fine-tune",
-    )
+    result = family.fit(raw, data, cfg, ema=tracker, optimizer_state=state, desc="fine-tune")
     seconds = time.perf_counter() - t0
     out = result.unet if ema == "none" else result.ema.model
     tail = result.losses[-min(len(result.losses), 20) :]
@@ -289,3 +213,28 @@ def fine_tune(
         "loss": float(np.mean(tail)) if tail else float("nan"),
     }
     return out.eval(), seconds, info
+
+
+def build_method(
+    settings: MethodSettings, family: ModelFamily, full_dir: str | Path, work_dir: str | Path
+) -> CounterfactualMethod:
+    """The method object of ``settings`` (its class is ``settings.implementation``)."""
+    return settings.implementation_class()(settings, family, full_dir, work_dir)
+
+
+def make_method(
+    name: str,
+    settings: dict[str, Any] | None,
+    full_dir: str | Path,
+    work_dir: str | Path,
+    family: ModelFamily | None = None,
+    device: str = "cpu",
+) -> CounterfactualMethod:
+    """A method by name with settings given as a dict (validated; one-line errors); the
+    family defaults to the one recorded in the full model's ``diffattr.json``."""
+    from diffattr.counterfactual.settings import METHODS
+    from diffattr.families.settings import family_of
+
+    parsed = METHODS.parse({**(settings or {}), "name": name}, name)
+    family = family or family_of(full_dir, device)
+    return build_method(parsed, family, full_dir, work_dir)

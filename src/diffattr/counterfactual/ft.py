@@ -12,42 +12,36 @@ from __future__ import annotations
 import numpy as np
 
 from diffattr.counterfactual.base import (
-    METHODS,
     CounterfactualMethod,
     CounterfactualResult,
-    FineTuneSettings,
     copy_module,
     fine_tune,
 )
+from diffattr.counterfactual.settings import FTSettings
+from diffattr.families.base import TrainingSet
 
 
-class FTSettings(FineTuneSettings):
-    pass
-
-
-@METHODS.register("ft")
 class FineTune(CounterfactualMethod):
-    name = "ft"
     Settings = FTSettings
     settings: FTSettings
 
     def load(self) -> None:
-        self.full.load(self.device, training=True)
+        self.full.load(training=True)
 
-    def run(self, kept: np.ndarray, dataset, seed: int = 0) -> CounterfactualResult:
-        images = self.kept_images(kept, dataset)
-        full = self.full.load(self.device, training=True)
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
+        subset = self.kept_data(kept, data)
+        full = self.full.load(training=True)
         s = self.settings
-        start = full.raw_unet if full.raw_unet is not None else full.unet
-        unet, seconds, info = fine_tune(
+        start = full.raw if full.raw is not None else full.model
+        model, seconds, info = fine_tune(
+            self.family,
             copy_module(start),
-            images,
+            subset,
             self.train_config(s, s.steps, seed),
             ema=s.ema,
-            device=self.device,
-            ema_model=full.unet,
+            ema_model=full.model,
             ema_step=full.ema_step,
             optimizer_state=full.optimizer_state,
         )
-        info["start"] = "raw" if full.raw_unet is not None else "ema"
-        return CounterfactualResult(unet, seconds, info)
+        info["start"] = "raw" if full.raw is not None else "ema"
+        return CounterfactualResult(model, seconds, info)

@@ -14,79 +14,67 @@ import time
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from diffattr.counterfactual.base import (
-    METHODS,
     CounterfactualMethod,
     CounterfactualResult,
-    MethodSettings,
     check_indices,
     copy_module,
-    dataset_images,
 )
-from diffattr.diffusion.train import antithetic_timesteps, diffusion_loss
-from diffattr.diffusion.unet import make_scheduler
+from diffattr.counterfactual.settings import GASettings
+from diffattr.diffusion.train import antithetic_timesteps
+from diffattr.families.base import TrainingSet
 
 
-class GASettings(MethodSettings):
-    steps: int = Field(20, ge=1, description="gradient-ascent steps on the removed data")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
-    batch_size: int | None = Field(None, ge=1, description="batch size (default: the full's)")
-    grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
-    loss_limit: float = Field(1.0, gt=0, description="stop once the ascended loss reaches this")
-
-
-@METHODS.register("ga")
 class GradientAscent(CounterfactualMethod):
-    name = "ga"
     Settings = GASettings
     settings: GASettings
 
     def load(self) -> None:
-        self.full.load(self.device)
+        self.full.load()
 
-    def run(self, kept: np.ndarray, dataset, seed: int = 0) -> CounterfactualResult:
-        self.kept_images(kept, dataset)  # validates the request
-        images = dataset_images(dataset)
-        removed = np.setdiff1d(np.arange(len(images)), check_indices(kept, len(images)))
-        full = self.full.load(self.device)
-        unet = copy_module(full.unet)
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
+        self.check_size(data)
+        removed = np.setdiff1d(np.arange(len(data)), check_indices(kept, len(data)))
+        full = self.full.load()
+        model = copy_module(full.model)
         if len(removed) == 0:
-            return CounterfactualResult(unet.eval(), 0.0, {"steps": 0, "removed": 0})
+            return CounterfactualResult(model.eval(), 0.0, {"steps": 0, "removed": 0})
         s = self.settings
         batch = s.batch_size or self.full.train.batch_size
-        data = images[torch.as_tensor(removed)].to(self.device)
-        scheduler = make_scheduler()
-        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(self.device)
-        T = scheduler.config.num_train_timesteps
+        forget = data.subset(removed)
+        x0_all = forget.x0.to(self.device)
+        cond_all = forget.cond.to(self.device) if forget.cond is not None else None
+        T = self.family.noise_scheduler().config.num_train_timesteps
         gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(unet.parameters(), lr=s.lr)
-        unet.to(self.device).train()
-        last_good = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        opt = torch.optim.Adam(self.family.trainable_parameters(model), lr=s.lr)
+        model.to(self.device).train()
+        last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         losses: list[float] = []
         stopped = None
         t0 = time.perf_counter()
         for _ in range(s.steps):
-            idx = torch.randint(0, len(data), (batch,), generator=gen)
+            idx = torch.randint(0, len(x0_all), (batch,), generator=gen)
             t = antithetic_timesteps(batch, T, gen)
-            noise = torch.randn((batch, *data.shape[1:]), generator=gen)
-            loss = diffusion_loss(
-                unet, data[idx.to(self.device)], t.to(self.device), noise.to(self.device), scheduler
+            noise = torch.randn((batch, *x0_all.shape[1:]), generator=gen)
+            i = idx.to(self.device)
+            cond = cond_all[i] if cond_all is not None else None
+            loss = self.family.loss(
+                model, x0_all[i], t.to(self.device), noise.to(self.device), cond
             )
             value = float(loss.detach())
             if not np.isfinite(value):
-                unet.load_state_dict(last_good)
+                model.load_state_dict(last_good)
                 stopped = "non-finite loss"
                 break
             losses.append(value)
             if value >= s.loss_limit:
                 stopped = "loss limit"
                 break
-            last_good = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
             opt.zero_grad(set_to_none=True)
             (-loss).backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), s.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
             opt.step()
         seconds = time.perf_counter() - t0
         info = {
@@ -96,4 +84,4 @@ class GradientAscent(CounterfactualMethod):
             "loss_end": losses[-1] if losses else float("nan"),
             "stopped": stopped,
         }
-        return CounterfactualResult(unet.eval(), seconds, info)
+        return CounterfactualResult(model.eval(), seconds, info)

@@ -13,51 +13,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from diffattr.counterfactual.base import (
-    METHODS,
     CounterfactualMethod,
     CounterfactualResult,
-    EmaMode,
-    FineTuneSettings,
     copy_module,
     fine_tune,
 )
+from diffattr.counterfactual.settings import LoRASettings
 from diffattr.errors import DiffattrError
-
-DEFAULT_TARGETS = ["conv1", "conv2", "to_q", "to_k", "to_v", "to_out.0"]
-
-
-class LoRASettings(FineTuneSettings):
-    lr: float | None = Field(1e-3, gt=0, description="learning rate of the adapters")
-    ema: EmaMode = Field("restart", description="restart | none")
-    rank: int = Field(4, ge=1, description="LoRA rank r")
-    alpha: float = Field(4.0, gt=0, description="LoRA alpha (the update is scaled by alpha/r)")
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TARGETS),
-        description="module names (or name suffixes) that get adapters",
-    )
+from diffattr.families.base import TrainingSet
 
 
-@METHODS.register("lora")
 class LoRAFineTune(CounterfactualMethod):
-    name = "lora"
     Settings = LoRASettings
     settings: LoRASettings
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.settings.ema == "carry":
-            raise DiffattrError("lora settings: ema: 'carry' is not available; use restart or none")
-        if not self.settings.target_modules:
-            raise DiffattrError("lora settings: target_modules: give at least one module name")
-
     def load(self) -> None:
-        self.full.load(self.device)
+        self.full.load()
 
-    def check_targets(self, unet: torch.nn.Module) -> None:
-        names = [n for n, _ in unet.named_modules()]
+    def check_targets(self, model: torch.nn.Module) -> None:
+        names = [n for n, _ in model.named_modules()]
         missing = [
             t
             for t in self.settings.target_modules
@@ -65,17 +41,17 @@ class LoRAFineTune(CounterfactualMethod):
         ]
         if missing:
             raise DiffattrError(
-                f"lora settings: target_modules {missing} match no layer of this UNet "
+                f"lora settings: target_modules {missing} match no layer of this model "
                 "(e.g. conv1, conv2, to_q, to_k, to_v, to_out.0)"
             )
 
-    def run(self, kept: np.ndarray, dataset, seed: int = 0) -> CounterfactualResult:
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
         from peft import LoraConfig, get_peft_model
 
-        images = self.kept_images(kept, dataset)
-        full = self.full.load(self.device)
+        subset = self.kept_data(kept, data)
+        full = self.full.load()
         s = self.settings
-        base = copy_module(full.unet)
+        base = copy_module(full.model)
         self.check_targets(base)
         config = LoraConfig(
             r=s.rank, lora_alpha=s.alpha, target_modules=list(s.target_modules), lora_dropout=0.0
@@ -85,7 +61,7 @@ class LoRAFineTune(CounterfactualMethod):
             model = get_peft_model(base, config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         tuned, seconds, info = fine_tune(
-            model, images, self.train_config(s, s.steps, seed), ema=s.ema, device=self.device
+            self.family, model, subset, self.train_config(s, s.steps, seed), ema=s.ema
         )
         merged = tuned.merge_and_unload()
         info.update(rank=s.rank, trainable_params=int(trainable))

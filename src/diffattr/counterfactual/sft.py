@@ -31,61 +31,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 
 from diffattr.counterfactual.base import (
-    METHODS,
     CounterfactualMethod,
     CounterfactualResult,
-    FineTuneSettings,
     copy_module,
-    dataset_images,
     fine_tune,
-    meta_value,
 )
-from diffattr.diffusion.checkpoint import LoadedModel, is_model_dir, load_model, save_model
-from diffattr.diffusion.train import train
+from diffattr.counterfactual.settings import SFTSettings
+from diffattr.diffusion.checkpoint import meta_value
 from diffattr.errors import DiffattrError
-from diffattr.sparsify.prune import PRUNERS, prune_unet
+from diffattr.families.base import FamilyCheckpoint, ModelState, TrainingSet
+from diffattr.fileio import atomic_write_text
 
 
-class SFTSettings(FineTuneSettings):
-    pruner: str = Field("magnitude", description="magnitude | taylor | random | diff-pruning")
-    ratio: float = Field(0.3, description="share of channels removed per layer group, in (0, 1)")
-    thr: float = Field(0.05, gt=0, lt=1, description="Diff-Pruning's loss threshold")
-    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
-    finetune_steps: int = Field(1000, ge=0, description="steps of the all-data fine-tune")
-    finetune_lr: float | None = Field(None, gt=0, description="its lr (default: the full's)")
-    prune_batch: int = Field(64, ge=1, description="images for Taylor-type importance")
-    prune_timesteps: int | None = Field(
-        None, ge=1, description="at most this many timesteps for Taylor-type importance"
-    )
-    seed: int = Field(0, description="seed of the pruning batch and of the all-data fine-tune")
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"pruning ratio must be in (0, 1), got {v}")
-        return v
-
-    @field_validator("pruner")
-    @classmethod
-    def _pruner(cls, v: str) -> str:
-        if v not in PRUNERS:
-            raise ValueError(f"unknown pruner {v!r}; choose one of: {', '.join(PRUNERS.names())}")
-        return v
-
-
-@METHODS.register("sft")
 class SparsifiedFineTune(CounterfactualMethod):
-    name = "sft"
     Settings = SFTSettings
     settings: SFTSettings
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._state: LoadedModel | None = None
+        self._state: ModelState | None = None
 
     # ---------------------------------------------------------------- preparation
 
@@ -93,6 +59,7 @@ class SparsifiedFineTune(CounterfactualMethod):
         s = self.settings
         return {
             "full": self.full.digest(),
+            "family": self.family.settings.to_dict(),
             "pruning": {
                 "pruner": s.pruner,
                 "ratio": s.ratio,
@@ -116,106 +83,87 @@ class SparsifiedFineTune(CounterfactualMethod):
             return None
         try:
             return json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
     def is_prepared(self, key: dict | None = None) -> bool:
         done = self._read_prepared()
         key = key or self.cache_key()
         return (
-            done is not None and done.get("key") == key and is_model_dir(self.work_dir / "pruned")
+            done is not None
+            and done.get("key") == key
+            and self.family.is_model_dir(self.work_dir / "pruned")
         )
 
-    def prepare(self, dataset, progress: bool = True) -> None:
+    def prepare(self, data: TrainingSet, progress: bool = True) -> None:
         """Prune the full model and fine-tune it on all data (skipped when cached)."""
         key = self.cache_key()
         if self.is_prepared(key):
             return
         s = self.settings
-        images = dataset_images(dataset)
-        if self.full.dataset_size is not None and len(images) != self.full.dataset_size:
-            raise DiffattrError(
-                f"the dataset has {len(images)} images but the full model was trained on "
-                f"{self.full.dataset_size}"
-            )
+        self.check_size(data)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         init_dir, tuned_dir = self.work_dir / "pruned-init", self.work_dir / "pruned"
         meta_base = {**self.full.meta, "kind": "pruned", "base_model": str(self.full.dir)}
 
         t0 = time.perf_counter()
-        init_ok = (
-            is_model_dir(init_dir)
-            and meta_value(init_dir, "prepare_key", "pruning") == key["pruning"]
-            and meta_value(init_dir, "prepare_key", "full") == key["full"]
+        old = meta_value(init_dir, "prepare_key") or {}
+        init_ok = self.family.is_model_dir(init_dir) and all(
+            old.get(k) == key[k] for k in ("full", "family", "pruning")
         )
         if init_ok:
-            pruned = load_model(init_dir, self.device).unet
-            report = pruned.diffattr_pruning
+            pruned = self.family.load(init_dir).model
+            report = meta_value(init_dir, "pruning") or {}
         else:
-            full = self.full.load(self.device)
+            full = self.full.load()
             gen = torch.Generator().manual_seed(s.seed)
-            pick = torch.randperm(len(images), generator=gen)[: s.prune_batch]
-            pruned, rep = prune_unet(
-                full.unet,  # the EMA weights: see diffattr.sparsify.prune
-                ratio=s.ratio,
-                pruner=s.pruner,
-                example_images=images[pick].to(self.device),
-                thr=s.thr,
-                seed=s.seed,
-                round_to=s.round_to,
-                max_timesteps=s.prune_timesteps,
-            )
-            report = rep.to_dict()
-            save_model(
+            pick = torch.randperm(len(data), generator=gen)[: s.prune_batch]
+            # prune the EMA weights: see diffattr.sparsify.prune
+            pruned, rep = self.family.prune(full.model, s, data.subset(pick.numpy()))
+            report = _summary(rep)
+            self.family.save(
                 init_dir,
-                pruned,
-                meta={**meta_base, "prepare_key": key, "pruning": _summary(report)},
+                ModelState(pruned),
+                {**meta_base, "prepare_key": key, "pruning": report},
             )
         prune_seconds = time.perf_counter() - t0
 
         # A checkpoint left by other settings must not be resumed.
-        if is_model_dir(tuned_dir) and meta_value(tuned_dir, "prepare_key") != key:
+        if self.family.is_model_dir(tuned_dir) and meta_value(tuned_dir, "prepare_key") != key:
             shutil.rmtree(tuned_dir)
         cfg = self.train_config(None, s.finetune_steps, s.seed)
         if s.finetune_lr is not None:
             cfg = cfg.model_copy(update={"lr": s.finetune_lr})
         if s.batch_size is not None:
             cfg = cfg.model_copy(update={"batch_size": s.batch_size})
-        meta = {**meta_base, "prepare_key": key, "pruning": _summary(report)}
+        meta = {**meta_base, "prepare_key": key, "pruning": report}
         t0 = time.perf_counter()
         if s.finetune_steps > 0:
             cfg = cfg.model_copy(update={"checkpoint_every": max(1, min(1000, s.finetune_steps))})
-            result = train(
+            result = self.family.fit(
                 pruned,
-                images,
+                data,
                 cfg,
-                device=self.device,
-                checkpoint_dir=tuned_dir,
-                checkpoint_meta=meta,
+                checkpoint=FamilyCheckpoint(self.family, tuned_dir, meta),
                 progress=progress,
                 desc="fine-tune pruned model on all data",
             )
-            ema_model, raw, opt, ema_step = (
-                result.ema.model,
-                result.unet,
-                result.optimizer_state,
-                result.ema.step,
+            state = ModelState(
+                result.ema.model, result.unet, result.optimizer_state, result.ema.step
             )
         else:
-            ema_model, raw, opt, ema_step = pruned, pruned, None, 0
+            state = ModelState(pruned, pruned, None, 0)
         finetune_seconds = time.perf_counter() - t0
         meta.update(train_step=s.finetune_steps, finetune_seconds=round(finetune_seconds, 3))
-        save_model(
-            tuned_dir, ema_model, raw_unet=raw, optimizer_state=opt, ema_step=ema_step, meta=meta
-        )
+        self.family.save(tuned_dir, state, meta)
         prepared = {
             "method": self.name,
             "key": key,
             "prune_seconds": round(prune_seconds, 3),
             "finetune_seconds": round(finetune_seconds, 3),
-            "pruning": _summary(report),
+            "pruning": report,
         }
-        (self.work_dir / "prepared.json").write_text(json.dumps(prepared, indent=2))
+        atomic_write_text(self.work_dir / "prepared.json", json.dumps(prepared, indent=2))
         self._state = None
 
     # ---------------------------------------------------------------- jobs
@@ -226,35 +174,35 @@ class SparsifiedFineTune(CounterfactualMethod):
         if not self.is_prepared():
             raise DiffattrError(
                 f"{self.work_dir} holds no prepared sft model for these settings and this "
-                "full model; run prepare_method first (diffattr run does)"
+                "full model; run the run's prepare phase first (diffattr run does)"
             )
-        self._state = load_model(self.work_dir / "pruned", self.device, training=True)
+        self._state = self.family.load(self.work_dir / "pruned", training=True)
 
     @property
     def pruned_model(self) -> torch.nn.Module:
         """The pruned model fine-tuned on all data (EMA weights), as prepared."""
         self.load()
-        return self._state.unet
+        return self._state.model
 
-    def run(self, kept: np.ndarray, dataset, seed: int = 0) -> CounterfactualResult:
-        images = self.kept_images(kept, dataset)
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
+        subset = self.kept_data(kept, data)
         self.load()
         state = self._state
         s = self.settings
-        raw = copy_module(state.raw_unet if state.raw_unet is not None else state.unet)
+        raw = copy_module(state.raw if state.raw is not None else state.model)
         cfg = self.train_config(s, s.steps, seed)
-        unet, seconds, info = fine_tune(
+        model, seconds, info = fine_tune(
+            self.family,
             raw,
-            images,
+            subset,
             cfg,
             ema=s.ema,
-            device=self.device,
-            ema_model=state.unet,
+            ema_model=state.model,
             ema_step=state.ema_step,
             optimizer_state=state.optimizer_state,
         )
-        info["params"] = int(sum(p.numel() for p in unet.parameters()))
-        return CounterfactualResult(unet, seconds, info)
+        info["params"] = self.family.parameter_count(model)
+        return CounterfactualResult(model, seconds, info)
 
 
 def _summary(report: dict) -> dict:

@@ -1,43 +1,18 @@
-"""Dataset loaders (one per source) and players; nothing here downloads."""
+"""Datasets (one loader per source: digits, Fashion-MNIST, CIFAR, image folders / CSV) and
+players (the unit of credit); nothing here downloads. ``diffattr.data.settings`` holds the
+typed ``[data]`` settings and imports nothing heavy.
+"""
 
 from __future__ import annotations
 
-from diffattr.config import DataConfig
-from diffattr.data.base import ImageDataset
-from diffattr.data.cifar import load_cifar10, load_cifar100
-from diffattr.data.digits import load_digits
-from diffattr.data.fashion_mnist import load_fashion_mnist
-from diffattr.data.folder import load_folder
-from diffattr.data.players import Players
-from diffattr.errors import DiffattrError
+from diffattr.lazy import lazy_exports
 
-__all__ = ["ImageDataset", "Players", "load_dataset", "dataset_key"]
+_EXPORTS = {
+    "ImageDataset": "diffattr.data.base:ImageDataset",
+    "Players": "diffattr.data.players:Players",
+    "load_dataset": "diffattr.data.load:load_dataset",
+    "dataset_key": "diffattr.data.load:dataset_key",
+}
 
-
-def load_dataset(cfg: DataConfig | None = None, split: str = "train") -> ImageDataset:
-    """Load the dataset a ``DataConfig`` names (train split unless ``split='test'``)."""
-    cfg = cfg or DataConfig()
-    if cfg.limit_per_class is not None and cfg.dataset != "fashion-mnist":
-        raise DiffattrError("limit_per_class is supported for fashion-mnist only")
-    if cfg.subset is not None and cfg.dataset != "cifar100":
-        raise DiffattrError("subset is supported for cifar100 only ('cifar20')")
-    if cfg.dataset == "digits":
-        if split != "train":
-            raise DiffattrError("digits has a single split")
-        return load_digits(cfg.image_size, cfg.classes)
-    if cfg.dataset == "fashion-mnist":
-        return load_fashion_mnist(cfg.path, split, cfg.image_size, cfg.classes, cfg.limit_per_class)
-    if cfg.dataset == "cifar10":
-        return load_cifar10(cfg.path, split, cfg.image_size, cfg.classes)
-    if cfg.dataset == "cifar100":
-        return load_cifar100(cfg.path, split, cfg.image_size, cfg.classes, cfg.subset)
-    if cfg.dataset == "folder":
-        if cfg.classes:
-            raise DiffattrError("classes do not apply to the folder dataset")
-        return load_folder(cfg.path, cfg.image_size)
-    raise DiffattrError(f"unknown dataset {cfg.dataset!r}")
-
-
-def dataset_key(cfg: DataConfig) -> dict:
-    """The fields that identify a dataset's content (for cache and job keys)."""
-    return cfg.model_dump(mode="json", exclude={"players"})
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -115,3 +115,14 @@ def load_cifar100(
         ids=[f"cifar100-{split}-{i}" for i in keep],
         class_names=names,
     )
+
+
+def load_10(settings, split: str = "train") -> ImageDataset:
+    """``[data] name = "cifar10"``."""
+    return load_cifar10(settings.path, split, settings.image_size, settings.classes)
+
+
+def load_100(settings, split: str = "train") -> ImageDataset:
+    """``[data] name = "cifar100"``."""
+    s = settings
+    return load_cifar100(s.path, split, s.image_size, s.classes, s.subset)

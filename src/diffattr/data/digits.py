@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from diffattr.data.base import ImageDataset, resize, select_classes, to_unit_range
+from diffattr.errors import DiffattrError
 
 
 def load_digits(image_size: int | None = None, classes: list[int] | None = None) -> ImageDataset:
@@ -28,3 +29,10 @@ def load_digits(image_size: int | None = None, classes: list[int] | None = None)
         ids=[f"digits-{i}" for i in keep],
         class_names=names,
     )
+
+
+def load(settings, split: str = "train") -> ImageDataset:
+    """``[data] name = "digits"``."""
+    if split != "train":
+        raise DiffattrError("digits has a single split")
+    return load_digits(settings.image_size, settings.classes)

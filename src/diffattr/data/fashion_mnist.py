@@ -93,3 +93,9 @@ def load_fashion_mnist(
         ids=[f"fashion-mnist-{split}-{r}" for r in rows[keep]],
         class_names=names,
     )
+
+
+def load(settings, split: str = "train") -> ImageDataset:
+    """``[data] name = "fashion-mnist"``."""
+    s = settings
+    return load_fashion_mnist(s.path, split, s.image_size, s.classes, s.limit_per_class)

@@ -132,3 +132,10 @@ def load_folder(
         contributors=[w for _, w in entries],
         meta={"source": str(root)},
     )
+
+
+def load(settings, split: str = "train") -> ImageDataset:
+    """``[data] name = "folder"``: a folder of contributor subfolders, or a CSV."""
+    if split != "train":
+        raise DiffattrError("the folder dataset has a single split")
+    return load_folder(settings.path, settings.image_size, settings.channels)

@@ -1,16 +1,16 @@
-"""Model directories in diffusers' format, written atomically.
+"""Model directories: written atomically, with their metadata read in one place.
 
-Layout of a model directory::
+Every model directory holds ``diffattr.json`` (what made the model: the run config, the
+dataset, steps, timings) next to the family's own files (for pixel-space models, diffusers'
+``DDPMPipeline`` layout: ``model_index.json``, ``scheduler/``, ``unet/``), and optionally the
+state needed to continue training::
 
-    model_index.json, scheduler/, unet/        DDPMPipeline.from_pretrained(dir) loads these
-                                               (unet/ holds the EMA weights used for sampling)
-    diffattr.json                              what made the model (config, steps, timings)
-    training/unet/                             raw (non-EMA) weights, to continue training
-    training/optimizer.pt, training/state.json Adam state (tensors only) and EMA step
+    training/<weights>/                raw (non-EMA) weights
+    training/optimizer.pt              Adam state (tensors only; loaded with weights_only)
+    training/state.json                the EMA step
 
-Pruned UNets cannot be described by a diffusers config alone; they are saved by
-``diffattr.sparsify.checkpoint`` (widths + config + safetensors, no pickle) and load through
-``load_unet`` the same way.
+``write_model_dir`` builds the directory in a temporary sibling and renames it into place,
+so a kill at any moment leaves either the old or the new model, never a half-written one.
 """
 
 from __future__ import annotations
@@ -19,90 +19,65 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMPipeline, UNet2DModel
 
-from diffattr.diffusion.unet import make_scheduler
 from diffattr.errors import DiffattrError
 
-PRUNED_MARKER = "pruned.json"
+META = "diffattr.json"
 
 
-def save_unet(unet: torch.nn.Module, directory: Path) -> None:
-    """Save a UNet (dense via ``save_pretrained``; pruned via the sparsify checkpoint)."""
-    if getattr(unet, "diffattr_pruning", None) is not None:
-        from diffattr.sparsify.checkpoint import save_pruned_unet
-
-        save_pruned_unet(unet, directory)
-    else:
-        unet.save_pretrained(directory, safe_serialization=True)
+def is_model_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a model written by diffattr (its ``diffattr.json``)."""
+    return (Path(directory) / META).is_file()
 
 
-def load_unet(directory: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    directory = Path(directory)
-    if (directory / PRUNED_MARKER).exists():
-        from diffattr.sparsify.checkpoint import load_pruned_unet
-
-        unet = load_pruned_unet(directory)
-    else:
-        if not (directory / "config.json").exists():
-            raise DiffattrError(f"no UNet in {directory} (config.json missing)")
-        unet = UNet2DModel.from_pretrained(directory)
-    return unet.to(device)
-
-
-@dataclass
-class LoadedModel:
-    unet: torch.nn.Module  # EMA weights: what samples are drawn from
-    raw_unet: torch.nn.Module | None = None
-    optimizer_state: dict | None = None
-    ema_step: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``diffattr.json`` of a model directory; a missing or broken file is a one-line
+    error saying what to do."""
+    path = Path(directory) / META
+    if not path.is_file():
+        raise DiffattrError(
+            f"{directory} is not a diffattr model directory ({META} missing; make one with "
+            "`diffattr train`)"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DiffattrError(f"{path} is unreadable ({e}); delete {directory} to redo it") from None
+    if not isinstance(meta, dict):
+        raise DiffattrError(f"{path} is not a JSON object; delete {directory} to redo it")
+    return meta
 
 
-def is_model_dir(directory: Path) -> bool:
-    d = Path(directory)
-    return (d / "unet").is_dir() and (d / "diffattr.json").is_file()
+def meta_value(directory: str | Path, *keys: str) -> Any:
+    """A nested value of a model directory's metadata (None if absent or unreadable)."""
+    try:
+        node: Any = read_meta(directory)
+    except DiffattrError:
+        return None
+    for k in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(k)
+    return node
 
 
-def save_model(
-    out_dir: str | Path,
-    unet: torch.nn.Module,
-    *,
-    raw_unet: torch.nn.Module | None = None,
-    optimizer_state: dict | None = None,
-    ema_step: int = 0,
-    meta: dict[str, Any] | None = None,
+def write_model_dir(
+    out_dir: str | Path, fill: Callable[[Path], None], meta: dict[str, Any] | None
 ) -> Path:
-    """Write a model directory atomically (temporary sibling, then rename).
-
-    An existing directory is replaced only once the new one is complete, so a kill at any
-    moment leaves either the old or the new model, never a half-written one.
-    """
+    """Create ``out_dir`` atomically: ``fill(tmp)`` writes the contents, then the metadata
+    is written and the directory renamed into place (replacing an old one)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if getattr(unet, "diffattr_pruning", None) is None:
-            DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(
-                tmp, safe_serialization=True
-            )
-        else:
-            save_unet(unet, tmp / "unet")
-            make_scheduler().save_pretrained(tmp / "scheduler")
-        if raw_unet is not None:
-            save_unet(raw_unet, tmp / "training" / "unet")
-        if optimizer_state is not None or raw_unet is not None:
-            (tmp / "training").mkdir(exist_ok=True)
-            if optimizer_state is not None:
-                torch.save(optimizer_state, tmp / "training" / "optimizer.pt")
-            (tmp / "training" / "state.json").write_text(json.dumps({"ema_step": int(ema_step)}))
-        (tmp / "diffattr.json").write_text(json.dumps(meta or {}, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o777 & ~_umask())
+        fill(tmp)
+        (tmp / META).write_text(json.dumps(meta or {}, indent=2, sort_keys=True))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,34 +85,54 @@ def save_model(
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_training_state(
+    directory: Path, optimizer_state: dict | None, ema_step: int, has_raw: bool
+) -> None:
+    """The optimizer state and EMA step under ``directory/training``."""
+    if optimizer_state is None and not has_raw:
+        return
+    (directory / "training").mkdir(parents=True, exist_ok=True)
+    if optimizer_state is not None:
+        torch.save(optimizer_state, directory / "training" / "optimizer.pt")
+    (directory / "training" / "state.json").write_text(json.dumps({"ema_step": int(ema_step)}))
+
+
+def read_training_state(directory: Path, device: str | torch.device) -> tuple[dict | None, int]:
+    """(optimizer state or None, EMA step) written by ``write_training_state``."""
+    opt_path = directory / "training" / "optimizer.pt"
+    state_path = directory / "training" / "state.json"
+    opt = None
+    if opt_path.exists():
+        try:
+            opt = torch.load(opt_path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise DiffattrError(
+                f"{opt_path} is unreadable ({type(e).__name__}); delete {directory} to redo it"
+            ) from None
+    step = 0
+    if state_path.exists():
+        try:
+            step = int(json.loads(state_path.read_text()).get("ema_step", 0))
+        except (ValueError, AttributeError, json.JSONDecodeError):
+            raise DiffattrError(
+                f"{state_path} is unreadable; delete {directory} to redo it"
+            ) from None
+    return opt, step
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
+        if not dst.is_dir():
+            raise DiffattrError(f"{dst} is a file where a model directory belongs; remove it")
         old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
         os.replace(dst, old)
         os.replace(src, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
-
-
-def load_model(
-    directory: str | Path, device: str | torch.device = "cpu", training: bool = False
-) -> LoadedModel:
-    """Load a model directory; with ``training=True`` also the raw weights and optimizer."""
-    d = Path(directory)
-    if not is_model_dir(d):
-        raise DiffattrError(
-            f"{d} is not a diffattr model directory (expected unet/ and diffattr.json; "
-            "make one with `diffattr train`)"
-        )
-    meta = json.loads((d / "diffattr.json").read_text())
-    unet = load_unet(d / "unet", device)
-    out = LoadedModel(unet=unet, meta=meta, path=d)
-    if training and (d / "training" / "unet").is_dir():
-        out.raw_unet = load_unet(d / "training" / "unet", device)
-        opt = d / "training" / "optimizer.pt"
-        if opt.exists():
-            out.optimizer_state = torch.load(opt, map_location=device, weights_only=True)
-        state = json.loads((d / "training" / "state.json").read_text())
-        out.ema_step = int(state.get("ema_step", 0))
-    return out

@@ -1,25 +1,54 @@
-"""The denoising training loop (epsilon prediction), shared by training and fine-tuning.
+"""The denoising training loop (epsilon prediction), shared by every family and method.
 
 Adam, gradient-norm clipping, an EMA used for sampling, antithetic timesteps (t paired with
 T-1-t), seeded batches, a progress bar with the loss, periodic checkpoints and resume.
+
+The loop knows nothing of model families: a *denoiser* (``diffattr.families.ModelFamily``)
+says how the model predicts noise from (x_t, t, condition), which noise schedule it trains
+with and which parameters train; a *training set* holds the examples (pixels or latents)
+and their conditions (class labels, text embeddings, or none).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diffattr.config import TrainConfig
-from diffattr.diffusion.checkpoint import is_model_dir, load_model, save_model
 from diffattr.diffusion.ema import EMA
-from diffattr.diffusion.unet import make_scheduler
 from diffattr.errors import DiffattrError
+
+
+class Denoiser(Protocol):
+    """What the training loop needs to know of a model family."""
+
+    def predict_noise(
+        self, model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Any
+    ) -> torch.Tensor: ...
+
+    def noise_scheduler(self) -> Any: ...
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]: ...
+
+
+class Examples(Protocol):
+    """A training set: ``x0`` (N, C, H, W) and optional per-example conditions ``cond``."""
+
+    x0: torch.Tensor
+    cond: torch.Tensor | None
+
+
+class Checkpoint(Protocol):
+    """Where ``train`` resumes from and writes its periodic checkpoints."""
+
+    def load(self, device: torch.device) -> Any: ...
+
+    def save(self, result: TrainResult, step: int, cfg: TrainConfig) -> None: ...
 
 
 @dataclass
@@ -31,18 +60,6 @@ class TrainResult:
     seconds: float
     losses: list[float] = field(default_factory=list)
 
-    def save(self, out_dir: str | Path, meta: dict) -> Path:
-        """Write the EMA weights (sampled) with the raw weights, optimizer and EMA step, so
-        training or fine-tuning can continue from the directory."""
-        return save_model(
-            out_dir,
-            self.ema.model,
-            raw_unet=self.unet,
-            optimizer_state=self.optimizer_state,
-            ema_step=self.ema.step,
-            meta=meta,
-        )
-
 
 def antithetic_timesteps(batch: int, T: int, generator: torch.Generator) -> torch.Tensor:
     """Half the timesteps uniform on {0..T-1}, the other half their mirror T-1-t."""
@@ -52,73 +69,78 @@ def antithetic_timesteps(batch: int, T: int, generator: torch.Generator) -> torc
 
 
 def diffusion_loss(
-    unet: torch.nn.Module,
+    denoiser: Denoiser,
+    model: torch.nn.Module,
     x0: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor,
-    scheduler=None,
+    cond: Any = None,
+    scheduler: Any = None,
 ) -> torch.Tensor:
     """Simple epsilon-prediction MSE of Ho et al. (2020), eq. 14."""
-    scheduler = scheduler or make_scheduler()
+    scheduler = scheduler or denoiser.noise_scheduler()
     xt = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(unet(xt, t).sample, noise)
+    return F.mse_loss(denoiser.predict_noise(model, xt, t, cond), noise)
 
 
 def train(
-    unet: torch.nn.Module,
-    images: torch.Tensor,
+    model: torch.nn.Module,
+    data: Examples,
     cfg: TrainConfig,
     *,
+    denoiser: Denoiser,
     device: str | torch.device = "cpu",
     ema: EMA | None = None,
     optimizer_state: dict | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_meta: dict | None = None,
+    checkpoint: Checkpoint | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
-    """Train ``unet`` in place on ``images`` (N, C, H, W) in [-1, 1] for ``cfg.steps`` steps.
+    """Train ``model`` in place on ``data`` for ``cfg.steps`` steps.
 
     Args:
-        ema: an EMA to continue (fine-tuning carries the starting model's EMA); a new one
-            with ``cfg.ema_decay`` is started when None.
+        ema: an EMA to continue (fine-tuning may carry the starting model's EMA); a new
+            one with ``cfg.ema_decay`` is started when None.
         optimizer_state: Adam state to continue from (same parameter shapes).
-        checkpoint_dir: if given, a resumable checkpoint is written there every
-            ``cfg.checkpoint_every`` steps and at the end; an existing checkpoint there is
-            resumed from (its step count and RNG position are restored).
+        checkpoint: if given, training resumes from its last checkpoint (step count and RNG
+            position restored) and writes one every ``cfg.checkpoint_every`` steps and at
+            the end.
     """
-    if len(images) == 0:
-        raise DiffattrError("cannot train on an empty set of images")
+    n = len(data.x0)
+    if n == 0:
+        raise DiffattrError("cannot train on an empty set of examples")
     device = torch.device(device)
-    unet.to(device).train()
-    scheduler = make_scheduler()
+    model.to(device).train()
+    scheduler = denoiser.noise_scheduler()
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     T = scheduler.config.num_train_timesteps
-    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
+    params = denoiser.trainable_parameters(model)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
         for group in opt.param_groups:
             group["lr"] = cfg.lr
-    ema = ema if ema is not None else EMA(unet, cfg.ema_decay)
+    ema = ema if ema is not None else EMA(model, cfg.ema_decay)
     ema.model.to(device)
     ema.decay = cfg.ema_decay
 
     start = 0
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt is not None and is_model_dir(ckpt):
-        loaded = load_model(ckpt, device, training=True)
-        start = int(loaded.meta.get("train_step", 0))
-        if start > 0 and loaded.raw_unet is not None:
-            unet.load_state_dict(loaded.raw_unet.state_dict())
-            ema.model.load_state_dict(loaded.unet.state_dict())
-            ema.step = loaded.ema_step
-            if loaded.optimizer_state is not None:
-                opt.load_state_dict(loaded.optimizer_state)
-    data = images.to(device)
+    if checkpoint is not None:
+        loaded = checkpoint.load(device)
+        if loaded is not None:
+            start = int(loaded.meta.get("train_step", 0))
+            if start > 0 and loaded.raw is not None:
+                model.load_state_dict(loaded.raw.state_dict())
+                ema.model.load_state_dict(loaded.model.state_dict())
+                ema.step = loaded.ema_step
+                if loaded.optimizer_state is not None:
+                    opt.load_state_dict(loaded.optimizer_state)
+    x0_all = data.x0.to(device)
+    cond_all = data.cond.to(device) if isinstance(data.cond, torch.Tensor) else None
     gen = torch.Generator().manual_seed(cfg.seed)
     # Skip the random draws of finished steps so a resumed run continues the same stream.
     for _ in range(start):
-        _draw(gen, len(data), cfg, T, data.shape[1:])
+        _draw(gen, n, cfg, T, x0_all.shape[1:])
 
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -131,32 +153,27 @@ def train(
         dynamic_ncols=True,
     )
     for step in bar:
-        idx, t, noise, flip = _draw(gen, len(data), cfg, T, data.shape[1:])
-        x0 = data[idx.to(device)]
+        idx, t, noise, flip = _draw(gen, n, cfg, T, x0_all.shape[1:])
+        idx_d = idx.to(device)
+        x0 = x0_all[idx_d]
         if flip is not None:
             x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
-        loss = diffusion_loss(unet, x0, t.to(device), noise.to(device), scheduler)
+        cond = cond_all[idx_d] if cond_all is not None else None
+        loss = diffusion_loss(denoiser, model, x0, t.to(device), noise.to(device), cond, scheduler)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        ema.update(unet)
+        ema.update(model)
         losses.append(float(loss.detach()))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         done = step + 1
-        if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            meta = dict(checkpoint_meta or {}, train_step=done, train_config=cfg.model_dump())
-            save_model(
-                ckpt,
-                ema.model,
-                raw_unet=unet,
-                optimizer_state=opt.state_dict(),
-                ema_step=ema.step,
-                meta=meta,
-            )
+        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            partial = TrainResult(model, ema, opt.state_dict(), done, 0.0)
+            checkpoint.save(partial, done, cfg)
     bar.close()
-    return TrainResult(unet, ema, opt.state_dict(), cfg.steps, time.perf_counter() - t0, losses)
+    return TrainResult(model, ema, opt.state_dict(), cfg.steps, time.perf_counter() - t0, losses)
 
 
 def _draw(gen: torch.Generator, n: int, cfg: TrainConfig, T: int, shape: torch.Size):
@@ -165,7 +182,3 @@ def _draw(gen: torch.Generator, n: int, cfg: TrainConfig, T: int, shape: torch.S
     noise = torch.randn((cfg.batch_size, *shape), generator=gen)
     flip = torch.rand(cfg.batch_size, generator=gen) < 0.5 if cfg.hflip else None
     return idx, t, noise, flip
-
-
-def read_meta(model_dir: str | Path) -> dict:
-    return json.loads((Path(model_dir) / "diffattr.json").read_text())

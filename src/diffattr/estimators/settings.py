@@ -25,3 +25,35 @@ class EstimatorSettings(Component):
 
 
 ESTIMATORS: ComponentRegistry[EstimatorSettings] = ComponentRegistry("estimator", EstimatorSettings)
+
+
+# Provisional settings of the coalition estimators (name, sampler and its defaults).
+_SAMPLER_OF = {
+    "shapley": ("shapley-kernel", {"paired": True}),
+    "permutation-shapley": ("permutation", {}),
+    "banzhaf": ("uniform", {}),
+    "banzhaf-msr": ("uniform", {}),
+    "datamodel": ("datamodel", {"alpha": 0.5}),
+    "loo": ("loo", {}),
+    "aoi": ("add-one-in", {}),
+}
+
+
+def _provisional(estimator: str) -> type[EstimatorSettings]:
+    from typing import Literal
+
+    from pydantic import Field, create_model
+
+    cls = create_model(
+        f"{estimator.title().replace('-', '')}Settings",
+        __base__=EstimatorSettings,
+        name=(Literal[estimator], estimator),
+        subsets=(int | None, Field(None, ge=1, description="coalitions (default: the run's)")),
+    )
+    cls.sampler_name = _SAMPLER_OF[estimator][0]
+    cls.sampler_defaults = _SAMPLER_OF[estimator][1]
+    return cls
+
+
+for _name in _SAMPLER_OF:
+    ESTIMATORS.register(_provisional(_name))

@@ -1,20 +1,39 @@
 """Linear datamodeling score (LDS; Park et al. 2023, as used by Lin et al. 2025, Sec. 4).
 
 For held-out coalitions S_b drawn from the datamodel distribution (floor(alpha n) players
-kept uniformly), the attribution predicts F(S_b) by the sum of the kept players' values;
-LDS = 100 x Spearman(prediction, F of the model *retrained from scratch* on S_b). Per seed
-of the retraining, one LDS; the reported number is their mean with a 95 % interval
-1.96 sd / sqrt(seeds), plus a bootstrap interval over test subsets.
+kept uniformly, distinct subsets), an attribution predicts F(S_b) by the sum of the kept
+players' values; LDS = 100 x Spearman(prediction, F of the model *retrained from scratch*
+on S_b). The paper's protocol, the default of ``diffattr lds``: 100 test subsets at
+alpha = 0.5 (also 0.25 and 0.75), each retrained with 3 seeds; one LDS per seed, reported
+as their mean with a t-interval over seeds (t quantile with seeds - 1 degrees of freedom:
+1.96 would understate it for 3 seeds). A bootstrap interval over test subsets (the
+attributions held fixed) is also reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from diffattr.errors import DiffattrError
+from diffattr.evaluate.common import (
+    held_out_masks,
+    open_run,
+    retrain_targets,
+    t_quantile,
+    write_json,
+)
+from diffattr.evaluate.fidelity import FidelityResult, method_fidelity
+from diffattr.store import mask_to_str
+
+PAPER_TEST_SUBSETS = 100
+PAPER_SEEDS = 3
+QUICK_TEST_SUBSETS = 16
 
 
 def predict(values: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -37,20 +56,20 @@ def lds(values: np.ndarray, masks: np.ndarray, targets: np.ndarray) -> float:
 
 
 @dataclass
-class LDSResult:
+class LDSScore:
     mean: float
-    ci95: float  # half-width over seeds, 1.96 sd / sqrt(seeds) (nan for one seed)
+    ci95: float  # half-width over retraining seeds: t(0.975, seeds-1) sd / sqrt(seeds)
     per_seed: list[float]
-    bootstrap_low: float
+    bootstrap_low: float  # 2.5 % over test subsets, attributions fixed
     bootstrap_high: float
     n_test: int
 
     def to_dict(self) -> dict:
         return {
             "lds": self.mean,
-            "ci95": self.ci95,
+            "ci95_over_seeds": self.ci95,
             "per_seed": self.per_seed,
-            "bootstrap_95": [self.bootstrap_low, self.bootstrap_high],
+            "bootstrap_95_over_test_subsets": [self.bootstrap_low, self.bootstrap_high],
             "n_test": self.n_test,
         }
 
@@ -61,17 +80,22 @@ def lds_over_seeds(
     targets_by_seed: np.ndarray,
     n_bootstrap: int = 1000,
     seed: int = 0,
-) -> LDSResult:
+) -> LDSScore:
     """LDS per retraining seed (rows of ``targets_by_seed``: (seeds, B)), mean and intervals.
 
-    The bootstrap resamples test subsets (the same resample for every seed) and recomputes
-    the mean over seeds; the interval is its 2.5-97.5 percentile range.
+    The bootstrap resamples test subsets (the same resample for every seed; the
+    attributions are held fixed) and recomputes the mean over seeds; the interval is its
+    2.5-97.5 percentile range.
     """
     t = np.atleast_2d(np.asarray(targets_by_seed, dtype=float))
     per_seed = [lds(values, masks, row) for row in t]
     arr = np.array(per_seed)
-    mean = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
-    ci = float(1.96 * np.nanstd(arr, ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else float("nan")
+    finite = arr[np.isfinite(arr)]
+    mean = float(finite.mean()) if len(finite) else float("nan")
+    if len(finite) > 1:
+        ci = float(t_quantile(0.95, len(finite) - 1) * finite.std(ddof=1) / np.sqrt(len(finite)))
+    else:
+        ci = float("nan")
     rng = np.random.default_rng(seed)
     pred = predict(values, masks)
     boots = []
@@ -81,4 +105,210 @@ def lds_over_seeds(
             continue
         boots.append(np.mean([100.0 * spearmanr(pred[idx], row[idx]).statistic for row in t]))
     lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
-    return LDSResult(mean, ci, per_seed, float(lo), float(hi), int(t.shape[1]))
+    return LDSScore(mean, ci, per_seed, float(lo), float(hi), int(t.shape[1]))
+
+
+@dataclass(frozen=True)
+class LDSProtocol:
+    """Which held-out subsets, how many, retrained with how many seeds."""
+
+    alphas: tuple[float, ...] = (0.5,)
+    test_subsets: int = PAPER_TEST_SUBSETS
+    seeds: int = PAPER_SEEDS
+
+    @classmethod
+    def from_options(
+        cls,
+        alphas: list[float] | None,
+        test_subsets: int | None,
+        seeds: int | None,
+        quick: bool = False,
+    ) -> LDSProtocol:
+        alphas = tuple(alphas or (0.5,))
+        for a in alphas:
+            if not 0 < a < 1:
+                raise DiffattrError(f"--alpha must be in (0, 1), got {a}")
+        b = test_subsets or (QUICK_TEST_SUBSETS if quick else PAPER_TEST_SUBSETS)
+        s = seeds or (1 if quick else PAPER_SEEDS)
+        if b < 3:
+            raise DiffattrError(f"--test-subsets must be at least 3, got {b}")
+        if s < 1:
+            raise DiffattrError(f"--seeds must be at least 1, got {s}")
+        return cls(alphas, b, s)
+
+
+@dataclass
+class LDSResult:
+    """The LDS of one (alpha, method, estimator, behavior)."""
+
+    alpha: float
+    method: str
+    estimator: str
+    behavior: str
+    score: LDSScore
+    fit_rows: int | None
+    estimate: dict[str, Any]  # identified / solver / rank of the fit (when recorded)
+    predicted: list[float]
+    actual: list[float]  # mean over seeds
+
+    def to_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "method": self.method,
+            "estimator": self.estimator,
+            "behavior": self.behavior,
+            "fit_rows": self.fit_rows,
+            "estimate": self.estimate,
+            **self.score.to_dict(),
+            "points": {"predicted": self.predicted, "actual": self.actual},
+        }
+
+
+@dataclass
+class LDSReport:
+    protocol: LDSProtocol
+    distinct_test_subsets: dict[float, int]
+    results: list[LDSResult] = field(default_factory=list)
+    fidelity: list[FidelityResult] = field(default_factory=list)
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    estimator_errors: list[str] = field(default_factory=list)
+    failed_jobs: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "protocol": asdict(self.protocol),
+            "distinct_test_subsets": {str(k): v for k, v in self.distinct_test_subsets.items()},
+            "results": [r.to_dict() for r in self.results],
+            "fidelity": [f.to_dict() for f in self.fidelity],
+            "cost": self.cost,
+            "estimator_errors": self.estimator_errors,
+            "failed_jobs": self.failed_jobs,
+        }
+
+    def render(self) -> str:
+        p = self.protocol
+        lines = [
+            f"LDS: {p.test_subsets} test subsets per alpha, {p.seeds} retraining seed(s); "
+            "mean over seeds, t-interval over seeds, bootstrap over test subsets"
+        ]
+        for r in self.results:
+            s = r.score
+            lines.append(
+                f"  alpha={r.alpha} {r.method} {r.estimator} {r.behavior}: LDS {s.mean:.1f} "
+                f"± {s.ci95:.1f} (seeds), bootstrap [{s.bootstrap_low:.1f}, "
+                f"{s.bootstrap_high:.1f}], n={s.n_test}, fit rows {r.fit_rows}"
+            )
+        for f in self.fidelity:
+            lines.append(
+                f"  fidelity {f.method} {f.behavior}: pearson {f.pearson:.3f} "
+                f"spearman {f.spearman:.3f} mae {f.mae:.4g} (n={f.n})"
+            )
+        for m, c in self.cost.items():
+            lines.append(f"  cost {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in c.items()))
+        lines += [f"  not fitted: {e}" for e in self.estimator_errors]
+        return "\n".join(lines)
+
+
+def run_lds(
+    run_dir: str | Path,
+    protocol: LDSProtocol | None = None,
+    methods: list[str] | None = None,
+    estimators: list[str] | None = None,
+    with_fidelity: bool = True,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> LDSReport:
+    """LDS of every (alpha, method, estimator, behavior); fidelity and cost of each method.
+
+    Test subsets are retrained through the run's store (resumable; a retrain is never done
+    twice); fit rows equal to a test mask are left out of the fit.
+    """
+    protocol = protocol or LDSProtocol()
+    overrides = dict(overrides or {})
+    if estimators:
+        overrides["attribution.estimators"] = list(estimators)
+    run_dir = Path(run_dir)
+    with open_run(run_dir, overrides, progress) as run:
+        methods = methods or [run.cfg.method.name]
+        base = run.prepare(methods[0])
+        n = base.n_players
+        report = LDSReport(protocol, {})
+        for alpha in protocol.alphas:
+            masks = held_out_masks(n, alpha, protocol.test_subsets, run.cfg.attribution.seed)
+            report.distinct_test_subsets[alpha] = len(masks)
+            targets = retrain_targets(run, base, masks, protocol.seeds)
+            report.failed_jobs += targets.failed
+            if len(targets.masks) < 3:
+                raise DiffattrError(
+                    f"fewer than 3 test subsets were retrained at alpha={alpha}"
+                    + (f" (first failure: {targets.first_error})" if targets.first_error else "")
+                    + "; see diffattr status"
+                )
+            retrain_cost = targets.seconds_per_job()
+            report.cost["retrain"] = {"seconds_per_job": retrain_cost, "prepare_seconds": 0.0}
+            test_set = {mask_to_str(m) for m in targets.masks}
+            for method in methods:
+                plan = run.plan(method)
+                ex = run.execute(plan.specs(), f"{method} jobs")
+                report.failed_jobs += ex.failed
+                errors: list[str] = []
+                est = run.estimate(plan, exclude_masks=test_set, errors=errors)
+                report.estimator_errors += [f"{method} {e}" for e in errors]
+                for a in est.attributions:
+                    t = targets.values(a.behavior)
+                    score = lds_over_seeds(a.values, targets.masks, t)
+                    report.results.append(
+                        LDSResult(
+                            alpha=alpha,
+                            method=method,
+                            estimator=a.estimator,
+                            behavior=a.behavior,
+                            score=score,
+                            fit_rows=a.settings.get("rows"),
+                            estimate={
+                                k: a.settings[k]
+                                for k in ("identified", "solver", "rank", "exact")
+                                if k in a.settings
+                            },
+                            predicted=predict(a.values, targets.masks).tolist(),
+                            actual=t.mean(axis=0).tolist(),
+                        )
+                    )
+                fit = [s for s in plan.specs() if s.kind == "fit"]
+                recs = run.store.records([s.key for s in fit])
+                cost = float(np.mean([r.t_total for r in recs])) if recs else float("nan")
+                report.cost[method] = {
+                    "seconds_per_job": cost,
+                    "prepare_seconds": plan.prepared.prepare_cost,
+                    "speedup_vs_retrain": retrain_cost / cost if cost else float("nan"),
+                }
+                if with_fidelity and method != "retrain" and alpha == protocol.alphas[0]:
+                    fid, failed = method_fidelity(run, plan.prepared, targets)
+                    report.fidelity += fid
+                    report.failed_jobs += failed
+    write_json(run_dir / "lds.json", _merge(run_dir / "lds.json", report.to_dict()))
+    return report
+
+
+def _merge(path: Path, new: dict) -> dict:
+    """Keep earlier results of other methods/estimators evaluated under the same protocol."""
+    if not path.exists():
+        return new
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return new
+    if old.get("protocol") != new["protocol"]:
+        return new
+    merged = dict(new)
+    key = ("alpha", "method", "estimator", "behavior")
+    seen = {tuple(r[k] for k in key) for r in new["results"]}
+    merged["results"] = [
+        r for r in old.get("results", []) if tuple(r.get(k) for k in key) not in seen
+    ] + new["results"]
+    seen_f = {(f["method"], f["behavior"]) for f in new["fidelity"]}
+    merged["fidelity"] = [
+        f for f in old.get("fidelity", []) if (f["method"], f["behavior"]) not in seen_f
+    ] + new["fidelity"]
+    merged["cost"] = {**old.get("cost", {}), **new["cost"]}
+    return merged

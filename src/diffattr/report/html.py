@@ -188,18 +188,20 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             )
 
     if lds:
+        proto = lds.get("protocol", {})
         parts.append(
-            f"<h2>Linear datamodeling score (alpha = {lds['alpha']}, "
-            f"{lds['test_subsets']} retrained test subsets, {lds['seeds']} seed(s))</h2>"
+            f"<h2>Linear datamodeling score ({proto.get('test_subsets')} retrained test "
+            f"subsets per alpha, {proto.get('seeds')} seed(s))</h2>"
         )
         rows = [
             [
+                r["alpha"],
                 r["method"],
                 r["estimator"],
                 r["behavior"],
                 r["lds"],
-                r["ci95"],
-                f"[{r['bootstrap_95'][0]:.1f}, {r['bootstrap_95'][1]:.1f}]",
+                r["ci95_over_seeds"],
+                "[{:.1f}, {:.1f}]".format(*r["bootstrap_95_over_test_subsets"]),
                 r["fit_rows"],
             ]
             for r in lds["results"]
@@ -208,12 +210,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             _table(
                 rows,
                 [
+                    "alpha",
                     "method",
                     "estimator",
                     "behavior",
                     "LDS",
-                    "±95% (seeds)",
-                    "bootstrap 95%",
+                    "±95% (t, over seeds)",
+                    "bootstrap 95% (over test subsets)",
                     "fit rows",
                 ],
             )

@@ -2,7 +2,7 @@
 
 ``inline`` runs jobs in this process; ``process`` runs them in a local pool of spawned
 processes; ``ray`` runs them as Ray tasks with ``num_cpus`` / ``num_gpus`` each (fractional
-GPUs let several small fine-tunes share one GPU), on a cluster given by ``ray_address`` or
+GPUs let several small fine-tunes share one GPU), on a cluster given by ``address`` or
 a local one. Every executor yields ``JobRecord``s as jobs finish; only the driver writes
 them to the store.
 """
@@ -15,13 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from diffattr.config import ExecutorConfig
 from diffattr.errors import DiffattrError
-from diffattr.registry import Registry
 from diffattr.runner.job import JobContext, JobSpec, execute_job, record_for, worker_init
+from diffattr.runner.settings import ExecutorSettings, ProcessSettings, RaySettings
 from diffattr.store import JobRecord
-
-EXECUTORS: Registry[type] = Registry("executor")
 
 
 def _failed(spec: JobSpec, error: str) -> JobRecord:
@@ -31,7 +28,7 @@ def _failed(spec: JobSpec, error: str) -> JobRecord:
 class Executor(ABC):
     """Base: ``run(specs, ctx)`` yields one record per spec, in completion order."""
 
-    def __init__(self, cfg: ExecutorConfig) -> None:
+    def __init__(self, cfg: ExecutorSettings) -> None:
         self.cfg = cfg
 
     @abstractmethod
@@ -42,16 +39,16 @@ class Executor(ABC):
         """Release workers or cluster connections."""
 
 
-@EXECUTORS.register("inline")
 class InlineExecutor(Executor):
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
         for spec in specs:
             yield execute_job(spec, ctx)
 
 
-@EXECUTORS.register("process")
 class ProcessExecutor(Executor):
     """A pool of spawned processes; each keeps its dataset and models cached across jobs."""
+
+    cfg: ProcessSettings
 
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
         workers = max(1, min(self.cfg.workers, len(specs)))
@@ -73,11 +70,12 @@ class ProcessExecutor(Executor):
                         yield _failed(futures[f], f"{type(e).__name__}: {e}")
 
 
-@EXECUTORS.register("ray")
 class RayExecutor(Executor):
-    """Jobs as Ray tasks; joins ``ray_address`` or starts a local cluster."""
+    """Jobs as Ray tasks; joins ``address`` or starts a local cluster."""
 
-    def __init__(self, cfg: ExecutorConfig) -> None:
+    cfg: RaySettings
+
+    def __init__(self, cfg: RaySettings) -> None:
         super().__init__(cfg)
         try:
             import ray
@@ -87,8 +85,8 @@ class RayExecutor(Executor):
         self._started = False
         if not ray.is_initialized():
             kwargs = (
-                dict(address=cfg.ray_address)
-                if cfg.ray_address
+                dict(address=cfg.address)
+                if cfg.address
                 else dict(num_cpus=max(1, cfg.workers), include_dashboard=False)
             )
             ray.init(
@@ -127,5 +125,5 @@ def _ray_job(spec: JobSpec, ctx: JobContext, threads: int) -> JobRecord:
     return execute_job(spec, ctx)
 
 
-def make_executor(cfg: ExecutorConfig) -> Executor:
-    return EXECUTORS.get(cfg.name)(cfg)
+def make_executor(cfg: ExecutorSettings) -> Executor:
+    return cfg.build()

@@ -1,8 +1,9 @@
-"""One job = one counterfactual model: method on the kept data, sampling, behaviors.
+"""One job = one model: a counterfactual (or reference) model, its samples, its behaviors.
 
-Jobs are described by picklable specs (paths and plain data only) so that any executor —
-inline, a process pool, Ray tasks — can run them; the worker rebuilds what it needs from
-disk and caches it per process (dataset, prepared method, feature extractor).
+Jobs are described by picklable specs (the run's settings as plain data, paths, the mask)
+so that any executor — inline, a process pool, Ray tasks — can run them; the worker
+rebuilds what it needs from disk and caches it per process (family, dataset, encoded
+training set, prepared method, behavior suite).
 """
 
 from __future__ import annotations
@@ -18,25 +19,26 @@ import torch
 
 from diffattr.store import JobRecord, str_to_mask
 
+#: ``JobSpec.method`` of the reference jobs: the full model theta* and the null model.
+REFERENCE_METHODS = ("full", "null")
+
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every job of a run shares, passed by path (read-only for workers)."""
+    """What every job of a run shares, passed by value (read-only for workers)."""
 
+    config: dict[str, Any]  # the run's RunConfig as plain data
     full_dir: str
     null_dir: str
     work_dir: str  # the method's prepared, shared inputs (e.g. pruned + fine-tuned model)
-    data: dict[str, Any]
-    sample: dict[str, Any]
-    behaviors: list[str]
-    device: str = "cpu"
+    cache_dir: str | None = None  # encoded examples, feature extractors
     grids_dir: str | None = None  # if set, a PNG grid of each job's first samples goes here
 
 
 @dataclass(frozen=True)
 class JobSpec:
     key: str
-    kind: str  # 'fit', 'test', 'reference', 'counterfactual'
+    kind: str  # 'fit', 'test', 'reference', 'fidelity', 'counterfactual'
     mask: str
     method: str  # a registered counterfactual method, or 'full' / 'null' for references
     settings: dict[str, Any] = field(default_factory=dict)
@@ -44,55 +46,89 @@ class JobSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_CACHE: dict[Any, Any] = {}
+class Worker:
+    """Per-process state of a run: built once, reused by every job of that run."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        from diffattr.config import RunConfig
+
+        self.ctx = ctx
+        self.cfg = RunConfig.from_dict(ctx.config, source="job context")
+        self.family = self.cfg.family.build(self.cfg.device)
+        self._dataset = None
+        self._data = None
+        self._suite = None
+        self._methods: dict[str, Any] = {}
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            from diffattr.data import Players, load_dataset
+
+            ds = load_dataset(self.cfg.data)
+            self._dataset = (ds, Players.from_dataset(ds, self.cfg.data.players))
+        return self._dataset
+
+    @property
+    def data(self):
+        if self._data is None:
+            cache = Path(self.ctx.cache_dir) if self.ctx.cache_dir else None
+            self._data = self.family.training_set(self.dataset[0], cache)
+        return self._data
+
+    def method(self, name: str, settings: dict[str, Any]):
+        import json
+
+        from diffattr.counterfactual.base import build_method
+        from diffattr.counterfactual.settings import METHODS
+
+        key = json.dumps({"name": name, **settings}, sort_keys=True)
+        if key not in self._methods:
+            parsed = METHODS.parse({**settings, "name": name}, "method")
+            m = build_method(parsed, self.family, self.ctx.full_dir, self.ctx.work_dir)
+            m.load()
+            self._methods[key] = m
+        return self._methods[key]
+
+    def model_for(self, spec: JobSpec, rec: JobRecord) -> torch.nn.Module:
+        if spec.method in REFERENCE_METHODS:
+            path = self.ctx.full_dir if spec.method == "full" else self.ctx.null_dir
+            return self.family.load(path).model
+        _, players = self.dataset
+        kept = players.indices(str_to_mask(spec.mask))
+        method = self.method(spec.method, spec.settings)
+        t = time.perf_counter()
+        result = method.run(kept, self.data, seed=spec.seed)
+        rec.t_train = time.perf_counter() - t
+        rec.extra.update({"n_kept": int(len(kept)), **(result.info or {})})
+        return result.model
+
+    def sample(self, model: torch.nn.Module) -> torch.Tensor:
+        s = self.cfg.sample
+        return self.family.sample(
+            model, s.num_samples, seed=s.seed, ddim_steps=s.ddim_steps, batch_size=s.batch_size
+        )
+
+    def measure(self, images: torch.Tensor) -> dict[str, float]:
+        from diffattr.behaviors import measure_images
+
+        return measure_images(
+            images, self.cfg.data, names=self.cfg.behaviors.measure, device=self.cfg.device
+        )
 
 
-def _cached(key: Any, build):
-    if key not in _CACHE:
-        _CACHE[key] = build()
-    return _CACHE[key]
+_WORKERS: dict[str, Worker] = {}
 
 
-def _dataset(ctx: JobContext):
-    from diffattr.config import DataConfig
-    from diffattr.data import Players, load_dataset
+def worker_for(ctx: JobContext) -> Worker:
+    """The cached worker of ``ctx`` in this process (one per run context)."""
+    import json
 
-    def build():
-        cfg = DataConfig(**ctx.data)
-        ds = load_dataset(cfg)
-        return ds, Players.from_dataset(ds, cfg.players)
-
-    return _cached(("data", repr(sorted(ctx.data.items()))), build)
-
-
-def _method(spec: JobSpec, ctx: JobContext):
-    from diffattr.counterfactual import load_method
-
-    key = ("method", spec.method, repr(sorted(spec.settings.items())), ctx.work_dir, ctx.device)
-    return _cached(
-        key, lambda: load_method(spec.method, spec.settings, ctx.full_dir, ctx.work_dir, ctx.device)
-    )
-
-
-def measure(images: torch.Tensor, ctx: JobContext) -> dict[str, float]:
-    from diffattr.behaviors import measure_images
-    from diffattr.config import DataConfig
-
-    return measure_images(images, DataConfig(**ctx.data), names=ctx.behaviors, device=ctx.device)
-
-
-def sample(unet: torch.nn.Module, ctx: JobContext) -> torch.Tensor:
-    from diffattr.diffusion.sample import generate
-
-    s = ctx.sample
-    return generate(
-        unet,
-        s["num_samples"],
-        ddim_steps=s["ddim_steps"],
-        seed=s["seed"],
-        batch_size=s["batch_size"],
-        device=ctx.device,
-    )
+    key = json.dumps([ctx.config, ctx.full_dir, ctx.null_dir, ctx.work_dir], sort_keys=True)
+    if key not in _WORKERS:
+        _WORKERS.clear()  # one run at a time per process: release the previous run's models
+        _WORKERS[key] = Worker(ctx)
+    return _WORKERS[key]
 
 
 def record_for(spec: JobSpec, **fields: Any) -> JobRecord:
@@ -114,31 +150,18 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
     t0 = time.perf_counter()
     rec = record_for(spec)
     try:
+        worker = worker_for(ctx)
         torch.manual_seed(spec.seed)
-        if spec.method in ("full", "null"):
-            from diffattr.diffusion.checkpoint import load_model
-
-            unet = load_model(
-                ctx.full_dir if spec.method == "full" else ctx.null_dir, ctx.device
-            ).unet
-        else:
-            dataset, players = _dataset(ctx)
-            kept = players.indices(str_to_mask(spec.mask))
-            method = _method(spec, ctx)
-            t = time.perf_counter()
-            result = method.run(kept, dataset, seed=spec.seed)
-            rec.t_train = time.perf_counter() - t
-            unet = result.unet
-            rec.extra.update({"n_kept": int(len(kept)), **(result.info or {})})
+        model = worker.model_for(spec, rec)
         t = time.perf_counter()
-        images = sample(unet, ctx)
+        images = worker.sample(model)
         rec.t_sample = time.perf_counter() - t
         if ctx.grids_dir:
             from diffattr.images import save_grid
 
             save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
         t = time.perf_counter()
-        rec.behaviors = {k: float(v) for k, v in measure(images, ctx).items()}
+        rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
         rec.t_measure = time.perf_counter() - t
         bad = [k for k, v in rec.behaviors.items() if not np.isfinite(v)]
         if bad:
@@ -151,14 +174,6 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
     return rec
 
 
-def clear_worker_cache() -> None:
-    _CACHE.clear()
-
-
 def worker_init(threads: int = 1) -> None:
     """Initialiser of pool workers: a few threads each, so workers do not oversubscribe."""
     torch.set_num_threads(max(1, threads))
-
-
-def job_paths_exist(ctx: JobContext) -> bool:
-    return Path(ctx.full_dir).exists() and Path(ctx.null_dir).exists()

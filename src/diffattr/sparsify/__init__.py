@@ -5,25 +5,21 @@ importance criteria of Diff-Pruning (Fang, Ma, Wang 2023); the pruned model is t
 point of sparsified fine-tuning (sFT; Lin, Lu, Kim, Lee 2025, ICLR).
 """
 
-from diffattr.sparsify.checkpoint import load_pruned_unet, save_pruned_unet
-from diffattr.sparsify.prune import (
-    PRUNERS,
-    PruneReport,
-    count_macs,
-    count_parameters,
-    layer_widths,
-    prune_unet,
-    sync_attributes,
-)
+from __future__ import annotations
 
-__all__ = [
-    "PRUNERS",
-    "PruneReport",
-    "count_macs",
-    "count_parameters",
-    "layer_widths",
-    "load_pruned_unet",
-    "prune_unet",
-    "save_pruned_unet",
-    "sync_attributes",
-]
+from diffattr.lazy import lazy_exports
+
+_EXPORTS = {
+    "load_pruned_unet": "diffattr.sparsify.checkpoint:load_pruned_unet",
+    "save_pruned_unet": "diffattr.sparsify.checkpoint:save_pruned_unet",
+    "PRUNERS": "diffattr.sparsify.prune:PRUNERS",
+    "PruneReport": "diffattr.sparsify.prune:PruneReport",
+    "count_macs": "diffattr.sparsify.prune:count_macs",
+    "count_parameters": "diffattr.sparsify.prune:count_parameters",
+    "layer_widths": "diffattr.sparsify.prune:layer_widths",
+    "prune_unet": "diffattr.sparsify.prune:prune_unet",
+    "sync_attributes": "diffattr.sparsify.prune:sync_attributes",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffattr.diffusion.checkpoint import PRUNED_MARKER
 from diffattr.errors import DiffattrError
 from diffattr.sparsify.prune import sync_attributes
 
+PRUNED_MARKER = "pruned.json"
 FORMAT = "diffattr.pruned-unet"
 VERSION = 1
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -110,6 +110,10 @@ def save_pruned_unet(unet: nn.Module, directory: str | Path) -> Path:
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
     (directory / PRUNED_MARKER).write_text(json.dumps(payload, indent=1))
     return directory
+
+
+def is_pruned_unet_dir(directory: str | Path) -> bool:
+    return (Path(directory) / PRUNED_MARKER).is_file()
 
 
 def load_pruned_unet(directory: str | Path) -> nn.Module:

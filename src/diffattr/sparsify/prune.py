@@ -58,6 +58,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from diffattr.diffusion.architectures import SCHEDULER_CONFIG
 from diffattr.errors import DiffattrError
 from diffattr.registry import Registry
 
@@ -73,6 +74,7 @@ class ImportanceContext:
     thr: float
     seed: int
     max_timesteps: int | None
+    loss_fn: Callable | None = None  # (model, x0, t, noise) -> the diffusion loss
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,8 +165,6 @@ def diff_pruning_importance(unet: nn.Module, ctx: ImportanceContext):
 
 
 def _num_train_timesteps() -> int:
-    from diffattr.diffusion.unet import SCHEDULER_CONFIG
-
     return int(SCHEDULER_CONFIG["num_train_timesteps"])
 
 
@@ -172,16 +172,13 @@ def _accumulate_gradients(
     unet: nn.Module, ctx: ImportanceContext, steps: list[int], stop_ratio: float | None
 ) -> list[float]:
     """Sum the gradients of the epsilon loss over ``steps`` (same images and noise at each t)."""
-    from diffattr.diffusion.train import diffusion_loss
-    from diffattr.diffusion.unet import make_scheduler
-
+    if ctx.loss_fn is None:
+        raise DiffattrError("Taylor-type pruners need the model's diffusion loss (loss_fn)")
     if ctx.example_images is None or len(ctx.example_images) == 0:
         raise DiffattrError("Taylor-type pruners need example images (a batch of training data)")
     device = next(unet.parameters()).device
     x0 = ctx.example_images.to(device)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(ctx.seed)).to(device)
-    scheduler = make_scheduler()
-    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     was_training = unet.training
     unet.eval()  # no dropout: the scores should not depend on dropout masks
     unet.zero_grad(set_to_none=True)
@@ -189,7 +186,7 @@ def _accumulate_gradients(
     loss_max = 0.0
     for t in steps:
         tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
-        loss = diffusion_loss(unet, x0, tt, noise, scheduler)
+        loss = ctx.loss_fn(unet, x0, tt, noise)
         loss.backward()
         value = float(loss.detach())
         losses.append(value)
@@ -212,6 +209,7 @@ def prune_unet(
     seed: int = 0,
     round_to: int | None = None,
     max_timesteps: int | None = None,
+    loss_fn: Callable | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``unet``; the input is left unchanged.
 
@@ -228,6 +226,8 @@ def prune_unet(
         round_to: keep channel counts (head dims for attention) at multiples of this.
         max_timesteps: at most this many timesteps for the Taylor pruners (default: all
             1000 for ``diff-pruning`` until the threshold; 1000 evenly spaced for ``taylor``).
+        loss_fn: ``(model, x0, t, noise) -> loss``, the model family's diffusion loss;
+            required by the Taylor pruners.
 
     Returns:
         The pruned UNet (carrying ``diffattr_pruning``, a JSON-able dict of the report) and
@@ -252,7 +252,7 @@ def prune_unet(
     widths_before = layer_widths(model)
 
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    ctx = ImportanceContext(example_images, float(thr), int(seed), max_timesteps)
+    ctx = ImportanceContext(example_images, float(thr), int(seed), max_timesteps, loss_fn)
     importance = factory(model, ctx)
 
     heads_of = {}

@@ -3,32 +3,36 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMPipeline
 
-from diffattr.config import DataConfig, RunConfig, TrainConfig
+from diffattr.config import TrainConfig
 from diffattr.data import load_dataset
-from diffattr.diffusion.checkpoint import load_model, save_model
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.sample import generate, initial_noise
 from diffattr.diffusion.train import antithetic_timesteps, train
 from diffattr.diffusion.unet import count_parameters, make_unet
 from diffattr.errors import DiffattrError
-from diffattr.models import make_null_model, train_full_model
+from diffattr.families.base import FamilyCheckpoint, TrainingSet
+from diffattr.families.settings import UnconditionalSettings
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(DataConfig())
+    return TrainingSet(load_dataset("digits").images)
 
 
-def test_presets_build_and_size():
+@pytest.fixture(scope="module")
+def family():
+    return UnconditionalSettings().build("cpu")
+
+
+def test_architectures_build_and_size():
     assert count_parameters(make_unet("tiny", 8, 1)) < 400_000
     assert make_unet("small", 28, 1)(torch.randn(2, 1, 28, 28), 5).sample.shape == (2, 1, 28, 28)
     n = count_parameters(make_unet("ddpm-cifar", 32, 3))
     assert abs(n - 35.7e6) < 0.1e6
     with pytest.raises(DiffattrError, match="divisible"):
         make_unet("small", 10, 1)
-    with pytest.raises(DiffattrError, match="unknown preset"):
+    with pytest.raises(DiffattrError, match="unknown UNet architecture"):
         make_unet("huge", 8, 1)
 
 
@@ -55,26 +59,53 @@ def test_ema_warmup():
     assert ema.model.weight.item() == pytest.approx(0.9)
 
 
-def test_short_training_loss_falls(digits):
+def test_short_training_loss_falls(digits, family):
     unet = make_unet("tiny", 8, 1)
-    res = train(unet, digits.images, TrainConfig(steps=150, lr=2e-3), progress=False)
+    cfg = TrainConfig(steps=150, lr=2e-3)
+    train(unet, digits, cfg, denoiser=family, progress=False)
+    res = train(unet, digits, cfg, denoiser=family, progress=False)
     first, last = np.mean(res.losses[:20]), np.mean(res.losses[-20:])
     assert last < 0.7 * first, (first, last)
 
 
-def test_resume_matches_uninterrupted(tmp_path, digits):
+def test_resume_matches_uninterrupted(tmp_path, digits, family):
     cfg = TrainConfig(steps=6, checkpoint_every=3, batch_size=8)
-    full = train(make_unet("tiny", 8, 1), digits.images, cfg, progress=False)
+    full = train(make_unet("tiny", 8, 1), digits, cfg, denoiser=family, progress=False)
     half = cfg.model_copy(update={"steps": 3})
-    train(
-        make_unet("tiny", 8, 1), digits.images, half, checkpoint_dir=tmp_path / "m", progress=False
-    )
+    ckpt = FamilyCheckpoint(family, tmp_path / "m", {"kind": "test"})
+    train(make_unet("tiny", 8, 1), digits, half, denoiser=family, checkpoint=ckpt, progress=False)
     resumed = train(
-        make_unet("tiny", 8, 1), digits.images, cfg, checkpoint_dir=tmp_path / "m", progress=False
+        make_unet("tiny", 8, 1), digits, cfg, denoiser=family, checkpoint=ckpt, progress=False
     )
     for a, b in zip(full.unet.parameters(), resumed.unet.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "m" / "diffattr.json").read_text())["train_step"] == 6
+
+
+def test_conditions_are_indexed_with_their_examples(family):
+    """A denoiser that reads its condition sees, for every drawn example, that example's."""
+    x0 = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1, 1).repeat(1, 1, 8, 8) / 6
+    cond = torch.arange(6, dtype=torch.float32)
+    seen = []
+
+    class Probe:
+        def predict_noise(self, model, x_t, t, c):
+            seen.append(c.clone())
+            return model(x_t, t).sample
+
+        def noise_scheduler(self):
+            return family.noise_scheduler()
+
+        def trainable_parameters(self, model):
+            return list(model.parameters())
+
+    unet = make_unet("tiny", 8, 1)
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-9)
+    # same draws as an unconditioned run: the conditions follow the drawn indices
+    gen = torch.Generator().manual_seed(cfg.seed)
+    first_idx = torch.randint(0, 6, (4,), generator=gen)
+    train(unet, TrainingSet(x0, cond), cfg, denoiser=Probe(), progress=False)
+    assert torch.equal(seen[0], cond[first_idx])
 
 
 def test_common_random_numbers():
@@ -89,31 +120,3 @@ def test_common_random_numbers():
     torch.testing.assert_close(x1, x2, atol=1e-5, rtol=0)
     assert not torch.allclose(x1, x3)
     assert x1.min() >= -1 and x1.max() <= 1
-
-
-def test_ddpm_pipeline_round_trip(tmp_path):
-    unet = make_unet("tiny", 8, 1, seed=1)
-    save_model(tmp_path / "m", unet, meta={"kind": "test"})
-    pipe = DDPMPipeline.from_pretrained(tmp_path / "m")
-    out = pipe(batch_size=2, num_inference_steps=3, output_type="np").images
-    assert out.shape == (2, 8, 8, 1)
-    loaded = load_model(tmp_path / "m")
-    x = torch.randn(2, 1, 8, 8)
-    torch.testing.assert_close(loaded.unet(x, 10).sample, unet(x, 10).sample)
-    with pytest.raises(DiffattrError, match="not a diffattr model"):
-        load_model(tmp_path)
-
-
-def test_train_full_and_null_model(tmp_path, digits):
-    cfg = RunConfig().with_overrides(**{"train.steps": 20, "sample.ddim_steps": 5})
-    path = train_full_model(cfg, tmp_path / "full", dataset=digits, progress=False, grid_samples=4)
-    assert (path / "samples.png").exists()
-    meta = load_model(path).meta
-    assert meta["kind"] == "full" and meta["train_step"] == 20
-    null = load_model(make_null_model(cfg, tmp_path / "null", digits))
-    init = make_unet("tiny", 8, 1, seed=cfg.model.seed)
-    for a, b in zip(null.unet.parameters(), init.parameters()):
-        assert torch.equal(a, b)
-    other = cfg.with_overrides(**{"train.lr": 1e-4})
-    with pytest.raises(DiffattrError, match="other train settings"):
-        train_full_model(other, path, dataset=digits, progress=False)

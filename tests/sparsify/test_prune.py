@@ -4,13 +4,21 @@ import pytest
 import torch
 from torch import nn
 
-from diffattr.config import DataConfig, RunConfig
-from diffattr.data import load_dataset
-from diffattr.diffusion.checkpoint import load_model, load_unet, save_model, save_unet
+from conftest import train_full
+from diffattr.config import RunConfig
 from diffattr.diffusion.sample import generate
 from diffattr.diffusion.unet import make_unet
 from diffattr.errors import DiffattrError
+from diffattr.families.base import ModelState, TrainingSet
+from diffattr.families.settings import UnconditionalSettings
+from diffattr.families.unconditional import load_unet, save_unet
 from diffattr.sparsify import PRUNERS, load_pruned_unet, prune_unet, save_pruned_unet
+
+FAMILY = UnconditionalSettings().build("cpu")
+
+
+def LOSS(model, x0, t, noise):
+    return FAMILY.loss(model, x0, t, noise)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,8 +101,9 @@ def test_every_pruner(pruner):
     assert pruner in PRUNERS
     dense = make_unet("tiny", 8, 1)
     images = torch.rand(8, 1, 8, 8) * 2 - 1
-    a, ra = prune_unet(dense, 0.3, pruner, example_images=images, max_timesteps=6, seed=1)
-    b, _ = prune_unet(dense, 0.3, pruner, example_images=images, max_timesteps=6, seed=1)
+    kw = dict(example_images=images, max_timesteps=6, seed=1, loss_fn=LOSS)
+    a, ra = prune_unet(dense, 0.3, pruner, **kw)
+    b, _ = prune_unet(dense, 0.3, pruner, **kw)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert ra.pruner == pruner and ra.params_after < ra.params_before
     if pruner in ("taylor", "diff-pruning"):
@@ -107,7 +116,9 @@ def test_diff_pruning_stops_at_threshold():
     dense = make_unet("tiny", 8, 1)
     images = torch.rand(8, 1, 8, 8) * 2 - 1
     # A threshold close to 1 stops as soon as the loss falls below the running maximum.
-    _, report = prune_unet(dense, 0.3, "diff-pruning", example_images=images, thr=0.999)
+    _, report = prune_unet(
+        dense, 0.3, "diff-pruning", example_images=images, thr=0.999, loss_fn=LOSS
+    )
     assert report.importance["timesteps"] < 1000
 
 
@@ -126,7 +137,9 @@ def test_bad_pruner_and_missing_images():
     with pytest.raises(DiffattrError, match="unknown pruner"):
         prune_unet(make_unet("tiny", 8, 1), pruner="l1-norm")
     with pytest.raises(DiffattrError, match="example images"):
-        prune_unet(make_unet("tiny", 8, 1), pruner="taylor")
+        prune_unet(make_unet("tiny", 8, 1), pruner="taylor", loss_fn=LOSS)
+    with pytest.raises(DiffattrError, match="loss"):
+        prune_unet(make_unet("tiny", 8, 1), pruner="taylor", example_images=torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.parametrize("preset,size", [("tiny", 8), ("small", 16)])
@@ -156,20 +169,15 @@ def test_model_dir_with_optimizer_roundtrip(tmp_path):
     from diffattr.diffusion.train import train
 
     pruned, _ = prune_unet(make_unet("tiny", 8, 1), ratio=0.3)
-    res = train(pruned, torch.rand(16, 1, 8, 8) * 2 - 1, TrainConfig(steps=2), progress=False)
-    save_model(
-        tmp_path / "m",
-        res.ema.model,
-        raw_unet=res.unet,
-        optimizer_state=res.optimizer_state,
-        ema_step=res.ema.step,
-        meta={"kind": "pruned"},
-    )
-    loaded = load_model(tmp_path / "m", training=True)
+    data = TrainingSet(torch.rand(16, 1, 8, 8) * 2 - 1)
+    res = train(pruned, data, TrainConfig(steps=2), denoiser=FAMILY, progress=False)
+    state = ModelState(res.ema.model, res.unet, res.optimizer_state, res.ema.step)
+    FAMILY.save(tmp_path / "m", state, {"kind": "pruned"})
+    loaded = FAMILY.load(tmp_path / "m", training=True)
     assert loaded.ema_step == 2 and loaded.optimizer_state is not None
-    for a, b in zip(res.unet.parameters(), loaded.raw_unet.parameters()):
+    for a, b in zip(res.unet.parameters(), loaded.raw.parameters()):
         assert torch.equal(a, b)
-    for a, b in zip(res.ema.model.parameters(), loaded.unet.parameters()):
+    for a, b in zip(res.ema.model.parameters(), loaded.model.parameters()):
         assert torch.equal(a, b)
 
 
@@ -191,19 +199,19 @@ def test_prune_cli(tmp_path):
     from typer.testing import CliRunner
 
     from diffattr.cli import app
-    from diffattr.models import train_full_model
 
-    dataset = load_dataset(DataConfig())
     cfg = RunConfig().with_overrides(**{"train.steps": 10, "train.batch_size": 16})
-    full = train_full_model(cfg, tmp_path / "full", dataset, progress=False, grid_samples=0)
+    full = train_full(cfg, tmp_path / "full", grid_samples=0)
     args = ["prune", str(full), "--out", str(tmp_path / "p"), "--finetune-steps", "3"]
     result = CliRunner().invoke(app, [*args, "--samples", "4"])
     assert result.exit_code == 0, result.output
     assert "parameters:" in result.output and "MACs" in result.output
-    loaded = load_model(tmp_path / "p", training=True)
-    assert loaded.unet.diffattr_pruning["ratio"] == 0.3
+    loaded = FAMILY.load(tmp_path / "p" / "pruned", training=True)
+    assert loaded.model.diffattr_pruning["ratio"] == 0.3
     assert loaded.meta["kind"] == "pruned" and loaded.optimizer_state is not None
-    assert (tmp_path / "p" / "samples.png").is_file()
+    assert (tmp_path / "p" / "pruned" / "samples.png").is_file()
+    bad = CliRunner().invoke(app, [*args, "--ratio", "1.5"])
+    assert bad.exit_code != 0 and "ratio" in str(bad.exception)
 
 
 def test_channel_choice_rounding():

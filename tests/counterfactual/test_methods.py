@@ -4,14 +4,34 @@ import numpy as np
 import pytest
 import torch
 
-from diffattr.config import DataConfig, RunConfig
-from diffattr.counterfactual import METHODS, load_method, make_method, prepare_method
+from conftest import train_full
+from diffattr.config import RunConfig
+from diffattr.counterfactual import METHODS
+from diffattr.counterfactual.base import make_method
 from diffattr.data import Players, load_dataset
-from diffattr.diffusion.checkpoint import load_model
 from diffattr.diffusion.sample import generate
 from diffattr.diffusion.unet import make_unet
 from diffattr.errors import DiffattrError
-from diffattr.models import train_full_model
+from diffattr.families.settings import UnconditionalSettings
+
+FAMILY = UnconditionalSettings().build("cpu")
+
+
+def load_model(path, training=False):
+    return FAMILY.load(path, training=training)
+
+
+def prepare_method(name, settings, full_dir, data, work, progress=False):
+    m = make_method(name, settings, full_dir, work)
+    m.prepare(data, progress=progress)
+    return m
+
+
+def load_method(name, settings, full_dir, work):
+    m = make_method(name, settings, full_dir, work)
+    m.load()
+    return m
+
 
 SETTINGS = {
     "retrain": {"steps": 4},
@@ -32,15 +52,15 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    ds = load_dataset(DataConfig())
-    return ds, Players.from_dataset(ds, "contributor")
+    ds = load_dataset("digits")
+    return FAMILY.training_set(ds), Players.from_dataset(ds, "contributor")
 
 
 @pytest.fixture(scope="module")
 def full_dir(tmp_path_factory, digits, _one_thread):
     cfg = RunConfig().with_overrides(**{"train.steps": 40, "train.batch_size": 32})
     out = tmp_path_factory.mktemp("cf") / "full"
-    return train_full_model(cfg, out, digits[0], progress=False, grid_samples=0)
+    return train_full(cfg, out, grid_samples=0)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +91,16 @@ def test_method_changes_the_model(name, full_dir, sft_dir, digits, tmp_path):
     prepare_method(name, SETTINGS[name], full_dir, ds, work, progress=False)
     method = load_method(name, SETTINGS[name], full_dir, work)
     result = method.run(subset(players), ds, seed=1)
-    unet = result.unet
+    unet = result.model
     assert result.train_seconds > 0 and isinstance(result.info, dict)
     assert type(unet).__name__ == "UNet2DModel"  # LoRA is merged
     if name == "sft":
-        start = load_model(sft_dir / "pruned").unet
+        start = load_model(sft_dir / "pruned").model
         assert hasattr(unet, "diffattr_pruning")
     elif name == "retrain":
         start = make_unet("tiny", 8, 1, seed=1)
     else:
-        start = load_model(full_dir).unet
+        start = load_model(full_dir).model
     a, b = flat(start), flat(unet)
     assert a.shape == b.shape and not torch.allclose(a, b)
     assert torch.isfinite(b).all()
@@ -88,7 +108,7 @@ def test_method_changes_the_model(name, full_dir, sft_dir, digits, tmp_path):
     assert images.shape == (4, 1, 8, 8) and torch.isfinite(images).all()
     # Same seed, same model: the job is reproducible in another process.
     again = load_method(name, SETTINGS[name], full_dir, work).run(subset(players), ds, seed=1)
-    assert torch.allclose(flat(again.unet), b)
+    assert torch.allclose(flat(again.model), b)
 
 
 def test_sft_prepare_is_cached(full_dir, sft_dir, digits):
@@ -107,7 +127,7 @@ def test_sft_with_everyone_stays_near_pruned_model(full_dir, sft_dir, digits):
     everyone = players.indices(np.ones(len(players), dtype=bool))
     result = method.run(everyone, ds, seed=0)
     reference = generate(method.pruned_model, 16, ddim_steps=10)
-    ours = generate(result.unet, 16, ddim_steps=10)
+    ours = generate(result.model, 16, ddim_steps=10)
     untrained = generate(make_unet("tiny", 8, 1, seed=5), 16, ddim_steps=10)
     near = (ours - reference).square().mean()
     far = (untrained - reference).square().mean()
@@ -121,28 +141,28 @@ def test_ema_modes(full_dir, sft_dir, digits):
 
     ds, players = digits
     kept = subset(players, 2)
-    start = flat(load_model(sft_dir / "pruned").unet)
+    start = flat(load_model(sft_dir / "pruned").model)
     dist = {}
     for mode in ("restart", "carry", "none"):
         s = {**SETTINGS["sft"], "ema": mode, "steps": 6}
         r = load_method("sft", s, full_dir, sft_dir).run(kept, ds, seed=0)
-        dist[mode] = float((flat(r.unet) - start).norm())
+        dist[mode] = float((flat(r.model) - start).norm())
         assert r.info["ema"] == mode
     assert dist["carry"] < dist["restart"]
     # Past the warm-up, a carried EMA with decay 0.999 moves at most 1 - 0.999^5 = 0.5 % of
     # the way to the raw weights.
     loaded = load_model(sft_dir / "pruned", training=True)
     cfg = TrainConfig(steps=5, batch_size=16, ema_decay=0.999)
-    images = ds.images[torch.as_tensor(kept)]
+    images = ds.subset(kept)
     out = {}
     for mode in ("carry", "none"):
         unet, _, _ = fine_tune(
-            copy_module(loaded.raw_unet),
+            FAMILY,
+            copy_module(loaded.raw),
             images,
             cfg,
             ema=mode,
-            device=torch.device("cpu"),
-            ema_model=loaded.unet,
+            ema_model=loaded.model,
             ema_step=10**6,
         )
         out[mode] = flat(unet)
@@ -156,11 +176,11 @@ def test_ga_guards(full_dir, digits):
     ga = make_method("ga", {"steps": 3}, full_dir, "unused")
     r = ga.run(everyone, ds)
     assert r.info["removed"] == 0
-    assert torch.equal(flat(r.unet), flat(load_model(full_dir).unet))
+    assert torch.equal(flat(r.model), flat(load_model(full_dir).model))
     capped = make_method("ga", {"steps": 50, "lr": 0.05, "loss_limit": 0.3}, full_dir, "unused")
     r = capped.run(subset(players), ds)
     assert r.info["stopped"] in ("loss limit", "non-finite loss")
-    assert r.info["steps"] < 50 and torch.isfinite(flat(r.unet)).all()
+    assert r.info["steps"] < 50 and torch.isfinite(flat(r.model)).all()
 
 
 def test_bad_requests(full_dir, digits, tmp_path):
@@ -169,11 +189,11 @@ def test_bad_requests(full_dir, digits, tmp_path):
         make_method("unlearn", {}, full_dir, tmp_path)
     with pytest.raises(DiffattrError, match="ratio"):
         make_method("sft", {"ratio": 1.5}, full_dir, tmp_path)
-    with pytest.raises(DiffattrError, match="unknown pruner"):
+    with pytest.raises(DiffattrError, match="pruner"):
         make_method("sft", {"pruner": "l1"}, full_dir, tmp_path)
-    with pytest.raises(DiffattrError, match="ft settings: stepz"):
+    with pytest.raises(DiffattrError, match="ft.stepz: unknown setting"):
         make_method("ft", {"stepz": 3}, full_dir, tmp_path)
-    with pytest.raises(DiffattrError, match="carry"):
+    with pytest.raises(DiffattrError, match="'restart' or 'none'"):
         make_method("lora", {"ema": "carry"}, full_dir, tmp_path)
     with pytest.raises(DiffattrError, match="not a diffattr model directory"):
         make_method("ft", {}, tmp_path, tmp_path)

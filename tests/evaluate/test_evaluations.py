@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import small_cfg
-from diffattr.evaluate.protocol import held_out_masks, run_counterfactual, run_lds
+from diffattr.evaluate.common import held_out_masks
+from diffattr.evaluate.counterfactual import run_counterfactual
+from diffattr.evaluate.lds import LDSProtocol, run_lds
 from diffattr.report import write_report
 from diffattr.runner import run_attribution
 from diffattr.store import Store
@@ -19,17 +21,21 @@ def evaluated_run(tmp_path_factory, full_model):
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     cfg = small_cfg(full_model, **{"attribution.estimators": ["shapley", "loo"]})
     assert run_attribution(cfg, run_dir, progress=False).failed == 0
-    lds = run_lds(run_dir, alpha=0.5, test_subsets=4, seeds=1, progress=False)
+    lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
     cf = run_counterfactual(
         run_dir, "top", 0.4, seeds=1, progress=False, estimators=["shapley"], ranked_by=["fid"]
-    )
+    ).to_dict()
     return run_dir, lds, cf
 
 
-def test_held_out_masks_are_datamodel_subsets():
-    m = held_out_masks(10, 0.5, 6, seed=0)
-    assert m.shape == (6, 10) and (m.sum(1) == 5).all()
-    assert (held_out_masks(10, 0.5, 6, seed=0) == m).all()
+def test_held_out_masks_are_distinct_datamodel_subsets():
+    m = held_out_masks(10, 0.5, 100, seed=0)
+    assert m.shape == (100, 10) and (m.sum(1) == 5).all()
+    assert len({r.tobytes() for r in m}) == 100
+    assert (held_out_masks(10, 0.5, 100, seed=0) == m).all()
+    # fewer distinct subsets exist than asked for: all of them, once each
+    small = held_out_masks(5, 0.4, 50, seed=0)
+    assert len(small) == 10 and len({r.tobytes() for r in small}) == 10
 
 
 def test_lds_retrains_and_scores(evaluated_run):
@@ -45,7 +51,7 @@ def test_lds_retrains_and_scores(evaluated_run):
         test_rows = [r for r in s.records() if r.kind == "test"]
         assert len(test_rows) == 4 and all(r.method == "retrain" for r in test_rows)
     # a second call retrains nothing
-    again = run_lds(run_dir, alpha=0.5, test_subsets=4, seeds=1, progress=False)
+    again = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
     with Store(run_dir / "store.sqlite") as s:
         assert len([r for r in s.records() if r.kind == "test"]) == 4
     assert [r["lds"] for r in again["results"]] == [r["lds"] for r in lds["results"]]
@@ -149,7 +155,7 @@ def test_lds_cli_fits_more_subsets(evaluated_run):
 
     run_dir, lds, _ = evaluated_run
     before = next(r["fit_rows"] for r in lds["results"] if r["estimator"] == "shapley")
-    args = ["lds", str(run_dir), "--test-subsets", "4", "--estimator", "shapley"]
+    args = ["lds", str(run_dir), "--test-subsets", "4", "--seeds", "1", "--estimator", "shapley"]
     result = CliRunner().invoke(app, [*args, "--subsets", "16", "--no-fidelity"])
     assert result.exit_code == 0, result.output
     out = json.loads((run_dir / "lds.json").read_text())
@@ -159,3 +165,5 @@ def test_lds_cli_fits_more_subsets(evaluated_run):
         assert len([r for r in s.records() if r.kind == "test"]) == 4
     bad = CliRunner().invoke(app, [*args, "--subsets", "0"])
     assert bad.exit_code != 0 and "--subsets must be at least 1" in str(bad.exception)
+    # the protocol was the same (4 subsets, 1 seed): earlier results are kept beside
+    assert {(r["method"], r["estimator"]) for r in out["results"]} >= {("sft", "loo")}

@@ -41,3 +41,27 @@ def test_fidelity_numbers():
     assert f["pearson"] == pytest.approx(1.0) and f["spearman"] == pytest.approx(1.0)
     assert f["mae"] == pytest.approx(np.mean(e + 1))
     assert fidelity(-e, e)["spearman"] == pytest.approx(-1.0)
+
+
+def test_interval_over_seeds_uses_the_t_quantile():
+    """Three per-seed LDS values: half-width t(0.975, 2) sd / sqrt(3), not 1.96 sd / sqrt(3)."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=8)
+    masks = rng.random((30, 8)) < 0.5
+    targets = np.stack([masks @ w + rng.normal(scale=s, size=30) for s in (0.5, 1.5, 3.0)])
+    res = lds_over_seeds(w, masks, targets, n_bootstrap=0)
+    per = np.array(res.per_seed)
+    expected = 4.302652729911275 * per.std(ddof=1) / np.sqrt(3)
+    assert res.ci95 == pytest.approx(expected, rel=1e-6)
+    assert res.ci95 > 1.96 * per.std(ddof=1) / np.sqrt(3) * 2
+
+
+def test_protocol_defaults_follow_the_paper():
+    from diffattr.evaluate.lds import LDSProtocol
+
+    p = LDSProtocol.from_options(None, None, None)
+    assert (p.alphas, p.test_subsets, p.seeds) == ((0.5,), 100, 3)
+    q = LDSProtocol.from_options([0.25, 0.75], None, None, quick=True)
+    assert (q.alphas, q.test_subsets, q.seeds) == ((0.25, 0.75), 16, 1)
+    with pytest.raises(DiffattrError, match="alpha"):
+        LDSProtocol.from_options([1.5], None, None)

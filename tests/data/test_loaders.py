@@ -6,7 +6,6 @@ import pytest
 import torch
 from PIL import Image
 
-from diffattr.config import DataConfig
 from diffattr.data import Players, load_dataset
 from diffattr.data.cifar import load_cifar10, load_cifar100
 from diffattr.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist
@@ -15,36 +14,36 @@ from diffattr.errors import DiffattrError
 
 
 def test_digits_shape_range_ids():
-    ds = load_dataset(DataConfig())
+    ds = load_dataset("digits")
     assert ds.images.shape == (1797, 1, 8, 8)
     assert ds.images.dtype == torch.float32
     assert ds.images.min() == -1 and ds.images.max() == 1
     assert ds.labels.shape == (1797,) and set(ds.labels.tolist()) == set(range(10))
-    again = load_dataset(DataConfig())
+    again = load_dataset("digits")
     assert ds.ids == again.ids and len(set(ds.ids)) == len(ds.ids)
     assert torch.equal(ds.images, again.images)
 
 
 def test_digits_classes_and_resize():
-    ds = load_dataset(DataConfig(classes=[3, 8], image_size=16))
+    ds = load_dataset({"name": "digits", "classes": [3, 8], "image_size": 16})
     assert ds.images.shape[1:] == (1, 16, 16)
     assert ds.class_names == ["3", "8"]
     assert set(ds.labels.tolist()) == {0, 1}
-    full = load_dataset(DataConfig())
+    full = load_dataset("digits")
     # ids still name the original rows
     assert all(int(full.labels[int(i.split("-")[1])]) in (3, 8) for i in ds.ids)
 
 
 def test_bad_class_id():
     with pytest.raises(DiffattrError, match="out of range"):
-        load_dataset(DataConfig(classes=[11]))
+        load_dataset({"name": "digits", "classes": [11]})
 
 
 def test_unknown_dataset_is_clear():
     with pytest.raises(DiffattrError, match="unknown dataset"):
         from diffattr.config import RunConfig
 
-        RunConfig.from_dict({"data": {"dataset": "imagenet"}})
+        RunConfig.from_dict({"data": {"name": "imagenet"}})
 
 
 @pytest.mark.skipif(not DEFAULT_DIR.exists(), reason="dataset-fashion-mnist not installed")
@@ -170,7 +169,7 @@ def test_folder_errors_name_the_file(tmp_path):
 
 
 def test_players_masks():
-    ds = load_dataset(DataConfig())
+    ds = load_dataset("digits")
     p = Players.from_dataset(ds, "contributor")
     assert len(p) == 10 and p.sizes().sum() == len(ds)
     mask = np.zeros(10, bool)

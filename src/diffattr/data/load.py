@@ -1,0 +1,24 @@
+"""Loading the dataset a ``[data]`` table names, and its identity for cache keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffattr.data.base import ImageDataset
+from diffattr.data.settings import DATASETS, DataSettings
+
+
+def load_dataset(settings: DataSettings | dict | str | None = None, split: str = "train"):
+    """Load the dataset a ``DataSettings`` names (train split unless ``split='test'``)."""
+    if settings is None:
+        settings = "digits"
+    if not isinstance(settings, DataSettings):
+        settings = DATASETS.parse(settings, "data")
+    dataset = settings.load(split)
+    assert isinstance(dataset, ImageDataset)
+    return dataset
+
+
+def dataset_key(settings: DataSettings) -> dict[str, Any]:
+    """The fields that identify a dataset's content (for cache and job keys)."""
+    return settings.model_dump(mode="json", exclude={"players"})

@@ -1,0 +1,116 @@
+"""Typed settings of the datasets (the ``[data]`` table of a run); pydantic only.
+
+``[data] name = ...`` selects the loader; the other keys are that loader's settings::
+
+    [data]
+    name = "fashion-mnist"
+    image_size = 16
+    classes = [0, 1, 2]
+    players = "contributor"
+
+Every dataset also says what the unit of credit is (``players``): each ``contributor``
+(class, subfolder or CSV column) or each ``sample``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from diffattr.settings import Component, ComponentRegistry
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+class DataSettings(Component):
+    """Settings every dataset shares."""
+
+    kind: ClassVar[str] = "dataset"
+    players: Literal["contributor", "sample"] = Field(
+        "contributor",
+        description="unit of credit: each contributor (class, subfolder, CSV column) or image",
+    )
+    image_size: int | None = Field(None, ge=4, description="resize images to this square size")
+
+    def load(self, split: str = "train"):
+        """Load the images (an ``ImageDataset``)."""
+        return self.implementation_class()(self, split)
+
+    def source_path(self) -> str | None:
+        """The local path the data come from (None for embedded data)."""
+        return getattr(self, "path", None)
+
+
+DATASETS: ComponentRegistry[DataSettings] = ComponentRegistry("dataset", DataSettings)
+
+
+class _ClassSubset(DataSettings):
+    classes: list[int] | None = Field(
+        None, description="keep only these class ids (relabelled 0..k-1)"
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one class id, or leave classes out")
+            if len(set(v)) != len(v):
+                raise ValueError(f"class ids repeat: {v}")
+        return v
+
+
+@DATASETS.register
+class DigitsData(_ClassSubset):
+    """sklearn's bundled 8x8 digits (1,797 images, 10 classes); nothing to download."""
+
+    name: Literal["digits"] = "digits"
+    implementation: ClassVar[str] = "diffattr.data.digits:load"
+
+
+@DATASETS.register
+class FashionMnistData(_ClassSubset):
+    """Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or a local copy)."""
+
+    name: Literal["fashion-mnist"] = "fashion-mnist"
+    implementation: ClassVar[str] = "diffattr.data.fashion_mnist:load"
+    path: str = Field(FASHION_MNIST_DIR, description="directory of the IDX files")
+    limit_per_class: int | None = Field(None, ge=1, description="cap images per class")
+
+
+@DATASETS.register
+class Cifar10Data(_ClassSubset):
+    """A local ``cifar-10-batches-py`` directory (extracted by the user)."""
+
+    name: Literal["cifar10"] = "cifar10"
+    implementation: ClassVar[str] = "diffattr.data.cifar:load_10"
+    path: str = Field(..., description="the extracted cifar-10-batches-py directory")
+
+
+@DATASETS.register
+class Cifar100Data(_ClassSubset):
+    """A local ``cifar-100-python`` directory; ``subset = "cifar20"`` is the paper's CIFAR-20."""
+
+    name: Literal["cifar100"] = "cifar100"
+    implementation: ClassVar[str] = "diffattr.data.cifar:load_100"
+    path: str = Field(..., description="the extracted cifar-100-python directory")
+    subset: Literal["cifar20"] | None = Field(
+        None, description="named subset: cifar20 (the paper's 20 animal classes)"
+    )
+
+
+@DATASETS.register
+class FolderData(DataSettings):
+    """An image folder whose subfolders are contributors, or a CSV ``path,contributor``."""
+
+    name: Literal["folder"] = "folder"
+    implementation: ClassVar[str] = "diffattr.data.folder:load"
+    path: str = Field(..., description="a folder of contributor subfolders, or a CSV file")
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 (grey) or 3 (RGB); default: from the first image"
+    )
+
+
+def parse_data(value: Any, where: str = "data") -> DataSettings:
+    return DATASETS.parse(value, where)

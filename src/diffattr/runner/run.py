@@ -1,0 +1,572 @@
+"""``Run``: the method as explicit, resumable phases over one run directory.
+
+::
+
+    Run(cfg, run_dir)
+      .prepare(method)   dataset + players, full model theta* (train or load), null model,
+                         the method's shared state (e.g. prune + fine-tune, cached)  -> Prepared
+      .plan(method)      coalitions from each estimator's sampler -> job specs      -> JobPlan
+      .execute(specs)    executor -> store (one committed row per finished job)   -> Executed
+      .table(plan, est)  store -> coalition table (masks, behaviors, v0, v1)      -> CoalitionTable
+      .estimate(plan)    tables -> attributions                                  -> Estimated
+      .attribute()       all of the above for the run's method, values.csv/json  -> RunSummary
+
+Every phase skips what is on disk or in the store, so a killed run resumes where it
+stopped; evaluations (``diffattr.evaluate``) compose the same phases for other methods,
+held-out subsets and budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from diffattr.config import RunConfig, home
+from diffattr.counterfactual.settings import MethodSettings
+from diffattr.errors import DiffattrError
+from diffattr.estimators.settings import EstimatorSettings
+from diffattr.fileio import atomic_write_text
+from diffattr.runner.job import JobContext, JobSpec
+from diffattr.store import JobRecord, Store, job_key, mask_to_str, str_to_mask
+
+
+def settings_digest(settings: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Prepared:
+    """What the prepare phase made for one counterfactual method."""
+
+    method: MethodSettings
+    dataset: Any  # ImageDataset
+    players: Any  # Players
+    full_dir: Path
+    null_dir: Path
+    work_dir: Path
+    base_id: str  # digest of theta*'s weights (part of every job key)
+    ctx: JobContext
+    prepare_cost: float  # seconds the method's one-time preparation took (when it ran)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_players(self) -> int:
+        return len(self.players)
+
+
+@dataclass
+class JobPlan:
+    """The jobs of one method: the reference models and each estimator's coalitions."""
+
+    prepared: Prepared
+    references: dict[str, JobSpec]  # 'full', 'null', 'method' (the method on all players)
+    fit: dict[str, list[JobSpec]]  # estimator name -> one spec per sampled row, in order
+
+    def specs(self) -> list[JobSpec]:
+        """Every job to run, each key once (all-0 rows are the null model, not a job)."""
+        out: dict[str, JobSpec] = {s.key: s for s in self.references.values()}
+        for specs in self.fit.values():
+            for s in specs:
+                if "1" in s.mask:
+                    out.setdefault(s.key, s)
+        return list(out.values())
+
+    @property
+    def fit_jobs(self) -> int:
+        keys = {s.key for specs in self.fit.values() for s in specs if "1" in s.mask}
+        return len(keys - {s.key for s in self.references.values()})
+
+
+@dataclass
+class Executed:
+    ran: int
+    failed: int
+    first_error: str | None = None
+
+
+@dataclass
+class Estimated:
+    attributions: list
+    errors: list[str]
+    v0: dict[str, float]
+    v1: dict[str, float]
+    method_all: dict[str, float] | None  # the method on all players (None if it failed)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    attributions: list
+    failed: int
+    jobs: int
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    first_error: str | None = None
+
+
+class Run:
+    """One run directory and its configuration; see the module docstring for the phases."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._prepared: dict[str, Prepared] = {}
+        self._store: Store | None = None
+        self._base: tuple | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.run_dir / "store.sqlite")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    @property
+    def cache_dir(self) -> Path:
+        """Encoded examples and other caches of this run (under the run directory)."""
+        return self.run_dir / "cache"
+
+    # ------------------------------------------------------------------ prepare
+
+    def _base_models(self):
+        """Dataset, players, family, training set, full and null model (once per Run)."""
+        if self._base is not None:
+            return self._base
+        from diffattr.data import Players, load_dataset
+
+        cfg = self.cfg
+        family = cfg.family.build(cfg.device)
+        dataset = load_dataset(cfg.data)
+        players = Players.from_dataset(dataset, cfg.data.players)
+        family.check_data(dataset)
+        t = time.perf_counter()
+        data = family.training_set(dataset, self.cache_dir)
+        self._time("encode", time.perf_counter() - t)
+        t = time.perf_counter()
+        if cfg.attribution.full_model:
+            full_dir = Path(cfg.attribution.full_model)
+            family.check_model(full_dir, dataset)
+        else:
+            full_dir = family.train_full(
+                cfg, self.run_dir / "full", dataset, data, progress=self.progress
+            )
+        self._time("full_model", time.perf_counter() - t)
+        null_dir = family.make_null(cfg, self.run_dir / "null", dataset, data)
+        self._base = (family, dataset, players, data, full_dir, null_dir)
+        return self._base
+
+    def prepare(self, method: MethodSettings | str | None = None) -> Prepared:
+        """Phase 1: the full and null models and ``method``'s one-time shared work."""
+        from diffattr.counterfactual.base import FullModel, build_method
+
+        settings = self._method(method)
+        if settings.name in self._prepared:
+            return self._prepared[settings.name]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        family, dataset, players, data, full_dir, null_dir = self._base_models()
+        work_dir = (
+            self.run_dir
+            / "shared"
+            / f"{settings.name}-{settings_digest(settings.shared_settings())}"
+        )
+        t = time.perf_counter()
+        build_method(settings, family, full_dir, work_dir).prepare(data, progress=self.progress)
+        seconds = time.perf_counter() - t
+        self._time(f"prepare_{settings.name}", seconds)
+        # The one-time cost of the shared preparation, kept beside it: evaluations that find
+        # it cached still charge it to the method (compute-matched comparisons).
+        cost_file = work_dir / "prepare_seconds.json"
+        if cost_file.exists():
+            cost = float(json.loads(cost_file.read_text())["seconds"])
+        else:
+            cost = seconds
+            if work_dir.exists():
+                atomic_write_text(cost_file, json.dumps({"seconds": seconds}))
+        ctx = JobContext(
+            config=self.cfg.with_method(settings.name).to_dict(),
+            full_dir=str(full_dir),
+            null_dir=str(null_dir),
+            work_dir=str(work_dir),
+            cache_dir=str(self.cache_dir),
+            grids_dir=str(self.run_dir / "grids"),
+        )
+        prepared = Prepared(
+            method=settings,
+            dataset=dataset,
+            players=players,
+            full_dir=Path(full_dir),
+            null_dir=Path(null_dir),
+            work_dir=work_dir,
+            base_id=FullModel(full_dir, family).digest(),
+            ctx=ctx,
+            prepare_cost=cost,
+        )
+        self._prepared[settings.name] = prepared
+        return prepared
+
+    def _method(self, method: MethodSettings | str | None) -> MethodSettings:
+        if isinstance(method, MethodSettings):
+            return method
+        return self.cfg.method_settings(method)
+
+    # ------------------------------------------------------------------ plan
+
+    def key(self, p: Prepared, mask: str, method: str, settings: dict, seed: int, kind: str) -> str:
+        from diffattr.data import dataset_key
+
+        cfg = self.cfg
+        return job_key(
+            base=p.base_id,
+            family=cfg.family.to_dict(),
+            method=method,
+            settings=settings,
+            mask=mask,
+            seed=seed,
+            sample=cfg.sample.model_dump(),
+            behaviors=cfg.behaviors.to_dict(),
+            data=dataset_key(cfg.data),
+            kind="reference" if kind == "reference" else "model",
+        )
+
+    def spec(
+        self,
+        p: Prepared,
+        mask: np.ndarray | str,
+        method: MethodSettings | str,
+        seed: int,
+        kind: str,
+        **extra: Any,
+    ) -> JobSpec:
+        """The job of one model: ``method`` (settings, or 'full'/'null') on ``mask``."""
+        m = mask if isinstance(mask, str) else mask_to_str(mask)
+        if isinstance(method, MethodSettings):
+            name, settings = (
+                method.name,
+                {k: v for k, v in method.model_dump(mode="json").items() if k != "name"},
+            )
+        else:
+            name, settings = method, {}
+        return JobSpec(
+            key=self.key(p, m, name, settings, seed, kind),
+            kind=kind,
+            mask=m,
+            method=name,
+            settings=settings,
+            seed=seed,
+            extra=extra,
+        )
+
+    def reference_specs(self, p: Prepared) -> dict[str, JobSpec]:
+        n = p.n_players
+        return {
+            "full": self.spec(p, "1" * n, "full", 0, "reference"),
+            "null": self.spec(p, "0" * n, "null", 0, "reference"),
+            # the method's own all-players model: the same key as an all-1 fit row
+            "method": self.spec(p, "1" * n, p.method, self.cfg.attribution.seed, "method-all"),
+        }
+
+    def sampler(self, estimator: EstimatorSettings, n_players: int):
+        from diffattr.coalitions import sampler_for_estimator
+
+        return sampler_for_estimator(estimator.name, n_players, self.cfg.attribution.seed)
+
+    def plan(
+        self,
+        method: MethodSettings | str | None = None,
+        estimators: list[EstimatorSettings] | None = None,
+        subsets: int | None = None,
+    ) -> JobPlan:
+        """Phase 2: each estimator's sampled coalitions as job specs (prefix-stable: more
+        subsets extend the same row sequence)."""
+        p = self.prepare(method)
+        a = self.cfg.attribution
+        fit: dict[str, list[JobSpec]] = {}
+        for est in estimators or a.estimators:
+            sampler = self.sampler(est, p.n_players)
+            m = subsets or getattr(est, "subsets", None) or a.subsets
+            masks = sampler.sample(m if sampler.n_required is None else sampler.n_required)
+            fit[est.name] = [self.spec(p, row, p.method, a.seed, "fit") for row in masks]
+        return JobPlan(p, self.reference_specs(p), fit)
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, specs: list[JobSpec], desc: str = "jobs") -> Executed:
+        """Phase 3: run the specs not yet done (each key once) and commit their records."""
+        if not specs:
+            return Executed(0, 0)
+        prepared = self._prepared_for(specs)
+        unique = list({s.key: s for s in specs}.values())
+        done = self.store.done_keys(s.key for s in unique)
+        todo = [s for s in unique if s.key not in done]
+        if not todo:
+            return Executed(0, 0)
+        executor = self.cfg.executor.build()
+        failed, first = 0, None
+        t = time.perf_counter()
+        try:
+            bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, dynamic_ncols=True)
+            for rec in executor.run(todo, prepared.ctx):
+                self.store.put(rec)
+                if rec.status != "done":
+                    failed += 1
+                    if first is None:
+                        first = (rec.error or "").strip().splitlines()[0] if rec.error else "?"
+                bar.update(1)
+                bar.set_postfix(failed=failed)
+            bar.close()
+        finally:
+            executor.close()
+            self._time("jobs", time.perf_counter() - t)
+        return Executed(len(todo), failed, first)
+
+    def _prepared_for(self, specs: list[JobSpec]) -> Prepared:
+        names = {s.method for s in specs} - {"full", "null"}
+        if len(names) > 1:
+            raise DiffattrError(f"execute: one method per call, got {sorted(names)}")
+        name = names.pop() if names else self.cfg.method.name
+        if name in self._prepared:
+            return self._prepared[name]
+        return self.prepare(name)
+
+    # ------------------------------------------------------------------ table
+
+    def reference_records(self, plan: JobPlan) -> dict[str, JobRecord | None]:
+        recs = {k: self.store.get(s.key) for k, s in plan.references.items()}
+        return {k: (r if r is not None and r.status == "done" else None) for k, r in recs.items()}
+
+    def table(
+        self,
+        plan: JobPlan,
+        estimator: str,
+        exclude_masks: set[str] | None = None,
+        limit: int | None = None,
+    ):
+        """Phase 4: the coalition table of one estimator from the store.
+
+        All-0 rows take the null model's behaviors and all-1 rows the method's own
+        all-players job. ``exclude_masks`` drops rows equal to held-out test masks (LDS);
+        ``limit`` keeps only the first rows of the sampler's stream (compute budgets).
+        """
+        from diffattr.estimators import CoalitionTable
+
+        refs = self.reference_records(plan)
+        full, null = refs["full"], refs["null"]
+        if full is None or null is None:
+            raise DiffattrError(_missing_references(refs, self.store, plan))
+        behaviors = sorted(full.behaviors)
+        specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
+        rows = {r.key: r for r in self.store.records([s.key for s in specs])}
+        masks, values = [], []
+        for s in specs:
+            if exclude_masks and s.mask in exclude_masks:
+                continue
+            if "1" not in s.mask:
+                rec = null
+            elif s.key == plan.references["method"].key:
+                rec = refs["method"]
+            else:
+                rec = rows.get(s.key)
+            if rec is None or rec.status != "done":
+                continue
+            masks.append(str_to_mask(s.mask))
+            values.append([rec.behaviors[b] for b in behaviors])
+        n = plan.prepared.n_players
+        v1_rec = full
+        if self.cfg.attribution.v1 == "method":
+            v1_rec = refs["method"]
+            if v1_rec is None:
+                raise DiffattrError(
+                    "v1 = 'method' needs the method's all-players job, which did not finish; "
+                    "see diffattr status"
+                )
+        return CoalitionTable(
+            masks=np.array(masks, dtype=bool).reshape(-1, n),
+            values=np.array(values, dtype=float).reshape(-1, len(behaviors)),
+            names=list(plan.prepared.players.names),
+            behaviors=behaviors,
+            v0=np.array([null.behaviors[b] for b in behaviors]),
+            v1=np.array([v1_rec.behaviors[b] for b in behaviors]),
+        )
+
+    # ------------------------------------------------------------------ estimate
+
+    def estimate(
+        self,
+        plan: JobPlan,
+        exclude_masks: set[str] | None = None,
+        limit: int | None = None,
+        errors: list[str] | None = None,
+        estimators: list[EstimatorSettings] | None = None,
+    ) -> Estimated:
+        """Phase 5: every estimator fitted on its table; one Attribution per behavior.
+
+        With ``errors`` given, an estimator that cannot be fitted (e.g. too few finished
+        jobs) is reported there and skipped instead of raising.
+        """
+        t = time.perf_counter()
+        out = []
+        refs = self.reference_records(plan)
+        for est in estimators or self.cfg.attribution.estimators:
+            if est.name not in plan.fit:
+                continue
+            try:
+                table = self.table(plan, est.name, exclude_masks, limit)
+                if table.n_rows == 0:
+                    raise DiffattrError(f"no finished jobs for estimator {est.name!r}")
+                attrs = fit_table(est, table)
+            except DiffattrError as e:
+                if errors is None:
+                    raise
+                errors.append(f"{est.name}: {e}")
+                continue
+            for attr in attrs:
+                attr.settings = {
+                    **attr.settings,
+                    "method": plan.prepared.method.name,
+                    "subsets_planned": len(plan.fit[est.name]),
+                    "v1_source": self.cfg.attribution.v1,
+                }
+            out.extend(attrs)
+        self._time("estimate", time.perf_counter() - t)
+        full, null, method_all = refs["full"], refs["null"], refs["method"]
+        return Estimated(
+            attributions=out,
+            errors=list(errors or []),
+            v0=dict(null.behaviors) if null else {},
+            v1=dict(full.behaviors) if full else {},
+            method_all=dict(method_all.behaviors) if method_all else None,
+        )
+
+    # ------------------------------------------------------------------ diffattr run
+
+    def attribute(self) -> RunSummary:
+        """The whole method for the run's configuration: values.csv / values.json."""
+        t_start = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.toml", self.cfg.to_toml())
+        plan = self.plan()
+        self.store.set_meta("config", self.cfg.to_dict())
+        refs = list(plan.references.values())
+        ex_ref = self.execute(refs, "reference models")
+        fit = [s for s in plan.specs() if s.kind == "fit"]
+        self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
+        ex_fit = self.execute(fit, f"{plan.prepared.method.name} jobs")
+        first = ex_ref.first_error or ex_fit.first_error
+        refs_done = self.reference_records(plan)
+        errors: list[str] = []
+        attributions: list = []
+        if refs_done["full"] is None or refs_done["null"] is None:
+            errors.append(_missing_references(refs_done, self.store, plan))
+        else:
+            est = self.estimate(plan, errors=errors)
+            attributions = est.attributions
+            if attributions:
+                from diffattr.runner.values import write_values
+
+                write_values(self.run_dir, attributions, self.values_payload(est))
+        failed_now = sum(
+            1 for r in self.store.records([s.key for s in plan.specs()], status="failed")
+        )
+        if failed_now and first is None:
+            bad = self.store.records([s.key for s in plan.specs()], status="failed")[0]
+            first = (bad.error or "?").strip().splitlines()[0]
+        self.timings["total"] = time.perf_counter() - t_start
+        total = self._record_timings()
+        summary = {
+            "timings": self.timings,
+            "timings_all_calls": total,
+            "jobs": len(plan.specs()),
+            "failed": failed_now,
+            "first_failure": first,
+            "estimator_errors": errors,
+        }
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return RunSummary(
+            self.run_dir,
+            attributions,
+            failed_now,
+            len(plan.specs()),
+            errors=errors,
+            timings=dict(self.timings),
+            first_error=first,
+        )
+
+    def values_payload(self, est: Estimated) -> dict[str, Any]:
+        gap = None
+        if est.method_all is not None:
+            gap = {k: est.v1[k] - v for k, v in est.method_all.items() if k in est.v1}
+        return {
+            "v0": est.v0,
+            "v1": est.v1,
+            "v1_source": self.cfg.attribution.v1,
+            "method_all_players": est.method_all,
+            "full_minus_method": gap,
+            "config": self.cfg.to_dict(),
+        }
+
+    def _record_timings(self) -> dict[str, float]:
+        """Add this call's stage times to the store; return the sums over every call."""
+        calls = list(self.store.get_meta("timings", []) or [])
+        calls.append({"at": time.time(), **{k: round(v, 3) for k, v in self.timings.items()}})
+        self.store.set_meta("timings", calls)
+        total: dict[str, float] = {}
+        for c in calls:
+            for k, v in c.items():
+                if k != "at":
+                    total[k] = round(total.get(k, 0.0) + float(v), 3)
+        return total
+
+
+def fit_table(est: EstimatorSettings, table) -> list:
+    """Fit one estimator on a coalition table (one Attribution per behavior)."""
+    from diffattr.estimators import ESTIMATORS as IMPLEMENTATIONS
+
+    attrs = IMPLEMENTATIONS.get(est.name).fit(
+        table.masks,
+        table.values,
+        v0=table.v0,
+        v1=table.v1,
+        names=table.names,
+        behaviors=table.behaviors,
+    )
+    return attrs if isinstance(attrs, list) else [attrs]
+
+
+def _missing_references(refs: dict, store: Store, plan: JobPlan) -> str:
+    for name in ("full", "null"):
+        if refs.get(name) is None:
+            rec = store.get(plan.references[name].key)
+            why = (rec.error or "").strip().splitlines()[0] if rec and rec.error else "not run"
+            return f"the {name} model's behaviors are missing ({why}); see diffattr status"
+    return "reference behaviors are missing; see diffattr status"
+
+
+def run_attribution(cfg: RunConfig, run_dir: str | Path | None = None, progress: bool = True):
+    """``diffattr run``: ``Run(cfg, run_dir).attribute()``."""
+    with Run(cfg, run_dir or home() / "run", progress) as run:
+        return run.attribute()

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+import diffattr.baselines.gradients as gradients
 from diffattr.baselines.gradients import (
     PerExampleGradients,
     Projector,
+    basic_block_size,
     fixed_timesteps,
     journey_probes,
     noise_probes,
@@ -83,6 +85,8 @@ def test_features_do_not_depend_on_batching(tiny):
     b = project_gradients(tiny, source, "loss", batch_size=2, **kw).features  # splits timesteps
     assert a.shape == (5, 8)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    c = project_gradients(tiny, source, "loss", batch_size=4, buffer_mb=1, **kw).features
+    torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)  # one projection call per batch
 
 
 def test_only_chosen_parameters_are_differentiated(tiny):
@@ -114,11 +118,15 @@ def test_noise_probes_shared_and_per_example():
     torch.testing.assert_close(shared.x_t[:, 1], (1 - ac[999]) ** 0.5 * shared.target[:, 1])
 
 
-def test_projector_is_deterministic_and_linear():
+def test_projector_is_deterministic_and_linear(monkeypatch):
     p1 = Projector("basic", 50, 6, seed=2, device=torch.device("cpu"))
-    p2 = Projector("basic", 50, 6, seed=2, device=torch.device("cpu"), memory_mb=1)
+    p2 = Projector("basic", 50, 6, seed=2, device=torch.device("cpu"))
     g = torch.randn(4, 50)
     torch.testing.assert_close(p1(g), p2(g))
+    assert p1.block == 6 and basic_block_size(10**9, 1024) == 1
+    monkeypatch.setattr(gradients, "BASIC_BLOCK_ENTRIES", 100)  # 2 columns per block
+    p3 = Projector("basic", 50, 6, seed=2, device=torch.device("cpu"))
+    assert p3.block == 2 and p3(g).shape == (4, 6)
     torch.testing.assert_close(p1(g[:2] + g[2:]), p1(g[:2]) + p1(g[2:]), rtol=1e-5, atol=1e-5)
     with pytest.raises(DiffattrError, match="fast_jl"):
         Projector("cuda", 50, 512, seed=0, device=torch.device("cpu"))
@@ -164,3 +172,55 @@ def test_target_checks_shapes_and_trajectory():
     t = DiffusionTarget.from_unet(model, x, num_generated=2, ddim_steps=4, seed=0)
     assert t.get_trajectory(2).states.shape == (2, 2, 1, 8, 8)
     assert np.isclose(float((t.x0_gen - gen).abs().max()), 0.0)
+
+
+def test_text_conditional_lora_target_differentiates_only_the_adapter():
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    from diffattr.baselines import local_scores
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=12,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
+        model.requires_grad_(False)
+        lora = LoraConfig(
+            r=2, lora_alpha=2, init_lora_weights="gaussian", target_modules=["to_q", "to_v"]
+        )
+        model.add_adapter(lora)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 4, 8, 8, generator=g)
+        cond = torch.randn(4, 3, 12, generator=g)
+        cond_gen = torch.randn(2, 3, 12, generator=g)
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    traj = record_trajectory(model, 2, ddim_steps=4, seed=0, shape=(4, 8, 8), cond=cond_gen)
+    target = DiffusionTarget(
+        model,
+        make_scheduler(),
+        x,
+        traj.final,
+        cond_train=cond,
+        cond_gen=cond_gen,
+        ddim_steps=4,
+        sample_seed=0,
+        family="lora-test",
+    )
+    table = {"name": "trak", "timesteps": 2, "projector": "none"}
+    vm = local_scores({**table, "per_example": "vmap"}, target)
+    lp = local_scores({**table, "per_example": "loop"}, target)
+    assert vm.details["train_features"]["grad_dim"] == n_lora
+    assert vm.details["train_features"]["per_example"] == "vmap"
+    np.testing.assert_allclose(vm.scores, lp.scores, rtol=1e-4, atol=1e-8)
+    journey = local_scores({"name": "journey-trak", "journey_points": 2, "timesteps": 2}, target)
+    assert journey.scores.shape == (2, 4) and np.isfinite(journey.scores).all()

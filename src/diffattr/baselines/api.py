@@ -15,6 +15,7 @@ see the real cost; score: kernel, scores and aggregation of this call; wall: thi
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -105,7 +106,8 @@ def attribute(
     )
     keys: list[str | None] = list(behaviors) if behaviors else [None]
     return [
-        Attribution(values, stderr, names, s.name, settings=dict(info), behavior=k) for k in keys
+        Attribution(values, stderr, names, s.name, settings=copy.deepcopy(info), behavior=k)
+        for k in keys
     ]
 
 
@@ -161,6 +163,7 @@ def gradient_features(
     """Projected gradient features of ``role`` (``train``, ``gen`` or ``journey``) and a
     record ``{cache, seconds, key, ...}``; cached under ``cache_dir/baselines/gradients``."""
     from diffattr.baselines.gradients import (
+        basic_block_size,
         fixed_timesteps,
         journey_probes,
         noise_probes,
@@ -183,6 +186,9 @@ def gradient_features(
         "projection_seed": s.seed,
         "device_type": device.type,
     }
+    if projector == "basic":
+        grad_dim = sum(p.numel() for p in target.named_params().values())
+        fields["projector_block"] = basic_block_size(grad_dim, s.projection_dim)
     if role in ("train", "gen"):
         fields["data"] = target.digest(role)
         fields["timesteps"] = s.timesteps
@@ -221,7 +227,7 @@ def gradient_features(
         projection_dim=s.projection_dim,
         seed=s.seed,
         projector=s.projector,
-        projector_memory_mb=s.projector_memory_mb,
+        buffer_mb=s.buffer_mb,
         batch_size=s.batch_size,
         per_example=s.per_example,
         progress=progress,
@@ -377,7 +383,8 @@ def _heuristic(s, target, names, members, measure, behaviors, t0):
     )
     nan = np.full(len(names), np.nan)
     return [
-        Attribution(table[k], nan, names, s.name, settings=dict(info), behavior=k) for k in keys
+        Attribution(table[k], nan, names, s.name, settings=copy.deepcopy(info), behavior=k)
+        for k in keys
     ]
 
 

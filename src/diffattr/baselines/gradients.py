@@ -314,6 +314,17 @@ def resolve_projector(kind: str, device: torch.device, proj_dim: int) -> str:
     return kind
 
 
+#: Largest Gaussian block of the basic projector, in float32 entries (1 GiB).
+BASIC_BLOCK_ENTRIES = 1 << 28
+
+
+def basic_block_size(grad_dim: int, proj_dim: int) -> int:
+    """Columns per block of traker's ``BasicProjector``. Its random matrix depends on the
+    block size, so this is a function of the two dimensions only (part of the features'
+    identity through the model digest and ``projection_dim``), never of a memory setting."""
+    return max(1, min(proj_dim, BASIC_BLOCK_ENTRIES // max(grad_dim, 1)))
+
+
 class Projector:
     """Random projection of flat gradients (b, P) -> (b, k) by traker's projectors
     (Gaussian entries for ``basic``, Rademacher for ``cuda``); ``none`` is the identity."""
@@ -325,7 +336,6 @@ class Projector:
         proj_dim: int,
         seed: int,
         device: torch.device,
-        memory_mb: int = 512,
     ) -> None:
         self.kind = resolve_projector(kind, device, proj_dim)
         self.grad_dim = grad_dim
@@ -340,7 +350,8 @@ class Projector:
                 "the gradient baselines need the traker package: pip install traker"
             ) from None
         if self.kind == "basic":
-            block = max(1, min(proj_dim, (memory_mb << 20) // (4 * max(grad_dim, 1))))
+            block = basic_block_size(grad_dim, proj_dim)
+            self.block = block
             self._proj = BasicProjector(
                 grad_dim=grad_dim,
                 proj_dim=proj_dim,
@@ -390,23 +401,39 @@ def project_gradients(
     projection_dim: int,
     seed: int,
     projector: str = "auto",
-    projector_memory_mb: int = 512,
+    buffer_mb: int = 1024,
     batch_size: int = 32,
     per_example: str = "auto",
     progress: bool = False,
 ) -> GradientFeatures:
-    """Projected features (n, k) of the examples of ``source`` (see the module doc)."""
+    """Projected features (n, k) of the examples of ``source`` (see the module doc).
+
+    Per-example gradients are taken ``batch_size`` probes at a time and gathered into a
+    buffer of up to ``buffer_mb`` (at least one vmap batch) that is projected in one call:
+    the basic projector regenerates its Gaussian blocks on every call, so fewer, larger
+    calls are much cheaper. The features do not depend on ``batch_size`` or ``buffer_mb``.
+    """
     t0 = time.perf_counter()
     engine = PerExampleGradients(target, output, per_example)
-    proj = Projector(
-        projector, engine.numel, projection_dim, seed, target.device, projector_memory_mb
-    )
+    proj = Projector(projector, engine.numel, projection_dim, seed, target.device)
     k = source.k
     per_call = max(1, batch_size // k)
     k_chunk = min(k, batch_size)
+    buffer_rows = max(per_call, (buffer_mb << 20) // (4 * max(engine.numel, 1)))
     out = torch.empty((source.n, proj.dim), dtype=torch.float32)
     scale = 1.0 / k
     from tqdm.auto import tqdm
+
+    pending: list[torch.Tensor] = []
+    done = 0  # rows of ``out`` written
+
+    def flush() -> None:
+        nonlocal done, pending
+        if pending:
+            rows = torch.cat(pending)
+            out[done : done + rows.shape[0]] = proj(rows).cpu()
+            done += rows.shape[0]
+            pending = []
 
     with _grad_context(target.model, engine.named):
         starts = range(0, source.n, per_call)
@@ -423,13 +450,18 @@ def project_gradients(
                 )
                 g = engine(part, scale)
                 acc = g if acc is None else acc + g
-            out[lo:hi] = proj(acc).cpu()
+            if sum(p.shape[0] for p in pending) + acc.shape[0] > buffer_rows:
+                flush()
+            pending.append(acc)
+        flush()
+    assert done == source.n
     if not torch.isfinite(out).all():
         raise DiffattrError(f"non-finite gradients of the {output} output (diverged model?)")
     info = {
         "per_example": engine.used,
         "projector": proj.kind,
         "feature_dim": proj.dim,
+        "projector_block": getattr(proj, "block", None),
         "grad_dim": engine.numel,
         "probes_per_example": k,
     }

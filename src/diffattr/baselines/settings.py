@@ -75,7 +75,9 @@ class GradientSettings(BaselineSettings):
     gradient averaged over its probes. ``projection_dim``: dimension of the
     random (Gaussian, JL) projection of the gradients (traker's projectors; ``projector``
     ``auto`` = ``cuda`` on a GPU with fast_jl, else ``basic``; ``none`` keeps the full
-    gradient — tiny models only). ``regularization``: lambda of the kernel
+    gradient — tiny models only). ``buffer_mb``: gradients gathered before each projection
+    call (larger = fewer regenerations of the random matrix; on a GPU with a 35 M-parameter
+    model give it several GB). ``regularization``: lambda of the kernel
     ``(Phi^T Phi + lambda I)^-1`` (0.5 as in the paper's code). ``batch_size``: probes
     (example x timestep) differentiated per call; ``per_example``: ``vmap``
     (``torch.func``), ``loop`` (one backward pass per example) or ``auto`` (vmap, falling
@@ -95,7 +97,7 @@ class GradientSettings(BaselineSettings):
     shared_noise: bool = True
     regularization: float = Field(default=0.5, ge=0.0)
     projector: Literal["auto", "basic", "cuda", "none"] = "auto"
-    projector_memory_mb: int = Field(default=512, gt=0)
+    buffer_mb: int = Field(default=1024, gt=0)
     batch_size: int = Field(default=32, gt=0)
     per_example: Literal["auto", "vmap", "loop"] = "auto"
 

@@ -171,6 +171,9 @@ def test_target_checks_shapes_and_trajectory():
         t.get_trajectory(2)
     t = DiffusionTarget.from_unet(model, x, num_generated=2, ddim_steps=4, seed=0)
     assert t.get_trajectory(2).states.shape == (2, 2, 1, 8, 8)
+    wrong = record_trajectory(model, 2, ddim_steps=4, seed=1)
+    with pytest.raises(DiffattrError, match="does not end at x0_gen"):
+        DiffusionTarget(model, make_scheduler(), x, gen, trajectory=wrong).get_trajectory()
     assert np.isclose(float((t.x0_gen - gen).abs().max()), 0.0)
 
 

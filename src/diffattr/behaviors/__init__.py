@@ -1,75 +1,70 @@
-"""Model behaviours F: global properties of a model's generated images, all offline.
+"""Model behaviors F: global properties of a model's generated images, all offline.
 
-Global behaviours (``BEHAVIORS``; keys carry the feature space, e.g. ``fid[digits-cnn]``):
-``fid`` (Heusel et al. 2017), ``is`` (Salimans et al. 2016), ``precision`` / ``recall``
-(Kynkaanniemi et al. 2019), ``density`` / ``coverage`` (Naeem et al. 2020),
-``class-entropy`` and ``cluster-entropy`` (diversity, in bits). They are measured in the
-space of a small CNN classifier trained on the dataset itself (``features``), or of
-pytorch-fid's Inception-v3 from a local weights file (``inception``).
+Settings (pydantic only, cheap): ``diffattr.behaviors.settings`` -- the feature spaces
+(``FEATURES``), the behaviors (``BEHAVIORS``), the ``[behaviors]`` section
+(``BehaviorsSettings``) and ``check_settings``. The module docstring there explains which
+feature space ``auto`` picks and why.
 
-Local behaviours (``local``): per-image MSE, NRMSE and SSIM (Wang et al. 2004) against the
+Measuring (torch): ``build_suite(settings, dataset, device=..., cache_dir=...)`` returns a
+``BehaviorSuite`` whose ``measure(images)`` gives ``{"fid[digits-cnn]": ..., ...}``.
+
+Local behaviors (``local``): per-image MSE, NRMSE and SSIM (Wang et al. 2004) against the
 full model's image for the same seed, and a model's denoising loss on fixed images.
 
-Entry points for the pipeline: ``measure_images(images, data_cfg)`` and
-``measure_model(model_dir)``.
+Importing this package is cheap: names are loaded from their modules on first use.
 """
 
 from __future__ import annotations
 
-from diffattr.behaviors.diversity import class_entropy, cluster_entropy, entropy_bits
-from diffattr.behaviors.features import (
-    ClassifierExtractor,
-    FeatureExtractor,
-    get_extractor,
-)
-from diffattr.behaviors.fid import fid_from_features, frechet_distance, gaussian_stats
-from diffattr.behaviors.inception_score import inception_score
-from diffattr.behaviors.local import denoising_loss, local_behaviors, mse, nrmse, ssim
-from diffattr.behaviors.precision_recall import density_coverage, knn_radii, precision_recall
-from diffattr.behaviors.suite import (
-    BEHAVIORS,
-    Behavior,
-    BehaviorSuite,
-    ModelMeasurement,
-    RealStats,
-    SuiteOptions,
-    behavior_key,
-    clear_memory_cache,
-    get_suite,
-    measure_images,
-    measure_model,
-    parse_names,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "BEHAVIORS",
-    "Behavior",
-    "BehaviorSuite",
-    "ClassifierExtractor",
-    "FeatureExtractor",
-    "ModelMeasurement",
-    "RealStats",
-    "SuiteOptions",
-    "behavior_key",
-    "class_entropy",
-    "clear_memory_cache",
-    "cluster_entropy",
-    "denoising_loss",
-    "density_coverage",
-    "entropy_bits",
-    "fid_from_features",
-    "frechet_distance",
-    "gaussian_stats",
-    "get_extractor",
-    "get_suite",
-    "inception_score",
-    "knn_radii",
-    "local_behaviors",
-    "measure_images",
-    "measure_model",
-    "mse",
-    "nrmse",
-    "parse_names",
-    "precision_recall",
-    "ssim",
-]
+_EXPORTS = {
+    # settings (pydantic only)
+    "BEHAVIORS": "settings",
+    "FEATURES": "settings",
+    "BehaviorSettings": "settings",
+    "BehaviorsSettings": "settings",
+    "FeatureSettings": "settings",
+    "behavior_key": "settings",
+    "check_settings": "settings",
+    "parse_behaviors": "settings",
+    "resolve_features": "settings",
+    "suite_keys": "settings",
+    # suite
+    "BehaviorSuite": "suite",
+    "ModelMeasurement": "suite",
+    "build_suite": "suite",
+    "clear_memory_cache": "suite",
+    "measure_images": "suite",
+    "measure_model": "suite",
+    # features
+    "ClassifierExtractor": "features",
+    "FeatureExtractor": "features",
+    # metrics
+    "class_entropy": "diversity",
+    "cluster_entropy": "diversity",
+    "diversity_entropy": "diversity",
+    "entropy_bits": "diversity",
+    "fid_from_features": "fid",
+    "frechet_distance": "fid",
+    "gaussian_stats": "fid",
+    "inception_score": "inception_score",
+    "denoising_loss": "local",
+    "local_behaviors": "local",
+    "mse": "local",
+    "nrmse": "local",
+    "ssim": "local",
+    "density_coverage": "precision_recall",
+    "knn_radii": "precision_recall",
+    "precision_recall": "precision_recall",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffattr.behaviors' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"diffattr.behaviors.{module}"), name)

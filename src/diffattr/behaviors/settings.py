@@ -217,7 +217,7 @@ class AutoencoderFeatures(FeatureSettings):
     implementation: ClassVar[str] = "diffattr.behaviors.autoencoder:build"
     trained: ClassVar[bool] = True
     dim: int = Field(64, ge=2, le=1024, description="bottleneck (feature) dimension")
-    steps: int = Field(1500, ge=1, description="optimisation steps (batch 128, Adam, cosine)")
+    steps: int = Field(600, ge=1, description="optimisation steps (batch 128, Adam, cosine)")
 
 
 @FEATURES.register

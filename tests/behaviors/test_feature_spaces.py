@@ -1,47 +1,29 @@
-"""The offline feature extractors, the real statistics and ``measure_images``."""
+"""The feature spaces: trained CNN classifiers, the label-free autoencoder, Inception."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from diffattr import config
-from diffattr.behaviors import (
-    BEHAVIORS,
-    clear_memory_cache,
-    fid_from_features,
-    get_extractor,
-    inception,
-    measure_images,
-)
+from diffattr.behaviors import autoencoder as ae
+from diffattr.behaviors import clear_memory_cache, inception
 from diffattr.behaviors import features as feat
+from diffattr.behaviors.settings import FEATURES
 from diffattr.config import DataConfig
 from diffattr.data import load_dataset
 from diffattr.errors import DiffattrError
 
-KEYS = {
-    f"{n}[digits-cnn]"
-    for n in (
-        "fid",
-        "is",
-        "precision",
-        "recall",
-        "density",
-        "coverage",
-        "class-entropy",
-        "cluster-entropy",
-    )
-}
-
 
 @pytest.fixture
-def home():
-    """DIFFATTR_HOME of the test session (tests/conftest.py points it at a temporary folder
+def cache():
+    """The test session's cache (tests/conftest.py points DIFFATTR_HOME at a temporary folder
     shared by all tests, so the digits classifier is trained once)."""
-    return config.home()
+    return Path(os.environ["DIFFATTR_HOME"]) / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -49,37 +31,33 @@ def digits():
     return load_dataset(DataConfig())
 
 
-@pytest.fixture(scope="module")
-def halves(digits):
-    perm = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
-    return digits.images[perm[:800]], digits.images[perm[800:1600]]
+def _build(name, dataset, cache, **fields):
+    settings = FEATURES.parse(dict(name=name, **fields))
+    return settings.implementation_class()(settings, dataset, device="cpu", cache_dir=cache)
 
 
-@pytest.fixture(scope="module")
-def noise():
-    return torch.rand(800, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
-
-
-def test_digits_classifier_is_accurate_and_cached(home, digits):
-    ext = get_extractor(DataConfig(), dataset=digits)
-    assert ext.name == "digits-cnn"
+def test_digits_classifier_is_accurate_and_cached(cache, digits):
+    ext = _build("digits-cnn", digits, cache)
+    assert ext.name == "digits-cnn" and ext.has_probs
     assert ext.heldout_accuracy >= 0.95
     assert ext.record["num_heldout"] == round(0.15 * len(digits))
-    directory = home / "cache" / "features" / ext.key
+    directory = cache / "features" / ext.key
     assert (directory / "classifier.safetensors").is_file()
     record = json.loads((directory / "classifier.json").read_text())
     assert record["key"] == ext.key and record["heldout_accuracy"] >= 0.95
-    assert record["data"]["class_names"] == digits.class_names
+    assert record["class_names"] == digits.class_names
     assert not list(directory.glob(".*"))  # no temporary files left behind
     f, p = ext.features_and_probs(digits.images[:10])
     assert f.shape == (10, 128) and p.shape == (10, 10)
     np.testing.assert_allclose(p.sum(1), 1.0)
     assert (p.argmax(1) == digits.labels[:10].numpy()).mean() >= 0.9
+    d = ext.describe()
+    assert d["name"] == "digits-cnn" and d["heldout_accuracy"] == ext.heldout_accuracy
 
 
-def test_extractor_kept_in_memory_and_loaded_from_disk(home, digits, monkeypatch):
-    first = get_extractor(DataConfig())
-    assert get_extractor(DataConfig()) is first
+def test_extractor_kept_in_memory_and_loaded_from_disk(cache, digits, monkeypatch):
+    first = _build("digits-cnn", digits, cache)
+    assert _build("digits-cnn", digits, cache) is first
     x = digits.images[:20]
     before = first.features(x)
 
@@ -88,14 +66,13 @@ def test_extractor_kept_in_memory_and_loaded_from_disk(home, digits, monkeypatch
 
     clear_memory_cache()
     monkeypatch.setattr(feat, "train_classifier", no_training)
-    loaded = get_extractor(DataConfig())
+    loaded = _build("digits-cnn", digits, cache)
     assert loaded is not first and loaded.key == first.key
     np.testing.assert_allclose(loaded.features(x), before, rtol=1e-5, atol=1e-6)
     assert loaded.heldout_accuracy == first.heldout_accuracy
 
 
-def test_corrupt_cache_is_retrained(home, digits, monkeypatch, tmp_path):
-    monkeypatch.setenv("DIFFATTR_HOME", str(tmp_path))
+def test_corrupt_cache_is_retrained(digits, monkeypatch, tmp_path):
     clear_memory_cache()
     calls = []
 
@@ -104,22 +81,55 @@ def test_corrupt_cache_is_retrained(home, digits, monkeypatch, tmp_path):
         return feat.SmallCNN(1, num_classes, 8), {"heldout_accuracy": None}
 
     monkeypatch.setattr(feat, "train_classifier", fake_train)
-    key = feat.extractor_key(DataConfig(), digits)
-    directory = tmp_path / "cache" / "features" / key
-    directory.mkdir(parents=True)
+    first = _build("digits-cnn", digits, tmp_path)
+    directory = tmp_path / "features" / first.key
     (directory / "classifier.json").write_text("{not json")
-    ext = get_extractor(DataConfig(), dataset=digits)
-    assert calls == [len(digits)] and ext.key == key
-    assert json.loads((directory / "classifier.json").read_text())["key"] == key
+    clear_memory_cache()
+    ext = _build("digits-cnn", digits, tmp_path)
+    assert calls == [len(digits), len(digits)] and ext.key == first.key
+    assert json.loads((directory / "classifier.json").read_text())["key"] == first.key
     clear_memory_cache()
 
 
-def test_extractor_key_identifies_data_and_seed(digits):
-    base = feat.extractor_key(DataConfig(), digits)
-    assert base == feat.extractor_key(DataConfig(), digits)
-    assert base != feat.extractor_key(DataConfig(), digits, seed=1)
+def test_space_key_follows_the_training_data_and_seed(digits, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        feat,
+        "train_classifier",
+        lambda images, labels, n, **kw: (feat.SmallCNN(images.shape[1], n, 8), {}),
+    )
+    settings = FEATURES.parse("digits-cnn")
+    build = settings.implementation_class()
+    base = build(settings, digits, cache_dir=tmp_path).key
+    assert build(settings, digits, cache_dir=tmp_path, seed=1).key != base
     three = load_dataset(DataConfig(classes=[0, 1, 2]))
-    assert base != feat.extractor_key(DataConfig(classes=[0, 1, 2]), three)
+    assert build(settings, three, cache_dir=tmp_path).key != base
+    clear_memory_cache()
+
+
+def test_named_classifier_for_other_data_trains_on_the_named_dataset(tmp_path, monkeypatch):
+    """digits-cnn for a 16 px RGB folder run: sklearn's digits at 16 px repeated to RGB."""
+    from diffattr.data.base import ImageDataset
+
+    seen = {}
+
+    def fake_train(images, labels, num_classes, **kwargs):
+        seen.update(shape=tuple(images.shape), classes=num_classes)
+        return feat.SmallCNN(images.shape[1], num_classes, images.shape[-1]), {}
+
+    monkeypatch.setattr(feat, "train_classifier", fake_train)
+    run = ImageDataset(
+        name="folder",
+        images=torch.zeros(4, 3, 16, 16),
+        labels=torch.tensor([0, 0, 1, 1]),
+        ids=list("abcd"),
+        class_names=["alice", "bob"],
+        contributors=["alice", "alice", "bob", "bob"],
+    )
+    ext = _build("digits-cnn", run, tmp_path)
+    assert seen == {"shape": (1797, 3, 16, 16), "classes": 10}
+    assert ext.channels == 3 and ext.image_size == 16
+    assert ext.record["source"]["named_data"] == "digits"
+    clear_memory_cache()
 
 
 def test_classifier_training_is_deterministic(digits):
@@ -131,72 +141,63 @@ def test_classifier_training_is_deterministic(digits):
     assert r1["heldout_accuracy"] == r2["heldout_accuracy"]
 
 
-def test_unknown_extractor_kind_is_an_error():
-    with pytest.raises(DiffattrError, match="unknown feature extractor"):
-        get_extractor(DataConfig(), kind="clip")
+def test_label_classifier_needs_semantic_labels(digits, tmp_path):
+    with pytest.raises(DiffattrError, match="label"):
+        _build("label-cnn", digits.subset(range(20)), tmp_path)
 
 
-def test_fid_real_halves_far_below_real_vs_noise(home, halves, noise):
-    ext = get_extractor(DataConfig())
-    a, b = ext.features(halves[0]), ext.features(halves[1])
-    real_real = fid_from_features(a, b)
-    real_noise = fid_from_features(a, ext.features(noise))
-    assert real_real * 20 < real_noise
+# ----------------------------------------------------------------------------- autoencoder
 
 
-def test_measure_images_keys_and_real_beats_noise(home, halves, noise):
-    real = measure_images(halves[1])
-    fake = measure_images(noise)
-    assert set(real) == KEYS and set(fake) == KEYS
-    assert list(real)[0] == "fid[digits-cnn]"
-    for key, value in real.items():
-        name = key.split("[")[0]
-        if BEHAVIORS.get(name).higher_is_better:
-            assert value > fake[key], key
-        else:
-            assert value < fake[key], key
-    assert real["is[digits-cnn]"] > 8.0
-    assert 0.0 <= real["precision[digits-cnn]"] <= 1.0
-    assert real["class-entropy[digits-cnn]"] <= np.log2(10) + 1e-9
-    assert real["cluster-entropy[digits-cnn]"] <= np.log2(20) + 1e-9
-    stats = list((home / "cache" / "features").glob("*/real-*.json"))
-    assert stats, "real statistics should be cached on disk"
+def test_autoencoder_is_deterministic_and_separates_noise(digits):
+    x = digits.images[:300]
+    m1, r1 = ae.train_autoencoder(x, steps=40, seed=2)
+    m2, _ = ae.train_autoencoder(x, steps=40, seed=2)
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert r1["heldout_mse"] is not None and r1["num_heldout"] == 45
+    with torch.no_grad():
+        assert tuple(m1.encode(x[:5]).shape) == (5, 64)
+        assert tuple(m1(x[:5]).shape) == (5, 1, 8, 8)
 
 
-def test_measure_images_subset_of_names_and_reference(home, halves):
-    out = measure_images(halves[0], names=["fid", "recall"])
-    assert list(out) == ["fid[digits-cnn]", "recall[digits-cnn]"]
-    against_other_half = measure_images(halves[0], names="fid", reference=halves[1])
-    against_self = measure_images(halves[0], names="fid", reference=halves[0])
-    assert against_self["fid[digits-cnn]"] == pytest.approx(0.0, abs=1e-6)
-    assert against_other_half["fid[digits-cnn]"] > against_self["fid[digits-cnn]"]
+@pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (13, 3)])
+def test_autoencoder_shapes(size, channels):
+    model = ae.ConvAutoencoder(channels, size, 16)
+    x = torch.rand(3, channels, size, size) * 2 - 1
+    assert tuple(model(x).shape) == (3, channels, size, size)
+    assert tuple(model.encode(x).shape) == (3, 16)
 
 
-def test_measure_images_bad_input_is_a_clear_error(home, halves):
-    with pytest.raises(DiffattrError, match="unknown behavior 'sharpness'"):
-        measure_images(halves[0], names=["fid", "sharpness"])
-    with pytest.raises(DiffattrError, match="8x8"):
-        measure_images(torch.zeros(4, 1, 16, 16))
-    with pytest.raises(DiffattrError, match="channel"):
-        measure_images(torch.zeros(4, 3, 8, 8))
-    with pytest.raises(DiffattrError, match="at least 2"):
-        measure_images(torch.zeros(1, 1, 8, 8))
-    with pytest.raises(DiffattrError, match="NaN"):
-        measure_images(torch.full((4, 1, 8, 8), float("nan")))
+def test_autoencoder_space_is_cached_by_image_content(digits, tmp_path, monkeypatch):
+    clear_memory_cache()
+    ext = _build("autoencoder", digits, tmp_path, steps=30)
+    assert ext.name == "autoencoder" and not ext.has_probs
+    directory = tmp_path / "features" / ext.key
+    assert (directory / "autoencoder.safetensors").is_file()
+    before = ext.features(digits.images[:10])
+    clear_memory_cache()
+    monkeypatch.setattr(ae, "train_autoencoder", lambda *a, **k: pytest.fail("retrained"))
+    again = _build("autoencoder", digits, tmp_path, steps=30)
+    np.testing.assert_allclose(again.features(digits.images[:10]), before, rtol=1e-6)
+    other = digits.subset(range(100))
+    monkeypatch.undo()
+    assert _build("autoencoder", other, tmp_path, steps=30).key != ext.key
+    clear_memory_cache()
 
 
 # ----------------------------------------------------------------------------- Inception
 
 
-def test_inception_without_weights_is_a_clear_error(monkeypatch, tmp_path):
+def test_inception_without_weights_is_a_clear_error(monkeypatch, tmp_path, digits):
     monkeypatch.delenv(inception.ENV_VAR, raising=False)
     with pytest.raises(DiffattrError, match="nothing is downloaded"):
-        get_extractor(DataConfig(), kind="inception")
+        _build("inception", digits, tmp_path)
     with pytest.raises(DiffattrError, match="not found"):
-        get_extractor(DataConfig(), kind="inception", inception_weights=tmp_path / "missing.pth")
+        _build("inception", digits, tmp_path, path=str(tmp_path / "missing.pth"))
     monkeypatch.setenv(inception.ENV_VAR, str(tmp_path))  # a folder without the file
     with pytest.raises(DiffattrError, match="not found"):
-        get_extractor(DataConfig(), kind="inception")
+        _build("inception", digits, tmp_path)
 
 
 def test_inception_wrong_checksum_is_a_clear_error(tmp_path):
@@ -214,35 +215,14 @@ def test_inception_file_with_other_tensors_is_rejected(tmp_path, monkeypatch):
         inception.load_fid_inception(path)
 
 
-def test_inception_loads_a_matching_file_and_extracts(tmp_path, monkeypatch):
+def test_inception_loads_a_matching_file_and_extracts(tmp_path, monkeypatch, digits):
     model = inception.FIDInceptionV3()
     assert sum(p.numel() for p in model.parameters()) == 23_850_960  # pytorch-fid's network
     path = tmp_path / inception.WEIGHTS_NAME
     torch.save(model.state_dict(), path)
     monkeypatch.setattr(inception, "SHA256_PREFIX", inception.sha256_file(path)[:8])
     monkeypatch.setattr(inception.InceptionExtractor, "_cache", {})
-    ext = get_extractor(DataConfig(), kind="inception", inception_weights=path)
+    ext = _build("inception", digits, tmp_path, path=str(path))
     f, p = ext.features_and_probs(torch.rand(2, 1, 8, 8) * 2 - 1)
     assert f.shape == (2, 2048) and p.shape == (2, 1008)
     assert ext.name == "inception"
-
-
-@pytest.mark.slow
-def test_trained_model_beats_null_model_on_every_global_behavior(home, digits):
-    """1,500 steps of the tiny preset on digits (about a minute on 2 CPU cores)."""
-    from diffattr.config import TrainConfig
-    from diffattr.diffusion.sample import generate
-    from diffattr.diffusion.train import train
-    from diffattr.diffusion.unet import make_unet
-
-    null = make_unet("tiny", 8, 1, seed=0)
-    unet = make_unet("tiny", 8, 1, seed=0)
-    result = train(unet, digits.images, TrainConfig(steps=1500), progress=False)
-    n, steps = 500, 50
-    trained = measure_images(generate(result.ema.model, n, ddim_steps=steps, seed=0))
-    untrained = measure_images(generate(null, n, ddim_steps=steps, seed=0))
-    for key, value in trained.items():
-        if BEHAVIORS.get(key.split("[")[0]).higher_is_better:
-            assert value > untrained[key], (key, value, untrained[key])
-        else:
-            assert value < untrained[key], (key, value, untrained[key])

@@ -24,6 +24,7 @@ NAMES = (
     "coverage",
     "class-entropy",
     "cluster-entropy",
+    "diversity-entropy",
 )
 
 app = typer.Typer()
@@ -71,6 +72,30 @@ def test_cli_measures_an_image_folder(digit_folder, tmp_path):
     assert "fid[digits-cnn]" in result.output
 
 
+def test_cli_features_and_reference(digit_folder, tmp_path):
+    """--reference DIR: the folder measured against itself has FID ~ 0; --features picks the
+    space (label-free: only the behaviors it supports by default)."""
+    out = tmp_path / "self.json"
+    grey = digit_folder / "grey"
+    result = _invoke("--images", grey, "--reference", grey, "--behaviors", "fid", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["fid[digits-cnn]"] == pytest.approx(0.0, abs=1e-3)
+    out = tmp_path / "ae.json"
+    result = _invoke("--images", digit_folder, "--features", "autoencoder", "--out", out)
+    assert result.exit_code == 0, result.output
+    keys = set(json.loads(out.read_text()))
+    assert "fid[autoencoder]" in keys and "is[autoencoder]" not in keys
+
+
+def test_cli_settings_file(digit_folder, tmp_path):
+    settings = tmp_path / "behaviors.toml"
+    settings.write_text('[behaviors]\nmeasure = ["fid", { name = "precision", k = 5 }]\n')
+    out = tmp_path / "v.json"
+    result = _invoke("--images", digit_folder, "--settings", settings, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(out.read_text())) == ["fid[digits-cnn]", "precision[digits-cnn]"]
+
+
 def test_cli_subset_of_behaviors(digit_folder, tmp_path):
     out = tmp_path / "v.json"
     result = _invoke("--images", digit_folder, "--behaviors", "fid,precision", "--out", out)
@@ -93,7 +118,9 @@ def test_cli_measures_a_model_directory(tmp_path):
 
     from diffattr.behaviors import measure_model
 
-    m = measure_model(model, 4, names=["fid"], ddim_steps=1, keep_images=True)
+    m = measure_model(
+        model, 4, settings={"measure": ["fid"]}, cache_dir=tmp_path, ddim_steps=1, keep_images=True
+    )
     assert m.num_samples == 4 and tuple(m.images.shape) == (4, 1, 8, 8)
     assert m.sample == {"num_samples": 4, "ddim_steps": 1, "seed": 0, "batch_size": 500}
     assert set(m.timings) == {"load_s", "generate_s", "measure_s"}
@@ -109,7 +136,13 @@ def test_cli_measures_a_model_directory(tmp_path):
         ([], "exactly one"),
         (["{tmp}", "--images", "{folder}"], "exactly one"),
         (["{tmp}"], "not a diffattr model directory"),
-        (["--images", "{folder}", "--features", "clip"], "unknown feature extractor"),
+        (["--images", "{folder}", "--features", "clp"], "unknown feature space 'clp'"),
+        (["--images", "{folder}", "--features", "clip"], "behaviors.features.path"),
+        (["--images", "{folder}", "--reference", "{tmp}/none"], "behaviors.reference"),
+        (
+            ["--images", "{folder}", "--features", "autoencoder", "--behaviors", "is"],
+            "is needs class probabilities",
+        ),
     ],
 )
 def test_cli_bad_input_is_a_clear_error(args, message, digit_folder, tmp_path):

@@ -244,7 +244,13 @@ def load_vision_encoder(kind: str, path: str | Path, device="cpu") -> VisionEnco
             else:
                 wanted = dict(state)
         wanted = {k: v for k, v in wanted.items() if not k.endswith("position_ids")}
-        result = model.load_state_dict(wanted, strict=False)
+        try:
+            result = model.load_state_dict(wanted, strict=False)
+        except RuntimeError as e:
+            first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
+            raise DiffattrError(
+                f"{directory}: the weights do not match its {kind} config ({first.strip()})"
+            ) from None
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
             bad = (missing or result.unexpected_keys)[:3]

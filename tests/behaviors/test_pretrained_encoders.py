@@ -58,9 +58,8 @@ def clip_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("clip")
-    CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=768)).save_pretrained(
-        path
-    )
+    config = CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=768)
+    CLIPModel(config).save_pretrained(path)
     (path / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
     return path
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from diffattr.behaviors import build_suite, measure_images
-from diffattr.behaviors.features import ClassifierExtractor, train_classifier
+from diffattr.behaviors.features import ClassifierExtractor, module_digest, train_classifier
 from diffattr.behaviors.settings import BEHAVIORS
 from diffattr.behaviors.suite import suite_for_extractor
 from diffattr.config import DataConfig
@@ -128,7 +128,7 @@ def test_is_trap_contributor_classifier_rewards_noise_and_the_default_does_not(
     contributors = torch.cat([digits.labels, torch.full((180,), 10)])
     model, record = train_classifier(images, contributors, 11, seed=0)
     assert record["heldout_accuracy"] > 0.95
-    contributor_cnn = ClassifierExtractor(model, "contributor-cnn", "trap-test", record)
+    contributor_cnn = ClassifierExtractor(model, "contributor-cnn", module_digest(model), record)
     clean = halves[1][:500]
     mixed = torch.cat([halves[1][:400], _noise(100, seed=8)])  # 20 % noise
 

@@ -370,6 +370,15 @@ def tensor_digest(x: torch.Tensor) -> str:
     return digest
 
 
+def module_digest(model: nn.Module) -> str:
+    """Digest of a module's state dict (names, shapes, values): a cache key for its weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return h.hexdigest()[:16]
+
+
 def features_dir(cache_dir: str | Path, key: str) -> Path:
     """``<cache_dir>/features/<key>``: a trained space's weights and its reference stats."""
     return Path(cache_dir) / "features" / key

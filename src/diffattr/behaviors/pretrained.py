@@ -218,6 +218,12 @@ def load_vision_encoder(kind: str, path: str | Path, device="cpu") -> VisionEnco
     )
 
     def make() -> VisionEncoderExtractor:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise DiffattrError(
+                f"the {kind} feature space needs transformers: pip install 'diffattr[clip]'"
+            ) from None
         state = _load_state(files)
         if kind == "clip":
             from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection

@@ -221,7 +221,9 @@ def suite_for_extractor(
     """A suite in the space of a given extractor (experiments, diagnostics): ``reference``
     images (N, C, H, W) in [-1, 1], ``measure`` as in ``BehaviorsSettings``. Unlike
     ``build_suite`` nothing guards the choice of space -- a classifier of contributors
-    built here measures contributor separability, not quality."""
+    built here measures contributor separability, not quality. ``extractor.key`` must
+    identify its weights (e.g. ``features.module_digest(model)``): it keys the reference
+    cache."""
     settings = parse_behaviors(
         {
             "measure": measure or ["fid"],

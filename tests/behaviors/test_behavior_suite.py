@@ -218,3 +218,12 @@ def test_bad_images_are_clear_errors(cache, digits):
         suite.measure(torch.zeros(1, 1, 8, 8))
     with pytest.raises(DiffattrError, match="NaN"):
         suite.measure(torch.full((4, 1, 8, 8), float("nan")))
+
+
+def test_has_semantic_labels_reads_the_csv_header_only(tmp_path):
+    from diffattr.data.folder import has_semantic_labels
+
+    (tmp_path / "a.csv").write_text("path,contributor,label\nmissing.png,bob,cat\n")
+    (tmp_path / "b.csv").write_text("path,contributor\nmissing.png,bob\n")
+    assert has_semantic_labels(tmp_path / "a.csv")
+    assert not has_semantic_labels(tmp_path / "b.csv") and not has_semantic_labels(tmp_path)

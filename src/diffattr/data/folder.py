@@ -170,3 +170,14 @@ def _semantic(entries: list[Entry]) -> dict:
 
 def _natural(s: str) -> tuple:
     return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def has_semantic_labels(path: str | Path) -> bool:
+    """Whether a folder/CSV dataset has semantic labels (a CSV with a ``label`` column),
+    from the CSV header only -- cheap, for checking a run plan before loading images."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, newline="") as f:
+        header = next(csv.reader(f), [])
+    return "label" in [h.strip() for h in header]

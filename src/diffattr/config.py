@@ -466,19 +466,3 @@ def _commented(cfg: RunConfig) -> str:
             if fname != "name":
                 lines += _field_lines(fname, f, getattr(settings, fname))
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------
-# Transitional names of the pre-plan configuration, used by modules that still take the
-# older call forms; removed once every caller builds settings from the registries.
-
-
-def DataConfig(**fields: Any) -> DataSettings:  # noqa: N802 - the old class name
-    """``DataSettings`` from the old keyword form (``dataset=`` names the loader)."""
-    name = fields.pop("dataset", "digits")
-    return DATASETS.parse({"name": name, **fields}, "data")
-
-
-def cache_dir() -> Path:
-    """Shared caches under ``$DIFFATTR_HOME`` (default ``./runs``)."""
-    return home() / "cache"

@@ -1,55 +1,69 @@
-"""Model behaviours F: global properties of a model's generated images, all offline.
+"""Model behaviors F: global properties of a model's generated images, all offline.
 
-Global behaviours (``BEHAVIORS``; keys carry the feature space, e.g. ``fid[digits-cnn]``):
-``fid`` (Heusel et al. 2017), ``is`` (Salimans et al. 2016), ``precision`` / ``recall``
-(Kynkaanniemi et al. 2019), ``density`` / ``coverage`` (Naeem et al. 2020),
-``class-entropy`` and ``cluster-entropy`` (diversity, in bits). They are measured in the
-space of a small CNN classifier trained on the dataset itself (``features``), or of
-pytorch-fid's Inception-v3 from a local weights file (``inception``).
+Settings (pydantic only, cheap): ``diffattr.behaviors.settings`` -- the feature spaces
+(``FEATURES``), the behaviors (``BEHAVIORS``), the ``[behaviors]`` section
+(``BehaviorsSettings``) and ``check_settings``. The module docstring there explains which
+feature space ``auto`` picks and why.
 
-Local behaviours (``local``): per-image MSE, NRMSE and SSIM (Wang et al. 2004) against the
+Measuring (torch): ``build_suite(settings, dataset, device=..., cache_dir=...)`` returns a
+``BehaviorSuite`` whose ``measure(images)`` gives ``{"fid[digits-cnn]": ..., ...}``.
+
+Local behaviors (``local``): per-image MSE, NRMSE and SSIM (Wang et al. 2004) against the
 full model's image for the same seed, and a model's denoising loss on fixed images.
 
-Entry points for the pipeline: ``measure_images(images, data_cfg)`` and
-``measure_model(model_dir)``.
+Importing this package is cheap: names are loaded from their modules on first use.
 """
 
 from __future__ import annotations
 
-from diffattr.lazy import lazy_exports
+import importlib
+from typing import Any
 
 _EXPORTS = {
-    "class_entropy": "diffattr.behaviors.diversity:class_entropy",
-    "cluster_entropy": "diffattr.behaviors.diversity:cluster_entropy",
-    "entropy_bits": "diffattr.behaviors.diversity:entropy_bits",
-    "ClassifierExtractor": "diffattr.behaviors.features:ClassifierExtractor",
-    "FeatureExtractor": "diffattr.behaviors.features:FeatureExtractor",
-    "get_extractor": "diffattr.behaviors.features:get_extractor",
-    "fid_from_features": "diffattr.behaviors.fid:fid_from_features",
-    "frechet_distance": "diffattr.behaviors.fid:frechet_distance",
-    "gaussian_stats": "diffattr.behaviors.fid:gaussian_stats",
-    "inception_score": "diffattr.behaviors.inception_score:inception_score",
-    "denoising_loss": "diffattr.behaviors.local:denoising_loss",
-    "local_behaviors": "diffattr.behaviors.local:local_behaviors",
-    "mse": "diffattr.behaviors.local:mse",
-    "nrmse": "diffattr.behaviors.local:nrmse",
-    "ssim": "diffattr.behaviors.local:ssim",
-    "density_coverage": "diffattr.behaviors.precision_recall:density_coverage",
-    "knn_radii": "diffattr.behaviors.precision_recall:knn_radii",
-    "precision_recall": "diffattr.behaviors.precision_recall:precision_recall",
-    "BEHAVIORS": "diffattr.behaviors.suite:BEHAVIORS",
-    "Behavior": "diffattr.behaviors.suite:Behavior",
-    "BehaviorSuite": "diffattr.behaviors.suite:BehaviorSuite",
-    "ModelMeasurement": "diffattr.behaviors.suite:ModelMeasurement",
-    "RealStats": "diffattr.behaviors.suite:RealStats",
-    "SuiteOptions": "diffattr.behaviors.suite:SuiteOptions",
-    "behavior_key": "diffattr.behaviors.suite:behavior_key",
-    "clear_memory_cache": "diffattr.behaviors.suite:clear_memory_cache",
-    "get_suite": "diffattr.behaviors.suite:get_suite",
-    "measure_images": "diffattr.behaviors.suite:measure_images",
-    "measure_model": "diffattr.behaviors.suite:measure_model",
-    "parse_names": "diffattr.behaviors.suite:parse_names",
+    # settings (pydantic only)
+    "BEHAVIORS": "settings",
+    "FEATURES": "settings",
+    "BehaviorSettings": "settings",
+    "BehaviorsSettings": "settings",
+    "FeatureSettings": "settings",
+    "behavior_key": "settings",
+    "check_settings": "settings",
+    "parse_behaviors": "settings",
+    "resolve_features": "settings",
+    "suite_keys": "settings",
+    # suite
+    "BehaviorSuite": "suite",
+    "ModelMeasurement": "suite",
+    "build_suite": "suite",
+    "clear_memory_cache": "suite",
+    "measure_model": "suite",
+    # features
+    "ClassifierExtractor": "features",
+    "FeatureExtractor": "features",
+    # metrics
+    "class_entropy": "diversity",
+    "cluster_entropy": "diversity",
+    "diversity_entropy": "diversity",
+    "entropy_bits": "diversity",
+    "fid_from_features": "fid",
+    "frechet_distance": "fid",
+    "gaussian_stats": "fid",
+    "inception_score": "inception_score",
+    "denoising_loss": "local",
+    "local_behaviors": "local",
+    "mse": "local",
+    "nrmse": "local",
+    "ssim": "local",
+    "density_coverage": "precision_recall",
+    "knn_radii": "precision_recall",
+    "precision_recall": "precision_recall",
 }
 
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffattr.behaviors' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"diffattr.behaviors.{module}"), name)

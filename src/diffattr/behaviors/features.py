@@ -1,25 +1,22 @@
-"""Feature extractors for the behaviours, all offline.
+"""Feature extractors for the behaviors, all offline, and the package's CNN classifiers.
 
-``FeatureExtractor`` is the interface: ``features(images) -> (N, d)`` and, for classifiers,
-``probs(images) -> (N, C)``, with images as (N, C, H, W) tensors in [-1, 1]. The default,
-``ClassifierExtractor``, is a small CNN trained here on the dataset's own training images and
-labels (no download); its features are the penultimate layer (global-average-pooled
-convolutional features) and its probabilities the softmax of its logits. Metrics computed
-in its space carry its name, e.g. ``fid[digits-cnn]``, so nobody mistakes them for Inception
-metrics.
+``FeatureExtractor`` is the interface: ``features_and_probs(images) -> (N, d), (N, C) or
+None`` with images as (N, C, H, W) tensors in [-1, 1]. Which extractor a run uses is chosen
+by ``diffattr.behaviors.settings`` (``FEATURES``; see its docstring for ``auto``).
 
-The classifier is trained deterministically (seeded initialisation, split and batches; Adam
-with cosine decay; a fixed number of epochs from the training-set size) on 85 % of the
-training images; the other 15 % (seeded) give the recorded held-out accuracy. It is cached
-under ``cache_dir()/features/<key>/`` (safetensors weights + JSON with the key fields and
-accuracy; atomic writes), where the key hashes the dataset identity (``DataConfig`` fields,
-dataset name, class names, image size, channels, number of images and a digest of the
-labels), the training recipe (architecture version, widths, epochs rule, optimiser) and the
-seed. ``get_extractor`` loads from the cache or trains, and keeps one extractor per key and
-device in memory for the whole process.
+This module trains the classifier spaces: ``digits-cnn``, ``fashion-mnist-cnn``,
+``cifar-cnn`` (a named dataset's semantic classes) and ``label-cnn`` (a folder/CSV
+dataset's semantic ``label`` column) -- never a classifier of the contributors. Each is a
+small CNN (``SmallCNN``) trained deterministically (seeded initialisation, split and
+batches; Adam with cosine decay; a fixed number of epochs from the training-set size) on
+85 % of its images; the other 15 % (seeded) give the recorded held-out accuracy. Its
+features are the penultimate layer (global-average-pooled convolutional features) and its
+probabilities the softmax of its logits.
 
-``InceptionExtractor`` wraps the FID Inception-v3 of pytorch-fid, loaded from a local copy of
-its weights file only; see ``diffattr.behaviors.inception``.
+Cache: ``<cache_dir>/features/<key>/classifier.safetensors`` + ``classifier.json`` (the key
+fields and accuracy; weights written first, both atomically). The key hashes the space
+name, a digest of the training images and labels (content), the class names, the recipe
+and the seed. Extractors are also kept in memory per (key, device) for the whole process.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -39,9 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffattr.config import home
-from diffattr.data.settings import DataSettings as DataConfig
-from diffattr.data.settings import DigitsData
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 
@@ -50,7 +45,6 @@ WIDTHS = (32, 64, 128)
 HOLDOUT = 0.15
 TARGET_STEPS = 400  # optimisation steps aimed for; epochs = clip(ceil(400 / steps per epoch))
 MIN_EPOCHS, MAX_EPOCHS = 3, 40
-KINDS = ("cnn", "inception")
 LR = 2e-3
 # Everything that shapes the trained classifier; part of its cache key.
 RECIPE = {
@@ -117,6 +111,15 @@ class FeatureExtractor(ABC):
     @property
     def has_probs(self) -> bool:
         return self.num_classes is not None
+
+    def describe(self) -> dict[str, Any]:
+        """What a report says about the space: name, cache key, kind, accuracy if any."""
+        return {
+            "name": self.name,
+            "key": self.key,
+            "kind": type(self).__name__,
+            "classes": self.num_classes,
+        }
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(images)
@@ -311,6 +314,16 @@ class ClassifierExtractor(FeatureExtractor):
     def heldout_accuracy(self) -> float | None:
         return self.record.get("heldout_accuracy")
 
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(
+            heldout_accuracy=self.heldout_accuracy,
+            train_accuracy=self.record.get("train_accuracy"),
+            class_names=self.record.get("class_names"),
+            trained_on=self.record.get("source"),
+        )
+        return out
+
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.model.embed(x)
         return f, self.model.head(f)
@@ -335,34 +348,55 @@ class ClassifierExtractor(FeatureExtractor):
         return cls(model, record["name"], record["key"], record, device)
 
 
-def dataset_identity(data_cfg: DataConfig, dataset) -> dict[str, Any]:
-    """The fields that identify the data a classifier is trained on (hashed into its key)."""
-    from diffattr.data import dataset_key
+# ----------------------------------------------------------------------------- content keys
 
-    labels = np.ascontiguousarray(dataset.labels.cpu().numpy().astype(np.int64))
-    return {
-        "config": dataset_key(data_cfg),
-        "name": dataset.name,
-        "class_names": list(dataset.class_names),
-        "image_size": int(dataset.image_size),
-        "channels": int(dataset.channels),
-        "num_images": len(dataset),
-        "labels_digest": hashlib.sha256(labels.tobytes()).hexdigest()[:16],
-    }
+_DIGESTS: dict[int, tuple[weakref.ref, tuple, str]] = {}
 
 
-def extractor_key(data_cfg: DataConfig, dataset, kind: str = "cnn", seed: int = 0) -> str:
-    return stable_hash(
-        {"data": dataset_identity(data_cfg, dataset), "recipe": RECIPE, "kind": kind, "seed": seed}
-    )
+def tensor_digest(x: torch.Tensor) -> str:
+    """SHA-256 prefix of a tensor's shape and values (remembered per live tensor object, so a
+    run's training images are hashed once per process)."""
+    hit = _DIGESTS.get(id(x))
+    if hit is not None and hit[0]() is x and hit[1] == tuple(x.shape):
+        return hit[2]
+    a = np.ascontiguousarray(x.detach().cpu().numpy())
+    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+    digest = h.hexdigest()[:16]
+    try:
+        _DIGESTS[id(x)] = (weakref.ref(x), tuple(x.shape), digest)
+    except TypeError:
+        pass
+    return digest
 
 
-def features_dir(key: str) -> Path:
-    return home() / "cache" / "features" / key
+def module_digest(model: nn.Module) -> str:
+    """Digest of a module's state dict (names, shapes, values): a cache key for its weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return h.hexdigest()[:16]
+
+
+def features_dir(cache_dir: str | Path, key: str) -> Path:
+    """``<cache_dir>/features/<key>``: a trained space's weights and its reference stats."""
+    return Path(cache_dir) / "features" / key
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey -> RGB by repeating, RGB -> grey by averaging; unchanged if it matches."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        return images.mean(dim=1, keepdim=True)
+    raise DiffattrError(f"cannot convert {c}-channel images to {channels} channels")
 
 
 _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
-_CFG_INDEX: dict[tuple[str, str, int], str] = {}
 
 
 def clear_memory_cache() -> None:
@@ -370,80 +404,138 @@ def clear_memory_cache() -> None:
     from diffattr.behaviors.inception import InceptionExtractor
 
     _EXTRACTORS.clear()
-    _CFG_INDEX.clear()
+    _DIGESTS.clear()
     InceptionExtractor._cache.clear()
 
 
-def _cfg_id(data_cfg: DataConfig) -> str:
-    from diffattr.data import dataset_key
+def remembered(key: str, device: str | torch.device, make) -> FeatureExtractor:
+    """The extractor of ``key`` on ``device`` from memory, else ``make()`` (kept)."""
+    k = (key, str(torch.device(device)))
+    if k not in _EXTRACTORS:
+        _EXTRACTORS[k] = make()
+    return _EXTRACTORS[k]
 
-    return json.dumps(dataset_key(data_cfg), sort_keys=True)
+
+# ----------------------------------------------------------------------------- classifier spaces
 
 
-def get_extractor(
-    data_cfg: DataConfig | None = None,
-    kind: str = "cnn",
-    device: str | torch.device = "cpu",
-    dataset=None,
+def classifier_space(
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: list[str],
     *,
-    seed: int = 0,
-    inception_weights: str | Path | None = None,
-) -> FeatureExtractor:
-    """The feature extractor of a dataset: from memory, else from the disk cache, else trained.
+    seed: int,
+    device: str | torch.device,
+    cache_dir: str | Path,
+    source: dict[str, Any] | None = None,
+) -> ClassifierExtractor:
+    """The classifier space ``name`` trained on (images, labels): from memory, from
+    ``<cache_dir>/features/<key>/``, else trained and cached."""
+    identity = {
+        "space": name,
+        "images": tensor_digest(images),
+        "labels": tensor_digest(torch.as_tensor(labels, dtype=torch.int64)),
+        "class_names": list(class_names),
+        "recipe": RECIPE,
+        "seed": seed,
+    }
+    key = stable_hash(identity)
 
-    Args:
-        data_cfg: the dataset (default: digits).
-        kind: ``cnn`` (the dataset's own classifier, trained and cached) or ``inception``
-            (pytorch-fid's FID Inception-v3 from a local weights file: ``inception_weights``
-            or ``$DIFFATTR_INCEPTION_WEIGHTS``).
-        dataset: the loaded ``ImageDataset`` of ``data_cfg`` if the caller has it (saves
-            loading it again).
-        seed: initialisation, split and batch seed of the classifier.
-    """
-    data_cfg = data_cfg or DigitsData()
-    dev = str(torch.device(device))
-    if kind == "inception":
-        from diffattr.behaviors.inception import InceptionExtractor
-
-        return InceptionExtractor.get(inception_weights, device=dev)
-    if kind != "cnn":
-        raise DiffattrError(
-            f"unknown feature extractor {kind!r}; choose one of: {', '.join(KINDS)}"
+    def make() -> ClassifierExtractor:
+        directory = features_dir(cache_dir, key)
+        if (directory / ClassifierExtractor.RECORD).is_file():
+            try:
+                return ClassifierExtractor.load(directory, device)
+            except (OSError, KeyError, ValueError, RuntimeError):
+                pass  # unreadable or incompatible cache entry: retrain and overwrite it
+        model, record = train_classifier(images, labels, len(class_names), seed=seed, device=device)
+        record.update(
+            name=name,
+            key=key,
+            hparams=model.hparams,
+            identity=identity,
+            class_names=list(class_names),
+            source=source or {},
         )
-    cfg_id = (_cfg_id(data_cfg), dev, seed)
-    key = _CFG_INDEX.get(cfg_id) if dataset is None else None
-    if key is not None and (key, dev) in _EXTRACTORS:
-        return _EXTRACTORS[(key, dev)]
-    if dataset is None:
-        from diffattr.data import load_dataset
+        extractor = ClassifierExtractor(model, name, key, record, device)
+        extractor.save(directory)
+        return extractor
 
-        dataset = load_dataset(data_cfg)
-    key = extractor_key(data_cfg, dataset, kind, seed)
-    _CFG_INDEX[cfg_id] = key
-    if (key, dev) not in _EXTRACTORS:
-        _EXTRACTORS[(key, dev)] = _load_or_train(data_cfg, dataset, key, seed, dev)
-    return _EXTRACTORS[(key, dev)]
+    return remembered(key, device, make)  # type: ignore[return-value]
 
 
-def _load_or_train(data_cfg: DataConfig, dataset, key: str, seed: int, device: str):
-    directory = features_dir(key)
-    if (directory / ClassifierExtractor.RECORD).is_file():
-        try:
-            return ClassifierExtractor.load(directory, device)
-        except (OSError, KeyError, ValueError, RuntimeError):
-            pass  # unreadable or incompatible cache entry: retrain and overwrite it
-    model, record = train_classifier(
-        dataset.images, dataset.labels, len(dataset.class_names), seed=seed, device=device
-    )
-    record.update(
-        name=f"{dataset.name}-cnn",
-        key=key,
-        arch=ARCH,
-        recipe=RECIPE,
+def _named_data(settings, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
+    """Training images, labels and class names of a named-dataset classifier space, at the
+    run's image size and channels: the run's own data when they are that dataset, else the
+    named dataset's training split from its files."""
+    from diffattr.behaviors.settings import CifarCNNFeatures, FashionMnistCNNFeatures
+
+    size = dataset.image_size
+    if isinstance(settings, CifarCNNFeatures):
+        target = settings.resolved_variant(dataset.name)
+        own = target == dataset.name and settings.path is None
+    else:
+        target = settings.dataset
+        own = target == dataset.name
+    if own:
+        return dataset.images, dataset.labels, list(dataset.class_names), {"run_data": target}
+    if target == "digits":
+        from diffattr.data.digits import load_digits
+
+        named = load_digits(size)
+    elif isinstance(settings, FashionMnistCNNFeatures):
+        from diffattr.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist
+
+        named = load_fashion_mnist(settings.path or DEFAULT_DIR, "train", size)
+    elif target == "cifar10":
+        from diffattr.data.cifar import load_cifar10
+
+        named = load_cifar10(settings.path, "train", size)
+    elif target in ("cifar100", "cifar20"):
+        from diffattr.data.cifar import load_cifar100
+
+        subset = "cifar20" if target == "cifar20" else None
+        named = load_cifar100(settings.path, "train", size, subset=subset)
+    else:
+        raise DiffattrError(f"{settings.name}: no named dataset {target!r}")
+    images = match_channels(named.images, dataset.channels)
+    source = {"named_data": target, "path": getattr(settings, "path", None)}
+    return images, named.labels, list(named.class_names), source
+
+
+def build_named_classifier(
+    settings, dataset, *, device="cpu", cache_dir: str | Path, seed: int = 0
+) -> ClassifierExtractor:
+    """``digits-cnn`` / ``fashion-mnist-cnn`` / ``cifar-cnn`` for a run's ``dataset``."""
+    images, labels, names, source = _named_data(settings, dataset)
+    return classifier_space(
+        settings.space_name(dataset.name),
+        images,
+        labels,
+        names,
         seed=seed,
-        hparams=model.hparams,
-        data=dataset_identity(data_cfg, dataset),
+        device=device,
+        cache_dir=cache_dir,
+        source=source,
     )
-    extractor = ClassifierExtractor(model, record["name"], key, record, device)
-    extractor.save(directory)
-    return extractor
+
+
+def build_label_classifier(
+    settings, dataset, *, device="cpu", cache_dir: str | Path, seed: int = 0
+) -> ClassifierExtractor:
+    """``label-cnn``: trained on the dataset's semantic labels (the CSV ``label`` column)."""
+    if dataset.semantic_labels is None:
+        raise DiffattrError(
+            "label-cnn needs semantic labels: add a 'label' column to the CSV of path,contributor"
+        )
+    return classifier_space(
+        "label-cnn",
+        dataset.images,
+        dataset.semantic_labels,
+        list(dataset.semantic_names),
+        seed=seed,
+        device=device,
+        cache_dir=cache_dir,
+        source={"semantic_labels": dataset.name},
+    )

@@ -7,9 +7,9 @@ torch with pytorch-fid's patches of torchvision's Inception-v3 (Szegedy et al. 2
 average pools that ignore padding in the A, C and first E blocks, a max pool in the last E
 block, and a 1008-way classifier. Its parameter names match the file, which loads strictly.
 
-Give the file with ``inception_weights=`` / ``--inception-weights`` or
-``$DIFFATTR_INCEPTION_WEIGHTS``. Images of any size are resized bilinearly to 299 x 299;
-grey images are repeated over three channels.
+Give the file with ``features = { name = "inception", path = FILE }``, ``diffattr measure
+--features inception --features-path FILE`` or ``$DIFFATTR_INCEPTION_WEIGHTS``. Images of
+any size are resized bilinearly to 299 x 299; grey images are repeated over three channels.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def resolve_weights(path: str | Path | None) -> Path:
         path = os.environ.get(ENV_VAR)
     if not path:
         raise DiffattrError(
-            f"Inception features need pytorch-fid's weights file {WEIGHTS_NAME} on disk: pass "
-            f"--inception-weights FILE or set {ENV_VAR} (nothing is downloaded)"
+            f"Inception features need pytorch-fid's weights file {WEIGHTS_NAME} on disk: give "
+            f"features.path (--features-path FILE) or set {ENV_VAR} (nothing is downloaded)"
         )
     p = Path(path).expanduser()
     if p.is_dir():
@@ -204,7 +204,7 @@ def resolve_weights(path: str | Path | None) -> Path:
     if not p.is_file():
         raise DiffattrError(
             f"Inception weights not found: {p} (copy {WEIGHTS_NAME} there or point "
-            f"--inception-weights / {ENV_VAR} at it)"
+            f"features.path / {ENV_VAR} at it)"
         )
     return p
 
@@ -274,3 +274,8 @@ class InceptionExtractor(FeatureExtractor):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.model(x)
+
+
+def build(settings, dataset=None, *, device="cpu", cache_dir=None, seed: int = 0):
+    """The ``inception`` feature space (settings ``path`` or ``$DIFFATTR_INCEPTION_WEIGHTS``)."""
+    return InceptionExtractor.get(settings.path, device=device)

@@ -1,357 +1,91 @@
-"""Global behaviours F of a set of generated images, measured against real images.
+"""The behavior suite of a run: ``build_suite(settings, dataset, device=, cache_dir=)``.
 
-``BEHAVIORS`` names every global behaviour as the paper does; ``BehaviorSuite`` holds one
-feature extractor and the real reference statistics and measures image sets against them;
-``measure_images`` and ``measure_model`` are the entry points the pipeline calls (hundreds of
-times per process: the extractor and the statistics are loaded once and kept in memory).
+``build_suite`` checks the settings (``check_settings``), builds (loads or trains, cached)
+each feature space the behaviors need, computes the reference statistics in each space
+(cached), prepares every behavior, and returns a ``BehaviorSuite``:
 
-Output keys carry the feature space: ``fid[digits-cnn]``, ``is[digits-cnn]``, ...
+* ``suite.keys()``: output keys in ``measure`` order, e.g. ``["fid[digits-cnn]", ...]``;
+* ``suite.measure(images)``: ``{key: value}`` for (N, C, H, W) images in [-1, 1];
+* ``suite.describe()``: feature spaces (name, cache key, held-out accuracy of a classifier),
+  reference identity and behaviors, for reports;
+* ``suite.higher_is_better(key)``.
 
-Real reference statistics (``RealStats``) are computed from the dataset's training images
-(or a given reference set) once per extractor and cached under
-``cache_dir()/features/<extractor key>/real-<reference key>.*``: the Gaussian (mean,
-covariance) for FID, a seeded subsample of at most ``manifold_size`` real features with their
-k-NN radii for precision/recall (k = 3) and density/coverage (k = 5), and the k-means centres
-for the cluster entropy.
+Suites are kept in memory per (settings, dataset content, device, cache_dir), so a runner
+may call ``build_suite`` for every job: the spaces and statistics are built once per process.
+
+Cache layout under ``cache_dir`` (the run's cache folder or ``$DIFFATTR_HOME/cache``)::
+
+    features/<space key>/classifier.safetensors, classifier.json     (CNN spaces)
+    features/<space key>/autoencoder.safetensors, autoencoder.json   (label-free space)
+    features/<space key>/reference-<ref>.safetensors, .json           (features, Gaussian)
+    features/<space key>/kmeans-<ref>-k<K>-s<seed>.safetensors
+    features/<space key>/ward-<ref>-k<K>-<similarity>-m<max>-s<seed>.safetensors
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from diffattr.behaviors.diversity import class_entropy, cluster_entropy, fit_clusters
-from diffattr.behaviors.features import (
-    FeatureExtractor,
-    atomic_save_tensors,
-    atomic_write_text,
-    dataset_identity,
-    features_dir,
-    get_extractor,
-    stable_hash,
+from diffattr.behaviors.features import FeatureExtractor, tensor_digest
+from diffattr.behaviors.measures import Measure, Measured
+from diffattr.behaviors.reference import SpaceReference, reference_images
+from diffattr.behaviors.settings import (
+    BEHAVIORS,
+    ORDER,
+    BehaviorSettings,
+    BehaviorsSettings,
+    behavior_key,
+    behavior_space,
+    check_settings,
+    parse_behaviors,
 )
-from diffattr.behaviors.fid import frechet_distance, gaussian_stats
-from diffattr.behaviors.inception_score import inception_score
-from diffattr.behaviors.precision_recall import density_coverage, knn_radii
-from diffattr.behaviors.precision_recall import precision as _precision
-from diffattr.behaviors.precision_recall import recall as _recall
-from diffattr.data import dataset_key
-from diffattr.data.settings import DataSettings as DataConfig
-from diffattr.data.settings import DigitsData, parse_data
 from diffattr.errors import DiffattrError
-from diffattr.registry import Registry
-
-STATS_VERSION = 1
-# Canonical order of the global behaviours (tables and default output).
-ORDER = (
-    "fid",
-    "is",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "class-entropy",
-    "cluster-entropy",
-)
-
-
-@dataclass(frozen=True)
-class SuiteOptions:
-    """Settings of the behaviours (all part of the real statistics' cache key).
-
-    Attributes:
-        pr_k: neighbourhood size of precision and recall (Kynkaanniemi et al. 2019: 3).
-        dc_k: neighbourhood size of density and coverage (Naeem et al. 2020: 5).
-        manifold_size: real points (seeded subsample) forming the real k-NN manifold.
-        num_clusters: k-means clusters of the real features for the cluster entropy (20).
-        is_splits: Inception Score splits (the paper: 1).
-        seed: seed of the manifold subsample and of k-means.
-    """
-
-    pr_k: int = 3
-    dc_k: int = 5
-    manifold_size: int = 5000
-    num_clusters: int = 20
-    is_splits: int = 1
-    seed: int = 0
-
-    def stats_fields(self) -> dict[str, int]:
-        return {
-            "pr_k": self.pr_k,
-            "dc_k": self.dc_k,
-            "manifold_size": self.manifold_size,
-            "num_clusters": self.num_clusters,
-            "seed": self.seed,
-        }
 
 
 @dataclass
-class RealStats:
-    """Statistics of the real reference features that every behaviour compares against."""
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    manifold: np.ndarray
-    radii_pr: np.ndarray
-    radii_dc: np.ndarray
-    centres: np.ndarray
-    num_real: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-    TENSORS = ("mu", "sigma", "manifold", "radii_pr", "radii_dc", "centres")
-
-    @classmethod
-    def compute(cls, features: np.ndarray, options: SuiteOptions, info=None) -> RealStats:
-        feats = np.asarray(features, dtype=np.float64)
-        n = feats.shape[0]
-        need = max(options.pr_k, options.dc_k) + 1
-        if n < need or n < options.num_clusters:
-            raise DiffattrError(
-                f"the real reference has {n} images; at least {max(need, options.num_clusters)} "
-                "are needed (k-NN radii and clusters)"
-            )
-        mu, sigma = gaussian_stats(feats)
-        if n > options.manifold_size:
-            rng = np.random.default_rng(options.seed)
-            manifold = feats[np.sort(rng.choice(n, options.manifold_size, replace=False))]
-        else:
-            manifold = feats
-        return cls(
-            mu=mu,
-            sigma=sigma,
-            manifold=manifold,
-            radii_pr=knn_radii(manifold, options.pr_k),
-            radii_dc=knn_radii(manifold, options.dc_k),
-            centres=fit_clusters(feats, options.num_clusters, seed=options.seed),
-            num_real=n,
-            info=dict(info or {}),
-        )
-
-    def save(self, stem: Path) -> None:
-        tensors = {
-            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in self.TENSORS
-        }
-        atomic_save_tensors(stem.with_suffix(".safetensors"), tensors)
-        record = dict(self.info, num_real=self.num_real, version=STATS_VERSION)
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True))
-
-    @classmethod
-    def load(cls, stem: Path) -> RealStats:
-        from safetensors.torch import load_file
-
-        record = json.loads(stem.with_suffix(".json").read_text())
-        if record.get("version") != STATS_VERSION:
-            raise ValueError("old statistics format")
-        t = load_file(stem.with_suffix(".safetensors"))
-        arrays = {k: t[k].numpy() for k in cls.TENSORS}
-        return cls(**arrays, num_real=int(record["num_real"]), info=record)
-
-
-# ----------------------------------------------------------------------------- behaviours
-
-
-class Measured:
-    """Generated images' features and probabilities with the real statistics; shared
-    intermediate results (radii, density/coverage) are computed once."""
-
-    def __init__(
-        self,
-        features: np.ndarray,
-        probs: np.ndarray | None,
-        stats: RealStats,
-        options: SuiteOptions,
-    ) -> None:
-        self.features = np.asarray(features, dtype=np.float64)
-        self._probs = probs
-        self.stats = stats
-        self.options = options
-
-    @property
-    def probs(self) -> np.ndarray:
-        if self._probs is None:
-            raise DiffattrError("this behaviour needs a classifier's probabilities")
-        return self._probs
-
-    @cached_property
-    def density_coverage(self) -> tuple[float, float]:
-        s = self.stats
-        return density_coverage(s.manifold, self.features, self.options.dc_k, s.radii_dc)
-
-
-@dataclass(frozen=True)
-class Behavior:
-    """A global behaviour F: a function of the measured images -> one number."""
-
-    name: str
-    compute: Callable[[Measured], float]
-    higher_is_better: bool
-    needs_probs: bool
-    description: str
-
-
-BEHAVIORS: Registry[Behavior] = Registry("behavior")
-
-
-def _register(name: str, higher: bool, needs_probs: bool, description: str):
-    def deco(fn: Callable[[Measured], float]) -> Callable[[Measured], float]:
-        BEHAVIORS.register(name)(Behavior(name, fn, higher, needs_probs, description))
-        return fn
-
-    return deco
-
-
-@_register("fid", False, False, "Frechet distance to the real features (Heusel et al. 2017)")
-def _fid(m: Measured) -> float:
-    mu, sigma = gaussian_stats(m.features)
-    return frechet_distance(mu, sigma, m.stats.mu, m.stats.sigma)
-
-
-@_register("is", True, True, "Inception Score with the classifier (Salimans et al. 2016)")
-def _is(m: Measured) -> float:
-    return inception_score(m.probs, min(m.options.is_splits, len(m.probs)))[0]
-
-
-@_register("precision", True, False, "share inside the real k-NN manifold (Kynkaanniemi 2019)")
-def _prec(m: Measured) -> float:
-    return _precision(m.stats.manifold, m.features, m.options.pr_k, m.stats.radii_pr)
-
-
-@_register("recall", True, False, "share of real inside the generated manifold (Kynkaanniemi)")
-def _rec(m: Measured) -> float:
-    if len(m.features) <= m.options.pr_k:
-        raise DiffattrError(f"recall needs more than {m.options.pr_k} generated images")
-    return _recall(m.stats.manifold, m.features, m.options.pr_k)
-
-
-@_register("density", True, False, "mean count of real k-NN balls holding an image (Naeem 2020)")
-def _density(m: Measured) -> float:
-    return m.density_coverage[0]
-
-
-@_register("coverage", True, False, "share of real k-NN balls holding an image (Naeem 2020)")
-def _coverage(m: Measured) -> float:
-    return m.density_coverage[1]
-
-
-@_register("class-entropy", True, True, "entropy (bits) of the predicted-class histogram")
-def _class_entropy(m: Measured) -> float:
-    return class_entropy(m.probs)
-
-
-@_register("cluster-entropy", True, False, "entropy (bits) of the real-cluster proportions")
-def _cluster_entropy(m: Measured) -> float:
-    return cluster_entropy(m.features, m.stats.centres)
-
-
-def behavior_key(name: str, extractor_name: str) -> str:
-    """Output key of a behaviour in a feature space, e.g. ``fid[digits-cnn]``."""
-    return f"{name}[{extractor_name}]"
-
-
-def parse_names(names: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Behaviour names (all when None; a comma-separated string is split); unknown -> error."""
-    if names is None:
-        known = BEHAVIORS.names()
-        return [n for n in ORDER if n in known] + [n for n in known if n not in ORDER]
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    if not names:
-        raise DiffattrError("no behaviour named; choose from: " + ", ".join(BEHAVIORS.names()))
-    out = []
-    for n in names:
-        BEHAVIORS.get(n)
-        if n not in out:
-            out.append(n)
-    return out
-
-
-# ----------------------------------------------------------------------------- the suite
-
-
-def _tensor_digest(x: torch.Tensor) -> str:
-    a = np.ascontiguousarray(x.detach().cpu().float().numpy())
-    h = hashlib.sha256(str(a.shape).encode())
-    h.update(a.tobytes())
-    return h.hexdigest()[:16]
+class _Entry:
+    key: str
+    settings: BehaviorSettings
+    space: str  # id of the space in BehaviorSuite.spaces
+    measure: Measure
 
 
 class BehaviorSuite:
-    """Measures global behaviours of generated images against fixed real statistics."""
+    """Measures global behaviors of generated images against fixed reference statistics."""
 
     def __init__(
         self,
-        extractor: FeatureExtractor,
-        stats: RealStats,
-        names: list[str] | None = None,
-        options: SuiteOptions | None = None,
+        settings: BehaviorsSettings,
+        spaces: dict[str, SpaceReference],
+        entries: list[_Entry],
+        reference: dict[str, Any],
     ) -> None:
-        self.extractor = extractor
-        self.stats = stats
-        self.options = options or SuiteOptions()
-        self.names = parse_names(names)
-        self._check_probs(self.names)
+        self.settings = settings
+        self.spaces = spaces
+        self.entries = entries
+        self.reference = reference
 
-    def _check_probs(self, names: list[str]) -> None:
-        if not self.extractor.has_probs:
-            bad = [n for n in names if BEHAVIORS.get(n).needs_probs]
-            if bad:
-                raise DiffattrError(
-                    f"behaviours {', '.join(bad)} need a classifier; {self.extractor.name} has none"
-                )
+    def keys(self) -> list[str]:
+        """Output keys, in ``measure`` order: ``name[feature space]``."""
+        return [e.key for e in self.entries]
 
-    @classmethod
-    def for_dataset(
-        cls,
-        data_cfg: DataConfig | None = None,
-        names: list[str] | None = None,
-        device: str | torch.device = "cpu",
-        reference: Any = None,
-        *,
-        kind: str = "cnn",
-        dataset=None,
-        options: SuiteOptions | None = None,
-        inception_weights: str | Path | None = None,
-    ) -> BehaviorSuite:
-        """Suite of a dataset's extractor with the real statistics of its training images
-        (or of ``reference``: an ``ImageDataset`` or (N, C, H, W) tensor in [-1, 1])."""
-        from diffattr.data import load_dataset
+    def higher_is_better(self, key: str) -> bool:
+        for e in self.entries:
+            if e.key == key:
+                return e.settings.higher_is_better
+        raise DiffattrError(f"no behavior {key!r} in this suite; it has: {', '.join(self.keys())}")
 
-        data_cfg = data_cfg or DigitsData()
-        options = options or SuiteOptions()
-        if dataset is None:
-            dataset = load_dataset(data_cfg)
-        extractor = get_extractor(
-            data_cfg, kind, device, dataset, inception_weights=inception_weights
-        )
-        if reference is None:
-            ref_images = dataset.images
-            ref_id: dict[str, Any] = {"dataset": dataset_identity(data_cfg, dataset)}
-        else:
-            ref_images = getattr(reference, "images", reference)
-            if not torch.is_tensor(ref_images):
-                raise DiffattrError("reference must be an ImageDataset or an image tensor")
-            ref_id = {"images": _tensor_digest(ref_images), "n": int(ref_images.shape[0])}
-        stats = real_stats(extractor, ref_images, ref_id, options)
-        return cls(extractor, stats, names, options)
+    @property
+    def extractors(self) -> dict[str, FeatureExtractor]:
+        return {sid: ref.extractor for sid, ref in self.spaces.items()}
 
-    def keys(self, names: list[str] | None = None) -> list[str]:
-        return [behavior_key(n, self.extractor.name) for n in parse_names(names or self.names)]
-
-    def measure(
-        self, images: torch.Tensor, names: list[str] | str | None = None, batch_size: int = 500
-    ) -> dict[str, float]:
-        """{``name[feature space]``: value} for every requested behaviour of ``images``."""
-        names = parse_names(names) if names is not None else self.names
-        self._check_probs(names)
+    def measure(self, images: torch.Tensor) -> dict[str, float]:
+        """``{key: value}`` of every behavior for ``images`` (N, C, H, W) in [-1, 1]."""
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[0] < 2:
             raise DiffattrError(
@@ -359,54 +93,44 @@ class BehaviorSuite:
             )
         if not torch.isfinite(images).all():
             raise DiffattrError("images contain NaN or infinite values")
-        feats, probs = self.extractor.features_and_probs(images, batch_size)
-        m = Measured(feats, probs, self.stats, self.options)
-        return {
-            behavior_key(n, self.extractor.name): float(BEHAVIORS.get(n).compute(m)) for n in names
-        }
+        measured: dict[str, Measured] = {}
+        out: dict[str, float] = {}
+        for e in self.entries:
+            if e.space not in measured:
+                ext = self.spaces[e.space].extractor
+                f, p = ext.features_and_probs(images, self.settings.batch_size)
+                measured[e.space] = Measured(f, p, ext.name)
+            out[e.key] = float(e.measure(measured[e.space]))
+        return out
 
     __call__ = measure
 
-
-def real_stats(
-    extractor: FeatureExtractor,
-    images: torch.Tensor,
-    reference_id: dict[str, Any],
-    options: SuiteOptions | None = None,
-) -> RealStats:
-    """Real statistics of ``images`` in ``extractor``'s space, from the disk cache or computed.
-
-    The cache file is ``features_dir(extractor.key)/real-<hash(reference_id, options)>``.
-    """
-    options = options or SuiteOptions()
-    ref_key = stable_hash(
-        {"reference": reference_id, "options": options.stats_fields(), "version": STATS_VERSION}
-    )
-    stem = features_dir(extractor.key) / f"real-{ref_key}"
-    if stem.with_suffix(".json").is_file():
-        try:
-            return RealStats.load(stem)
-        except (OSError, KeyError, ValueError, RuntimeError):
-            pass  # unreadable or outdated cache entry: recompute and overwrite it
-    feats, probs = extractor.features_and_probs(images)
-    info: dict[str, Any] = {
-        "extractor": extractor.name,
-        "extractor_key": extractor.key,
-        "reference": reference_id,
-        "options": options.stats_fields(),
-    }
-    if probs is not None:
-        info["is_real"] = inception_score(probs, 1)[0]
-        info["class_entropy_real"] = class_entropy(probs)
-    stats = RealStats.compute(feats, options, info)
-    stats.info["cluster_entropy_real"] = cluster_entropy(feats, stats.centres)
-    stats.save(stem)
-    return stats
+    def describe(self) -> dict[str, Any]:
+        """Feature spaces, reference and behaviors, as plain data for reports."""
+        spaces = []
+        for ref in self.spaces.values():
+            d = ref.extractor.describe()
+            d["reference"] = ref.description
+            spaces.append(d)
+        return {
+            "reference": self.reference,
+            "spaces": spaces,
+            "behaviors": {
+                e.key: {
+                    "settings": e.settings.to_dict(),
+                    "space": self.spaces[e.space].extractor.name,
+                    "higher_is_better": e.settings.higher_is_better,
+                    "description": e.settings.description,
+                }
+                for e in self.entries
+            },
+            "manifold_size": self.settings.manifold_size or "number of generated images",
+        }
 
 
-# ----------------------------------------------------------------------------- entry points
+# ----------------------------------------------------------------------------- building
 
-_SUITES: dict[tuple, tuple[Any, BehaviorSuite]] = {}
+_SUITES: dict[tuple, BehaviorSuite] = {}
 
 
 def clear_memory_cache() -> None:
@@ -417,67 +141,134 @@ def clear_memory_cache() -> None:
     _clear_extractors()
 
 
-def get_suite(
-    data_cfg: DataConfig | None = None,
-    device: str | torch.device = "cpu",
-    reference: Any = None,
+def _dataset_id(dataset) -> tuple:
+    sem = dataset.semantic_labels
+    return (
+        dataset.name,
+        tensor_digest(dataset.images),
+        tensor_digest(dataset.labels),
+        None if sem is None else tensor_digest(sem),
+    )
+
+
+def build_suite(
+    settings: BehaviorsSettings | dict | None,
+    dataset,
     *,
-    kind: str = "cnn",
-    options: SuiteOptions | None = None,
-    inception_weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path,
 ) -> BehaviorSuite:
-    """The process-wide suite of (dataset, device, reference, kind, options), built once."""
-    data_cfg = data_cfg or DigitsData()
-    options = options or SuiteOptions()
-    key = (
-        json.dumps(dataset_key(data_cfg), sort_keys=True),
+    """The behavior suite of a run whose training data are ``dataset`` (an ``ImageDataset``).
+
+    Args:
+        settings: the ``[behaviors]`` section (``BehaviorsSettings`` or its table).
+        dataset: the run's training data; its name and semantic labels choose ``auto``,
+            its images are the ``"train"`` reference and train the package's spaces.
+        device: torch device of the feature extractors.
+        cache_dir: folder of the caches (``features/...``): the run's cache folder or
+            ``$DIFFATTR_HOME/cache``. Nothing is written anywhere else.
+    """
+    has_labels = dataset.semantic_labels is not None
+    settings = parse_behaviors(settings).resolved(dataset.name, has_labels)
+    check_settings(settings, dataset.name, has_labels)
+    cache_dir = Path(cache_dir).expanduser()
+    memo = (
+        settings.model_dump_json(),
+        _dataset_id(dataset),
         str(torch.device(device)),
-        id(reference) if reference is not None else None,
-        kind,
-        options,
-        str(inception_weights) if inception_weights is not None else None,
+        str(cache_dir.resolve()),
     )
-    hit = _SUITES.get(key)
-    if hit is not None and hit[0] is reference:
-        return hit[1]
-    suite = BehaviorSuite.for_dataset(
-        data_cfg,
-        None,
-        device,
-        reference,
-        kind=kind,
-        options=options,
-        inception_weights=inception_weights,
-    )
-    _SUITES[key] = (reference, suite)  # holding the reference keeps its id() from being reused
+    hit = _SUITES.get(memo)
+    if hit is not None:
+        return hit
+    images, ref_identity = reference_images(settings.reference, dataset)
+    spaces: dict[str, SpaceReference] = {}
+    entries: list[_Entry] = []
+    for b in settings.measure:
+        space = behavior_space(b, settings, dataset.name, has_labels)
+        sid = space.model_dump_json()
+        if sid not in spaces:
+            builder = space.implementation_class()
+            extractor = builder(
+                space, dataset, device=device, cache_dir=cache_dir, seed=settings.seed
+            )
+            spaces[sid] = SpaceReference(
+                extractor,
+                images,
+                ref_identity,
+                cache_dir=cache_dir,
+                seed=settings.seed,
+                batch_size=settings.batch_size,
+            )
+        ref = spaces[sid]
+        measure = type(b).implementation_class()(b, ref, settings.manifold_size)
+        entries.append(_Entry(behavior_key(b.name, ref.extractor.name), b, sid, measure))
+    suite = BehaviorSuite(settings, spaces, entries, ref_identity)
+    _SUITES[memo] = suite
     return suite
 
 
-def measure_images(
-    images: torch.Tensor,
-    data_cfg: DataConfig | None = None,
-    names: list[str] | str | None = None,
-    device: str | torch.device = "cpu",
-    reference: Any = None,
+def suite_for_extractor(
+    extractor: FeatureExtractor,
+    reference: torch.Tensor,
+    measure: list | None = None,
     *,
-    kind: str = "cnn",
-    options: SuiteOptions | None = None,
-    inception_weights: str | Path | None = None,
-) -> dict[str, float]:
-    """Global behaviours of generated ``images`` (N, C, H, W) in [-1, 1].
-
-    Compared against the training images of ``data_cfg`` (default digits) or ``reference``
-    (an ``ImageDataset`` or image tensor). ``names``: behaviours to compute (default all of
-    ``BEHAVIORS``). Returns ``{"fid[digits-cnn]": ..., "is[digits-cnn]": ..., ...}``.
-    """
-    suite = get_suite(
-        data_cfg, device, reference, kind=kind, options=options, inception_weights=inception_weights
+    cache_dir: str | Path,
+    manifold_size: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> BehaviorSuite:
+    """A suite in the space of a given extractor (experiments, diagnostics): ``reference``
+    images (N, C, H, W) in [-1, 1], ``measure`` as in ``BehaviorsSettings``. Unlike
+    ``build_suite`` nothing guards the choice of space -- a classifier of contributors
+    built here measures contributor separability, not quality. ``extractor.key`` must
+    identify its weights (e.g. ``features.module_digest(model)``): it keys the reference
+    cache."""
+    settings = parse_behaviors(
+        {
+            "measure": measure or ["fid"],
+            "manifold_size": manifold_size,
+            "seed": seed,
+            "batch_size": batch_size,
+        }
     )
-    return suite.measure(images, names)
+    for i, b in enumerate(settings.measure):
+        if b.needs_probs and not extractor.has_probs:
+            raise DiffattrError(
+                f"measure[{i}]: {b.name} needs class probabilities; {extractor.name} has none"
+            )
+    ident = {"reference": "images", "images": tensor_digest(reference), "n": len(reference)}
+    ref = SpaceReference(
+        extractor, reference, ident, cache_dir=cache_dir, seed=seed, batch_size=batch_size
+    )
+    entries = [
+        _Entry(
+            behavior_key(b.name, extractor.name),
+            b,
+            "space",
+            type(b).implementation_class()(b, ref, manifold_size),
+        )
+        for b in settings.measure
+    ]
+    return BehaviorSuite(settings, {"space": ref}, entries, ident)
+
+
+def supported_behaviors(space_has_probs: bool) -> list[str]:
+    """Behaviors measurable with default settings in a space (no aesthetic: needs a head)."""
+    out = []
+    for name in ORDER:
+        cls = BEHAVIORS.get(name)
+        if cls.needs_space is not None or (cls.needs_probs and not space_has_probs):
+            continue
+        out.append(name)
+    return out
+
+
+# ----------------------------------------------------------------------------- model dirs
 
 
 def _stored_sections(meta: dict, model_dir: Path):
-    """(DataConfig or None, SampleConfig) from a model's stored run config.
+    """(DataSettings or None, SampleConfig) from a model's stored run config.
 
     Only the ``data`` and ``sample`` sections are read, so configs written by other
     versions (more or fewer sections) still load.
@@ -485,22 +276,23 @@ def _stored_sections(meta: dict, model_dir: Path):
     from pydantic import ValidationError
 
     from diffattr.config import SampleConfig
+    from diffattr.data.settings import parse_data
+    from diffattr.settings import format_validation_error
 
     config = meta.get("config") if isinstance(meta, dict) else None
     config = config if isinstance(config, dict) else {}
+    where = f"{model_dir}/diffattr.json: config"
     try:
-        data = parse_data(config["data"]) if "data" in config else None
+        data = parse_data(config["data"], f"{where}: data") if "data" in config else None
         sample = SampleConfig.model_validate(config.get("sample") or {})
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise DiffattrError(f"{model_dir}/diffattr.json: config: {loc}: {err['msg']}") from None
+        raise DiffattrError(f"{where}: {format_validation_error(e, 'sample')}") from None
     return data, sample
 
 
 @dataclass
 class ModelMeasurement:
-    """Behaviours of one model's samples with the settings and time it took."""
+    """Behaviors of one model's samples with the settings and time it took."""
 
     behaviors: dict[str, float]
     timings: dict[str, float]
@@ -514,16 +306,13 @@ def measure_model(
     model_dir: str | Path,
     num_samples: int | None = None,
     *,
-    names: list[str] | str | None = None,
+    settings: BehaviorsSettings | dict | None = None,
+    cache_dir: str | Path,
     device: str | torch.device = "cpu",
     ddim_steps: int | None = None,
     seed: int | None = None,
     batch_size: int | None = None,
-    data_cfg: DataConfig | None = None,
-    reference: Any = None,
-    kind: str = "cnn",
-    options: SuiteOptions | None = None,
-    inception_weights: str | Path | None = None,
+    data_cfg=None,
     keep_images: bool = False,
 ) -> ModelMeasurement:
     """Load a model directory, sample it with its stored sample config, measure the samples.
@@ -532,12 +321,13 @@ def measure_model(
     ``config`` stored in the model's ``diffattr.json``; each argument given here overrides
     its value. Timings: ``load_s``, ``generate_s``, ``measure_s`` (seconds).
     """
-    from diffattr.diffusion.checkpoint import load_model
-    from diffattr.diffusion.sample import generate
+    from diffattr.data import load_dataset
+    from diffattr.families.settings import family_of
 
-    names = parse_names(names)
+    settings = parse_behaviors(settings)
     t0 = time.perf_counter()
-    loaded = load_model(model_dir, device)
+    family = family_of(model_dir, str(device))
+    loaded = family.load(model_dir)
     t_load = time.perf_counter() - t0
     data_stored, sample_cfg = _stored_sections(loaded.meta, Path(model_dir))
     if data_cfg is None:
@@ -552,14 +342,12 @@ def measure_model(
     bs = batch_size if batch_size is not None else sample_cfg.batch_size
     if n < 2:
         raise DiffattrError(f"need at least 2 samples to measure, got {n}")
-    suite = get_suite(
-        data_cfg, device, reference, kind=kind, options=options, inception_weights=inception_weights
-    )
+    suite = build_suite(settings, load_dataset(data_cfg), device=device, cache_dir=cache_dir)
     t1 = time.perf_counter()
-    images = generate(loaded.unet, n, ddim_steps=steps, seed=sd, batch_size=bs, device=device)
+    images = family.sample(loaded.model, n, seed=sd, ddim_steps=steps, batch_size=bs)
     t_gen = time.perf_counter() - t1
     t2 = time.perf_counter()
-    values = suite.measure(images, names)
+    values = suite.measure(images)
     t_measure = time.perf_counter() - t2
     return ModelMeasurement(
         behaviors=values,

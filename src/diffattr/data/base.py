@@ -24,6 +24,11 @@ class ImageDataset:
         class_names: names of the label classes.
         contributors: optional per-sample contributor name (folder / CSV datasets);
             when None the contributor of a sample is its class name.
+        semantic_labels: optional int64 tensor (N,) of what each image shows, indices into
+            ``semantic_names`` (the CSV ``label`` column). Separate from ``labels`` and
+            ``contributors``, which name who gave the image (the players of a folder/CSV
+            dataset); the behaviors train their ``label-cnn`` feature space on these.
+        semantic_names: names of the semantic labels (given with ``semantic_labels``).
     """
 
     name: str
@@ -33,6 +38,8 @@ class ImageDataset:
     class_names: list[str]
     contributors: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    semantic_labels: torch.Tensor | None = None
+    semantic_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -46,6 +53,14 @@ class ImageDataset:
             raise DiffattrError(f"{self.name}: one contributor per image is required")
         if n == 0:
             raise DiffattrError(f"{self.name}: the dataset is empty")
+        if (self.semantic_labels is None) != (self.semantic_names is None):
+            raise DiffattrError(f"{self.name}: semantic labels need their names (and back)")
+        if self.semantic_labels is not None:
+            sl = self.semantic_labels
+            if sl.shape != (n,):
+                raise DiffattrError(f"{self.name}: one semantic label per image is required")
+            if int(sl.min()) < 0 or int(sl.max()) >= len(self.semantic_names):
+                raise DiffattrError(f"{self.name}: semantic labels out of range of their names")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -76,6 +91,8 @@ class ImageDataset:
             if self.contributors is None
             else [self.contributors[i] for i in idx.tolist()],
             meta=dict(self.meta),
+            semantic_labels=None if self.semantic_labels is None else self.semantic_labels[idx],
+            semantic_names=self.semantic_names,
         )
 
 

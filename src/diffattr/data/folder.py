@@ -1,4 +1,11 @@
-"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor`` rows."""
+"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor[,label]`` rows.
+
+The optional CSV column ``label`` says what each image shows (a semantic class, e.g. the
+digit or the art style), independently of who contributed it. It is kept as the dataset's
+``semantic_labels`` and never changes the players: ``labels`` and ``contributors`` stay the
+contributors. The behaviors use it to train a quality classifier (``label-cnn``) that does
+not reward a contributor merely for being easy to tell apart.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +45,10 @@ def _detect_channels(path: Path) -> int:
         raise DiffattrError(f"cannot read image {path}: {e}") from None
 
 
-def _entries_from_dirs(root: Path) -> list[tuple[Path, str]]:
+Entry = tuple[Path, str, str | None]  # image path, contributor, semantic label (or None)
+
+
+def _entries_from_dirs(root: Path) -> list[Entry]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise DiffattrError(
@@ -51,25 +61,37 @@ def _entries_from_dirs(root: Path) -> list[tuple[Path, str]]:
         )
         if not files:
             raise DiffattrError(f"contributor folder {sd} holds no images")
-        out.extend((f, sd.name) for f in files)
+        out.extend((f, sd.name, None) for f in files)
     return out
 
 
-def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str]]:
+def _entries_from_csv(csv_path: Path) -> list[Entry]:
     base = csv_path.parent
-    out = []
+    out: list[Entry] = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"path", "contributor"} <= set(reader.fieldnames):
-            raise DiffattrError(f"{csv_path} must have a header with columns path,contributor")
+            raise DiffattrError(
+                f"{csv_path} must have a header with columns path,contributor (and optionally "
+                "label)"
+            )
+        has_label = "label" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             rel, who = (row.get("path") or "").strip(), (row.get("contributor") or "").strip()
             if not rel or not who:
                 raise DiffattrError(f"{csv_path}:{line}: empty path or contributor")
+            label = None
+            if has_label:
+                label = (row.get("label") or "").strip()
+                if not label:
+                    raise DiffattrError(
+                        f"{csv_path}:{line}: empty label (give every row a label, or drop "
+                        "the label column)"
+                    )
             p = (base / rel).resolve()
             if not p.is_file():
                 raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
-            out.append((p, who))
+            out.append((p, who, label))
     if not out:
         raise DiffattrError(f"{csv_path} lists no images")
     return out
@@ -84,7 +106,8 @@ def load_folder(
 
     Args:
         path: a directory whose subfolders are contributors, or a CSV with columns
-            ``path,contributor`` (paths relative to the CSV's folder).
+            ``path,contributor`` and optionally ``label`` (paths relative to the CSV's
+            folder; ``label`` becomes the dataset's ``semantic_labels``).
         image_size: resize to this square size; without it all images must share one size.
         channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
     """
@@ -98,7 +121,7 @@ def load_folder(
         raise DiffattrError(f"channels must be 1 or 3, got {channels}")
     arrays = []
     first_shape = None
-    for p, _ in entries:
+    for p, _, _ in entries:
         a = _read_image(p, channels)
         if image_size is None:
             if first_shape is None:
@@ -114,11 +137,11 @@ def load_folder(
         else:
             arrays.append(resize(to_unit_range(a[None], 255.0), image_size))
     images = torch.cat(arrays)
-    names = sorted({w for _, w in entries})
+    names = sorted({w for _, w, _ in entries})
     index = {n: i for i, n in enumerate(names)}
     anchor = root.parent if root.is_file() else root
     ids = []
-    for p, _ in entries:
+    for p, _, _ in entries:
         try:
             ids.append(str(p.resolve().relative_to(anchor.resolve())))
         except ValueError:
@@ -126,12 +149,38 @@ def load_folder(
     return ImageDataset(
         name="folder",
         images=images,
-        labels=torch.tensor([index[w] for _, w in entries], dtype=torch.int64),
+        labels=torch.tensor([index[w] for _, w, _ in entries], dtype=torch.int64),
         ids=ids,
         class_names=names,
-        contributors=[w for _, w in entries],
+        contributors=[w for _, w, _ in entries],
         meta={"source": str(root)},
+        **_semantic(entries),
     )
+
+
+def _semantic(entries: list[Entry]) -> dict:
+    """``semantic_labels`` / ``semantic_names`` from the CSV label column (empty if none)."""
+    if entries[0][2] is None:
+        return {}
+    names = sorted({lab for _, _, lab in entries}, key=_natural)
+    index = {n: i for i, n in enumerate(names)}
+    labels = torch.tensor([index[lab] for _, _, lab in entries], dtype=torch.int64)
+    return {"semantic_labels": labels, "semantic_names": names}
+
+
+def _natural(s: str) -> tuple:
+    return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def has_semantic_labels(path: str | Path) -> bool:
+    """Whether a folder/CSV dataset has semantic labels (a CSV with a ``label`` column),
+    from the CSV header only -- cheap, for checking a run plan before loading images."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, newline="") as f:
+        header = next(csv.reader(f), [])
+    return "label" in [h.strip() for h in header]
 
 
 def load(settings, split: str = "train") -> ImageDataset:

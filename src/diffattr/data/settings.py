@@ -41,6 +41,15 @@ class DataSettings(Component):
         """The local path the data come from (None for embedded data)."""
         return getattr(self, "path", None)
 
+    def dataset_name(self) -> str:
+        """The name the loaded ``ImageDataset`` will carry (without loading it)."""
+        return self.name
+
+    def has_semantic_labels(self) -> bool:
+        """Whether the images carry labels of what they show (classes; a CSV ``label``
+        column), as opposed to only contributors -- without loading the images."""
+        return True
+
 
 DATASETS: ComponentRegistry[DataSettings] = ComponentRegistry("dataset", DataSettings)
 
@@ -99,10 +108,15 @@ class Cifar100Data(_ClassSubset):
         None, description="named subset: cifar20 (the paper's 20 animal classes)"
     )
 
+    def dataset_name(self) -> str:
+        return self.subset or "cifar100"
+
 
 @DATASETS.register
 class FolderData(DataSettings):
-    """An image folder whose subfolders are contributors, or a CSV ``path,contributor``."""
+    """An image folder whose subfolders are contributors, or a CSV with columns
+    ``path,contributor`` and optionally ``label`` (what each image shows, separate from who
+    contributed it) and ``caption``."""
 
     name: Literal["folder"] = "folder"
     implementation: ClassVar[str] = "diffattr.data.folder:load"
@@ -110,6 +124,20 @@ class FolderData(DataSettings):
     channels: Literal[1, 3] | None = Field(
         None, description="1 (grey) or 3 (RGB); default: from the first image"
     )
+
+    def has_semantic_labels(self) -> bool:
+        import csv
+        from pathlib import Path
+
+        p = Path(self.path)
+        if not p.is_file():
+            return False
+        try:
+            with open(p, newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError):
+            return False
+        return "label" in [h.strip() for h in header]
 
 
 def parse_data(value: Any, where: str = "data") -> DataSettings:

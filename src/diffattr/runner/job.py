@@ -109,12 +109,19 @@ class Worker:
             model, s.num_samples, seed=s.seed, ddim_steps=s.ddim_steps, batch_size=s.batch_size
         )
 
-    def measure(self, images: torch.Tensor) -> dict[str, float]:
-        from diffattr.behaviors import measure_images
+    @property
+    def suite(self):
+        if self._suite is None:
+            from diffattr.behaviors.suite import build_suite
 
-        return measure_images(
-            images, self.cfg.data, names=self.cfg.behaviors.measure, device=self.cfg.device
-        )
+            cache = self.ctx.cache_dir or str(Path(self.ctx.work_dir).parent.parent / "cache")
+            self._suite = build_suite(
+                self.cfg.behaviors, self.dataset[0], device=self.cfg.device, cache_dir=cache
+            )
+        return self._suite
+
+    def measure(self, images: torch.Tensor) -> dict[str, float]:
+        return self.suite.measure(images)
 
 
 _WORKERS: dict[str, Worker] = {}

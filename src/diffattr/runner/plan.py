@@ -61,6 +61,15 @@ def check_config(cfg: RunConfig) -> None:
                 "(diffattr.json missing)"
             )
     check_device(cfg.device)
+    from diffattr.behaviors.settings import check_settings
+
+    check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
+
+
+def behavior_keys(cfg: RunConfig) -> list[str]:
+    from diffattr.behaviors.settings import suite_keys
+
+    return suite_keys(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
 
 
 @dataclass
@@ -80,6 +89,7 @@ class PlanSummary:
     players_unit: str
     estimators: list[EstimatorPlan]
     jobs: int  # distinct models the run trains or loads (references included)
+    behavior_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def render(self) -> str:
@@ -96,7 +106,7 @@ class PlanSummary:
             ),
             f"method: {_short(c.method.to_dict())}",
             f"sampling: {c.sample.num_samples} images x {c.sample.ddim_steps} DDIM steps per model",
-            f"behaviors: {', '.join(c.behaviors.measure)} (features: {c.behaviors.features})",
+            f"behaviors: {', '.join(self.behavior_keys)} (reference: {c.behaviors.reference})",
             f"executor: {_short(c.executor.to_dict())}; device: {c.device}",
         ]
         for e in self.estimators:
@@ -156,5 +166,6 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         players_unit=cfg.data.players,
         estimators=ests,
         jobs=len(masks) + 3,
+        behavior_keys=behavior_keys(cfg),
         notes=notes,
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg as sla
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
@@ -70,12 +71,12 @@ def centred_svd(z: np.ndarray) -> CentredSVD:
     if m >= n:
         g = gram_binary(z)
         g -= m * np.outer(xm, xm)
-        s2, v = np.linalg.eigh(g)
+        s2, v = sla.eigh(g, driver="evd", check_finite=False)
     else:
         zf = z.astype(np.float64)
         zf -= xm
         g = zf @ zf.T
-        s2, u = np.linalg.eigh(g)
+        s2, u = sla.eigh(g, driver="evd", check_finite=False)
         v = None
     top = float(s2.max()) if s2.size else 0.0
     keep = s2 > top * max(m, n) * 1e-12

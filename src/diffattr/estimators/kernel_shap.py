@@ -411,6 +411,10 @@ class _Solver:
     def inverse(self) -> np.ndarray:
         if self._inv is None:
             assert self._cho is not None
+            p = self.g.shape[0]
+            if p < 512:  # dpotri's fixed cost dominates small matrices
+                self._inv = sla.cho_solve(self._cho, np.eye(p), check_finite=False)
+                return self._inv
             inv, info = lapack.dpotri(self._cho[0], lower=0)
             if info != 0:
                 raise np.linalg.LinAlgError(f"dpotri failed ({info})")

@@ -145,6 +145,13 @@ class ShapleySettings(CoalitionEstimatorSettings):
     use_exact: bool = True
     chunk_rows: int = Field(4096, ge=2)
 
+    @field_validator("paired", mode="before")
+    @classmethod
+    def _paired(cls, value: Any) -> bool | str:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f"must be true, false or 'auto', got {value!r}")
+
 
 class ShapleyCVSettings(ShapleySettings):
     """KernelSHAP with size control variates (``diffattr.estimators.shapley_cv``).

@@ -45,7 +45,7 @@ def test_registry_names_and_default_samplers():
         "loo": {"name": "loo"},
         "permutation-shapley": {"name": "permutation"},
         "shapley": {"name": "shapley-kernel", "paired": True},
-        "shapley-cv": {"name": "shapley-kernel", "paired": True},
+        "shapley-cv": {"name": "leverage", "balanced": True},
     }
     for name in NAMES:
         assert ESTIMATORS.get(name).uses_coalitions

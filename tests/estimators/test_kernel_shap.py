@@ -271,11 +271,12 @@ def test_shapley_cv_without_terms_is_kernel_shap_and_is_exact_on_additive_games(
     z = ShapleyKernelSampler(N, seed=4, paired=True).sample(80)
     y = game(z)
     ks = fit("shapley", z, y, v0=game.v0, v1=game.v1, use_exact=False)
-    cv0 = fit("shapley-cv", z, y, v0=game.v0, v1=game.v1, use_exact=False, size_terms=0)
+    kernel = "shapley-kernel"
+    cv0 = fit("shapley-cv", z, y, game.v0, game.v1, sampler=kernel, use_exact=False, size_terms=0)
     np.testing.assert_allclose(cv0.values, ks.values, atol=1e-10)
     np.testing.assert_allclose(cv0.stderr, ks.stderr, rtol=1e-8)
     w, v, v0, v1 = additive()
-    cv = fit("shapley-cv", z, v(z), v0=v0, v1=v1, use_exact=False)
+    cv = fit("shapley-cv", z, v(z), v0=v0, v1=v1, sampler=kernel, use_exact=False)
     np.testing.assert_allclose(cv.values, w, atol=1e-9)
     assert cv.settings["size_powers"] == []  # nothing left for a control variate to fit
 

@@ -40,6 +40,7 @@ from diffattr.coalitions.settings import (
     AddOneInSamplerSettings,
     DatamodelSamplerSettings,
     LeaveOneOutSamplerSettings,
+    LeverageSamplerSettings,
     PermutationSamplerSettings,
     SamplerSettings,
     ShapleyKernelSamplerSettings,
@@ -154,7 +155,8 @@ class ShapleySettings(CoalitionEstimatorSettings):
 
 
 class ShapleyCVSettings(ShapleySettings):
-    """KernelSHAP with size control variates (``diffattr.estimators.shapley_cv``).
+    """KernelSHAP with size control variates (``diffattr.estimators.shapley_cv``); its
+    default sampler is ``leverage`` (the most accurate pair in BENCHMARKS.md).
 
     ``size_terms``: the most control variates ``b_p(|S|)`` of each parity (odd ones for
     paired rows, odd and even for unpaired rows); how many are used is chosen by
@@ -163,6 +165,7 @@ class ShapleyCVSettings(ShapleySettings):
 
     name: Literal["shapley-cv"] = "shapley-cv"  # type: ignore[assignment]
     implementation: ClassVar[str] = "diffattr.estimators.shapley_cv:ShapleyCV"
+    default_sampler: ClassVar[type[SamplerSettings]] = LeverageSamplerSettings
 
     size_terms: int = Field(3, ge=0, le=4)
 

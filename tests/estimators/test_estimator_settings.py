@@ -181,6 +181,19 @@ def test_check_rows_refuses_a_plan_before_any_training():
     assert ESTIMATORS.parse("banzhaf").rows_for(48, 10) == 48
 
 
+def test_draw_gives_the_masks_and_pair_ids_a_run_evaluates():
+    settings = ESTIMATORS.parse({"name": "shapley", "sampler": "leverage", "subsets": 24})
+    masks, ids = settings.draw(10, default_subsets=48, seed=3)
+    np.testing.assert_array_equal(masks, LeverageSampler(10, seed=3).sample(24))
+    np.testing.assert_array_equal(ids, np.arange(24) // 2)
+    masks, ids = ESTIMATORS.parse("banzhaf").draw(10, default_subsets=48, seed=3)
+    assert masks.shape == (48, 10) and ids is None
+    with pytest.raises(DiffattrError, match="estimators\\[1\\]: 16 coalitions cannot identify"):
+        ESTIMATORS.parse("shapley").draw(10, 16, seed=0, where="estimators[1]")
+    masks, _ = ESTIMATORS.parse({"name": "loo", "subsets": 3}).draw(5, 48, seed=0)
+    assert masks.shape == (5, 5)
+
+
 def test_fit_table_returns_one_attribution_per_behavior():
     n = 6
     sampler = ShapleyKernelSampler(n, seed=1, paired=True)

@@ -289,3 +289,18 @@ def test_size_control_variates_have_zero_shapley_values():
     for p in range(5):
         game = size_basis(z.sum(axis=1), n, [p])[:, 0]
         np.testing.assert_allclose(shapley_from_table(game), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["shapley", "shapley-cv"])
+def test_every_fit_records_solver_rank_and_identification(estimator):
+    n = 4
+    z = all_subsets(n)
+    y = z @ np.arange(1.0, n + 1)
+    exact = fit(estimator, z, y)
+    sampled = fit(estimator, z[1:-1], y[1:-1], v0=0.0, v1=10.0, use_exact=False)
+    one = fit(estimator, np.array([[True], [False]]), np.array([2.0, 0.0]))
+    for att in (exact, sampled, one):
+        assert {"solver", "rank", "identified"} <= set(att.settings)
+        assert att.settings["identified"] is True
+    assert exact.settings["solver"] == "exact enumeration" and exact.settings["rank"] == n
+    np.testing.assert_allclose(one.values, [2.0])

@@ -23,7 +23,6 @@ cannot be determined and the standard error is NaN.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,6 +115,7 @@ def exact_table_fit(
     dev = y[rows] - means[codes[rows]]
     df = int((use[use > 0] - 1).sum())
     info: dict[str, Any] = {"exact": True, "exact_table": True, "exact_value": kind}
+    info.update(solver="exact enumeration", rank=n, identified=True)
     if df == 0:
         se = np.full((k, n), np.nan)
         info["stderr_method"] = "none: each coalition evaluated once, noise not determinable"
@@ -254,8 +254,3 @@ class Estimator(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
-
-
-def nan_if_undetermined(se: np.ndarray, determined: bool) -> np.ndarray:
-    """``se`` where the data determine it, else NaN of the same shape."""
-    return se if determined else np.full_like(se, math.nan)

@@ -561,7 +561,8 @@ class KernelShap(Estimator):
         totals = v1 - v0
         if n == 1:
             vals = totals[:, None].copy()
-            return Fit(vals, np.full_like(vals, np.nan), {"rows_used": 0, "identified": True})
+            info = {"rows_used": 0, "solver": "none (one player)", "rank": 1, "identified": True}
+            return Fit(vals, np.full_like(vals, np.nan), info)
         rows = self._rows(table, v0)
         info = dict(rows.info)
         m = rows.z.shape[0]

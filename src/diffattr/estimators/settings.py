@@ -21,9 +21,17 @@ Registry names: ``shapley`` (KernelSHAP), ``shapley-cv`` (KernelSHAP with size c
 variates), ``permutation-shapley``, ``banzhaf``, ``banzhaf-msr``, ``datamodel``, ``loo``,
 ``aoi``.
 
-Before any training a run can refuse a plan that cannot identify the values:
-``settings.check_rows(n_players, m)`` raises a one-line error when ``m`` is below
-``settings.build().min_rows(n_players)``.
+What a run does with an estimator's settings ``s`` (``n`` players, the run's ``M`` and
+seed)::
+
+    masks, pair_ids = s.draw(n, M, seed, where="estimators[0]")  # refuses an M that
+    #   cannot identify the values (one line, before any training): s.check_rows
+    ...evaluate the masks; drop failed jobs and rows equal to test masks...
+    table = CoalitionTable(masks[kept], values, names, behaviors, v0, v1, pair_ids[kept])
+    attributions = s.build().fit(table)   # one Attribution per behavior
+
+(``pair_ids`` is None for unpaired samplers; ``s.rows_for(M, n)`` is the number of rows,
+``s.build().min_rows(n)`` the smallest that can identify the values.)
 
 This module imports only pydantic and the other settings modules: a run plan is validated
 without numpy work or torch.
@@ -121,6 +129,19 @@ class CoalitionEstimatorSettings(EstimatorSettings):
                 f"{where}: {m} coalitions cannot identify {self.name} values of "
                 f"{n_players} players; it needs at least {need} (set subsets >= {need})"
             )
+
+    def draw(
+        self, n_players: int, default_subsets: int, seed: int, where: str | None = None
+    ) -> tuple[Any, Any]:
+        """The coalitions a run evaluates for this estimator: ``(masks (M, n) bool, pair
+        ids (M,) or None)``, after :meth:`check_rows` (a one-line error if ``M`` cannot
+        identify the values). Row ``r`` depends only on ``(seed, r)``; the pair ids go into
+        ``CoalitionTable.pair_ids`` with the rows that were evaluated."""
+        m = self.rows_for(default_subsets, n_players)
+        self.check_rows(n_players, m, where)
+        sampler = self.sampler.build(n_players, seed)
+        masks = sampler.sample(m)
+        return masks, sampler.pair_ids(list(range(masks.shape[0])))
 
 
 class ShapleySettings(CoalitionEstimatorSettings):

@@ -183,8 +183,12 @@ def test_leverage_pair_classes_and_capacities():
     ks, mass, cap = pair_classes(6)
     np.testing.assert_array_equal(ks, [1, 2, 3])
     np.testing.assert_array_equal(mass, [2.0, 2.0, 1.0])  # sizes {1,5}, {2,4}, {3}
-    assert cap == [6, 15, 10]  # C(6,3) = 20 halves make 10 pairs
+    np.testing.assert_array_equal(cap, [6, 15, 10])  # C(6,3) = 20 halves make 10 pairs
     assert LeverageSampler(6).max_rows == 2 * (2**5 - 1)
+    # large classes are capped, exactly where C(n, k) passes 2^62
+    _, _, cap = pair_classes(70)
+    exact = [min(math.comb(70, k) // (2 if 2 * k == 70 else 1), 1 << 62) for k in range(1, 36)]
+    np.testing.assert_array_equal(cap, exact)
 
 
 @pytest.mark.parametrize("balanced", [True, False])

@@ -39,8 +39,6 @@ exactly, and a table holding every pair gives exact Shapley values.
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,12 +46,22 @@ import numpy as np
 from diffattr.coalitions.base import CoalitionSampler, check_count, uniform_subset, unit_rng
 from diffattr.errors import DiffattrError
 
+#: Pair counts above this are not tracked exactly (no stream gets near them).
+CAPACITY_CAP = 1 << 62
 
-def pair_classes(n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Classes ``k = 1 .. floor(n/2)``, their leverage masses and their numbers of pairs."""
+
+def pair_classes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes ``k = 1 .. floor(n/2)``, their leverage masses and their numbers of pairs
+    (``C(n, k)``, halved for ``2k = n``; capped at ``2^62``)."""
     ks = np.arange(1, n // 2 + 1)
     mass = np.where(2 * ks == n, 1.0, 2.0)
-    capacity = [math.comb(n, int(k)) // (2 if 2 * k == n else 1) for k in ks]
+    capacity = np.empty(ks.size, dtype=np.int64)
+    comb = 1
+    for i, k in enumerate(ks):
+        if comb < 4 * CAPACITY_CAP:  # beyond, every later class (halved or not) is capped
+            comb = comb * (n - int(k) + 1) // int(k)  # C(n, k) from C(n, k - 1)
+        c = comb // 2 if 2 * k == n else comb
+        capacity[i] = min(c, CAPACITY_CAP)
     return ks, mass, capacity
 
 
@@ -73,32 +81,39 @@ class LeverageSampler(CoalitionSampler):
         n = self.n_players
         self.balanced = bool(balanced)
         self.classes, self.mass, self.capacity = pair_classes(n)
-        self.max_rows = 2 * sum(self.capacity)
+        self.max_rows = (1 << n) - 2  # every pair of the 2^(n-1) - 1 drawn once
         self._firsts: list[np.ndarray] = []  # first row of each pair drawn so far
         self._counts = np.zeros(self.classes.size, dtype=np.int64)
         self._seen: list[set[bytes]] = [set() for _ in range(self.classes.size)]
-        self._queues: list[deque[int]] = [deque() for _ in range(self.classes.size)]
+        self._queues = [np.zeros(0, dtype=np.int64) for _ in range(self.classes.size)]
         self._perms = np.zeros(self.classes.size, dtype=np.int64)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "paired": True, "balanced": self.balanced}
 
     def _block(self, c: int, k: int) -> np.ndarray:
-        """The next ``k`` distinct players of class ``c``'s stream of random permutations."""
+        """The next ``k`` distinct players of class ``c``'s stream of random permutations.
+
+        The stream is a queue: the rest of the current permutation, then the next one. A
+        block that runs past the end of a permutation takes the rest of it and then the
+        next permutation's players that are not in the block yet; the ones it skipped stay
+        at the front of the queue.
+        """
         queue = self._queues[c]
-        block: list[int] = []
-        deferred: list[int] = []
-        while len(block) < k:
-            if not queue:
-                t = int(self._perms[c])
-                self._perms[c] += 1
-                rng = np.random.Generator(
-                    np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(1 + c, t)))
-                )
-                queue.extend(int(p) for p in rng.permutation(self.n_players))
-            p = queue.popleft()
-            (deferred if p in block else block).append(p)
-        queue.extendleft(reversed(deferred))
+        if queue.size >= k:
+            block, self._queues[c] = queue[:k], queue[k:]
+        else:
+            t = int(self._perms[c])
+            self._perms[c] += 1
+            rng = np.random.Generator(
+                np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(1 + c, t)))
+            )
+            new = rng.permutation(self.n_players)
+            in_head = np.isin(new, queue)
+            fresh = np.flatnonzero(~in_head)[: k - queue.size]
+            j = int(fresh[-1]) + 1 if fresh.size else 0
+            block = np.concatenate([queue, new[fresh]])
+            self._queues[c] = np.concatenate([new[:j][in_head[:j]], new[j:]])
         mask = np.zeros(self.n_players, dtype=bool)
         mask[block] = True
         return mask
@@ -106,7 +121,7 @@ class LeverageSampler(CoalitionSampler):
     def _next_pair(self) -> None:
         j = len(self._firsts)
         n = self.n_players
-        open_ = np.array([c < cap for c, cap in zip(self._counts, self.capacity)])
+        open_ = self._counts < self.capacity
         if not open_.any():
             raise DiffattrError(
                 f"the leverage sampler has drawn all {self.max_rows} coalitions of "

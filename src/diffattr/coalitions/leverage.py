@@ -82,7 +82,7 @@ class LeverageSampler(CoalitionSampler):
         self.balanced = bool(balanced)
         self.classes, self.mass, self.capacity = pair_classes(n)
         self.max_rows = (1 << n) - 2  # every pair of the 2^(n-1) - 1 drawn once
-        self._firsts: list[np.ndarray] = []  # first row of each pair drawn so far
+        self._firsts: list[np.ndarray] = []  # first row of each pair so far, packed bits
         self._counts = np.zeros(self.classes.size, dtype=np.int64)
         self._seen: list[set[bytes]] = [set() for _ in range(self.classes.size)]
         self._queues = [np.zeros(0, dtype=np.int64) for _ in range(self.classes.size)]
@@ -139,13 +139,13 @@ class LeverageSampler(CoalitionSampler):
                 break
         self._seen[c].add(key)
         self._counts[c] += 1
-        self._firsts.append(mask)
+        self._firsts.append(np.packbits(mask))
 
     def _row(self, r: int) -> np.ndarray:
         while len(self._firsts) <= r // 2:
             self._next_pair()
-        first = self._firsts[r // 2]
-        return first.copy() if r % 2 == 0 else ~first
+        first = np.unpackbits(self._firsts[r // 2], count=self.n_players).astype(bool)
+        return first if r % 2 == 0 else ~first
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         start = check_count(start, "start", 0)

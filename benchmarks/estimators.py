@@ -1,16 +1,31 @@
 """Benchmarks of the attribution estimators; prints one JSON document.
 
-1. ``kernel_shap_large``: the KernelSHAP closed form (Covert & Lee 2021, eq. 7) for
-   n = 10,000 players and M = 100,000 paired Shapley-kernel coalitions: time and peak
-   memory of sampling and of the fit, and the error on a game with known Shapley values
-   (additive weights plus unanimity terms on groups of 2, 3 and 5 players).
-2. ``error_vs_rows``: error against exact values (full enumeration, n = 20) of every
-   sampling estimator at several table sizes M, on a non-additive game (weights,
-   unanimity terms and a concave coverage term, which interacts at every order).
+Parts (``--parts``, comma-separated; default ``equal-m,many-players``):
 
-Usage: ``python benchmarks/estimators.py [--quick] [--large-stderr] [--skip-large]``.
-``--quick`` shrinks both parts to seconds; ``--large-stderr`` also times the closed-form
-standard errors of part 1 (about as expensive again as the point estimate).
+* ``equal-m`` — the number of coalitions each Shapley estimator needs: at equal budgets
+  ``M = 16, 24, 32, 64, 100, 200`` for ``n = 10`` and ``n = 20`` players, on four games
+  with exact Shapley values (additive; additive + unanimity terms of orders 2, 3 and 5;
+  the same with evaluation noise; a size-driven game ``30 / (1 + z'u) + z'w / 2`` shaped
+  like FID against the amount of training data), over several seeds: how often the fit is
+  identified, the relative error ``||phi_hat - phi|| / ||phi - mean(phi)||`` and the
+  Spearman correlation with the exact values (mean ± sd over the identified fits).
+  Estimators: ``shapley`` on paired Shapley-kernel rows (the paper's design), ``shapley``
+  on leverage rows (Musco & Witter 2025), ``shapley-cv`` (size control variates) on each,
+  and ``permutation-shapley`` (complete chains within ``M``).
+* ``many-players`` — Banzhaf (regression, MSR) and datamodel fits for ``n = 2,000``
+  players from ``M = 2,000, 3,000, 5,000`` rows of a noisy linear game: seconds and the
+  Spearman correlation with the true weights.
+* ``large`` — the KernelSHAP closed form (Covert & Lee 2021, eq. 7) for ``n = 10,000``
+  players and ``M = 100,000`` paired Shapley-kernel coalitions: time and peak memory of
+  sampling and of the fit, and the error on a game with known Shapley values.
+* ``error-vs-rows`` — error against exact values (full enumeration, ``n = 20``) of every
+  sampling estimator at several table sizes ``M`` on a non-additive game.
+
+``--quick`` shrinks every part to seconds; ``--threads`` caps BLAS threads (default 1:
+on a shared two-core machine OpenBLAS threads that wait for busy cores make LAPACK
+routines ten times slower).
+
+Usage: ``python benchmarks/estimators.py [--parts equal-m,many-players] [--quick]``.
 """
 
 from __future__ import annotations
@@ -21,13 +36,22 @@ import platform
 import resource
 import time
 import tracemalloc
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
-from diffattr.coalitions import ShapleyKernelSampler, sampler_for_estimator
-from diffattr.estimators import ESTIMATORS, all_subsets, banzhaf_from_table, shapley_from_table
+from diffattr.coalitions import SAMPLERS, ShapleyKernelSampler
+from diffattr.errors import DiffattrError
+from diffattr.estimators import (
+    ESTIMATORS,
+    all_subsets,
+    banzhaf_from_table,
+    make_estimator,
+    shapley_from_table,
+)
 
 
 def _maxrss_mb() -> float:
@@ -42,13 +66,16 @@ class UnanimityGame:
     sizes 2, 3 and 5: paired KernelSHAP is exact for games of order <= 2 alone.
     """
 
-    def __init__(self, n: int, n_terms: int, seed: int, orders: tuple[int, ...] = (2, 3, 5)):
+    def __init__(
+        self, n: int, n_terms: int, seed: int, orders: tuple[int, ...] = (2, 3, 5), scale=1.0
+    ):
         rng = np.random.default_rng(seed)
-        self.w = rng.normal(size=n)
+        self.n = n
+        self.w = rng.normal(size=n) * scale
         self.groups = [
             rng.choice(n, size=orders[t % len(orders)], replace=False) for t in range(n_terms)
         ]
-        self.c = rng.normal(scale=2.0, size=n_terms)
+        self.c = rng.normal(scale=2.0, size=n_terms) * scale
         self.shapley = self.w.copy()
         for g, c in zip(self.groups, self.c):
             self.shapley[g] += c / len(g)
@@ -58,6 +85,7 @@ class UnanimityGame:
             (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_terms, n)
         )
         self.sizes = np.array([len(g) for g in self.groups], dtype=np.float32)
+        self.v0, self.v1 = 0.0, float(self.shapley.sum())
 
     def __call__(self, z: np.ndarray, chunk: int = 4096) -> np.ndarray:
         out = np.empty(z.shape[0])
@@ -69,7 +97,144 @@ class UnanimityGame:
         return out
 
 
-def kernel_shap_large(n: int, m: int, stderr: bool) -> dict:
+class AdditiveGame:
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.shapley = np.random.default_rng(seed).normal(size=n)
+        self.v0, self.v1 = 0.0, float(self.shapley.sum())
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return z.astype(np.float64) @ self.shapley
+
+
+class SizeGame:
+    """``30 / (1 + z'u) + z'w / 2``: a convex function of how much data a coalition keeps
+    (FID against the amount of training data) plus small per-player effects."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.n = n
+        self.w = rng.normal(size=n)
+        self.u = rng.uniform(0.5, 1.5, size=n)
+        self.shapley = shapley_from_table(self(all_subsets(n)))
+        self.v0 = float(self(np.zeros((1, n), dtype=bool))[0])
+        self.v1 = float(self(np.ones((1, n), dtype=bool))[0])
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        zf = z.astype(np.float64)
+        return 30.0 / (1.0 + zf @ self.u) + 0.5 * (zf @ self.w)
+
+
+class Noisy:
+    """``game`` plus independent N(0, sigma^2) noise on every evaluation; the benchmark draws
+    the noise from the seed, so every estimator sees the same noisy values."""
+
+    def __init__(self, game: Any, sigma: float) -> None:
+        self.game, self.noise_sd = game, sigma
+        self.n, self.shapley, self.v0, self.v1 = game.n, game.shapley, game.v0, game.v1
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.game(z)
+
+
+EQUAL_M_METHODS = {
+    "shapley (kernel)": ("shapley", "shapley-kernel"),
+    "shapley (leverage)": ("shapley", "leverage"),
+    "shapley-cv (kernel)": ("shapley-cv", "shapley-kernel"),
+    "shapley-cv (leverage)": ("shapley-cv", "leverage"),
+    "permutation-shapley": ("permutation-shapley", "permutation"),
+}
+
+
+def _summary(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"mean": round(float(np.mean(xs)), 4), "sd": round(float(np.std(xs)), 4)}
+
+
+def equal_m(ns: list[int], sizes: list[int], seeds: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizes": sizes, "seeds": seeds, "results": []}
+    t_all = time.perf_counter()
+    for n in ns:
+        games = {
+            "additive": AdditiveGame(n, seed=0),
+            "interactions": UnanimityGame(n, n_terms=n, seed=1),
+            "interactions + noise (sd 1)": Noisy(UnanimityGame(n, n_terms=n, seed=1), 1.0),
+            "size-driven": SizeGame(n, seed=2),
+        }
+        for game_name, game in games.items():
+            truth = game.shapley
+            for label, (est_name, sampler_name) in EQUAL_M_METHODS.items():
+                est = make_estimator(est_name, sampler=sampler_name, use_exact=False)
+                for m in sizes:
+                    errs, rhos, secs = [], [], []
+                    refused = 0
+                    for seed in range(seeds):
+                        z = SAMPLERS.parse(sampler_name).build(n, seed).sample(m)
+                        y = game(z)
+                        if getattr(game, "noise_sd", 0.0):
+                            noise = np.random.default_rng([seed, m]).normal(size=m)
+                            y = y + game.noise_sd * noise
+                        t0 = time.perf_counter()
+                        try:
+                            att = est.fit(z, y, v0=game.v0, v1=game.v1)
+                        except DiffattrError:
+                            refused += 1
+                            continue
+                        secs.append(time.perf_counter() - t0)
+                        errs.append(
+                            float(
+                                np.linalg.norm(att.values - truth)
+                                / np.linalg.norm(truth - truth.mean())
+                            )
+                        )
+                        rhos.append(float(spearmanr(att.values, truth).statistic))
+                    out["results"].append(
+                        {
+                            "n": n,
+                            "game": game_name,
+                            "estimator": label,
+                            "M": m,
+                            "identified": seeds - refused,
+                            "rel_error": _summary(errs),
+                            "spearman": _summary(rhos),
+                            "fit_ms": round(1000 * float(np.mean(secs)), 2) if secs else None,
+                        }
+                    )
+    out["seconds"] = round(time.perf_counter() - t_all, 1)
+    return out
+
+
+def many_players(n: int, sizes: list[int]) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=n)
+    results = []
+    for m in sizes:
+        for name, sampler in (
+            ("banzhaf-msr", "uniform"),
+            ("banzhaf", "uniform"),
+            ("datamodel", "datamodel"),
+            ("datamodel", "uniform"),
+        ):
+            z = SAMPLERS.parse(sampler).build(n, 1).sample(m)
+            y = z @ w + rng.normal(size=m)
+            est = make_estimator(name, sampler=sampler)
+            entry: dict[str, Any] = {"estimator": name, "sampler": sampler, "n": n, "M": m}
+            t0 = time.perf_counter()
+            try:
+                att = est.fit(z, y)
+            except DiffattrError as e:
+                entry["error"] = str(e)
+                results.append(entry)
+                continue
+            entry["fit_s"] = round(time.perf_counter() - t0, 2)
+            entry["spearman"] = round(float(spearmanr(att.values, w).statistic), 4)
+            entry["stderr_method"] = att.settings.get("stderr_method")
+            results.append(entry)
+    return {"noise_sd": 1.0, "weights_sd": 1.0, "results": results}
+
+
+def kernel_shap_large(n: int, m: int, stderr: bool) -> dict[str, Any]:
     game = UnanimityGame(n, n_terms=n // 2, seed=0)
     t0 = time.perf_counter()
     z = ShapleyKernelSampler(n, seed=0, paired=True).sample(m)
@@ -77,11 +242,10 @@ def kernel_shap_large(n: int, m: int, stderr: bool) -> dict:
     t0 = time.perf_counter()
     y = game(z)
     t_game = time.perf_counter() - t0
-    v0, v1 = 0.0, float(game.shapley.sum())
-    est = ESTIMATORS.get("shapley")
+    est = make_estimator("shapley", stderr=False)
     tracemalloc.start()
     t0 = time.perf_counter()
-    att = est.fit(z, y, v0=v0, v1=v1, stderr=False)
+    att = est.fit(z, y, v0=game.v0, v1=game.v1)
     t_fit = time.perf_counter() - t0
     _, peak_fit = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -96,7 +260,8 @@ def kernel_shap_large(n: int, m: int, stderr: bool) -> dict:
         "fit_s": round(t_fit, 2),
         "fit_peak_mb_tracemalloc": round(peak_fit / 2**20, 1),
         "solver": att.settings["solver"],
-        "efficiency_gap": float(abs(att.values.sum() - (v1 - v0))),
+        "rank": att.settings["rank"],
+        "efficiency_gap": float(abs(att.values.sum() - (game.v1 - game.v0))),
         "rmse": float(np.sqrt(np.mean(err**2))),
         "max_abs_err": float(np.abs(err).max()),
         "truth_std": float(game.shapley.std()),
@@ -104,7 +269,7 @@ def kernel_shap_large(n: int, m: int, stderr: bool) -> dict:
     }
     if stderr:
         t0 = time.perf_counter()
-        att = est.fit(z, y, v0=v0, v1=v1, stderr=True)
+        att = make_estimator("shapley").fit(z, y, v0=game.v0, v1=game.v1)
         out["fit_with_stderr_s"] = round(time.perf_counter() - t0, 2)
         out["mean_stderr"] = float(att.stderr.mean())
         out["coverage_4se"] = float(np.mean(np.abs(att.values - game.shapley) < 4 * att.stderr))
@@ -124,7 +289,7 @@ class CoverageGame:
         return self.terms(z) + 3.0 * np.sqrt(z.astype(np.float64) @ self.u)
 
 
-def error_vs_rows(n: int, sizes: list[int], reps: int) -> dict:
+def error_vs_rows(n: int, sizes: list[int], reps: int) -> dict[str, Any]:
     game = CoverageGame(n, seed=0)
     t0 = time.perf_counter()
     table = game(all_subsets(n))
@@ -134,7 +299,8 @@ def error_vs_rows(n: int, sizes: list[int], reps: int) -> dict:
     v0, v1 = float(table[0]), float(table[-1])
     results = []
     for name in ("shapley", "permutation-shapley", "banzhaf", "banzhaf-msr", "datamodel"):
-        est = ESTIMATORS.get(name)
+        settings = ESTIMATORS.parse(name)
+        est = settings.build()
         if name in ("shapley", "permutation-shapley"):
             ref, ref_name = shapley, "shapley"
         else:
@@ -142,7 +308,7 @@ def error_vs_rows(n: int, sizes: list[int], reps: int) -> dict:
         for m in sizes:
             rmse, maxerr, rho, se, cover, secs = [], [], [], [], [], []
             for rep in range(reps):
-                z = sampler_for_estimator(name, n, seed=rep).sample(m)
+                z = settings.sampler.build(n, seed=rep).sample(m)
                 y = game(z)
                 t1 = time.perf_counter()
                 att = est.fit(z, y, v0=v0, v1=v1)
@@ -182,22 +348,41 @@ def error_vs_rows(n: int, sizes: list[int], reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="equal-m,many-players", help="comma-separated")
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds per cell of equal-m")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
     parser.add_argument("--large-stderr", action="store_true", help="time closed-form stderr")
-    parser.add_argument("--skip-large", action="store_true", help="skip the n=10,000 part")
     args = parser.parse_args()
-    doc: dict = {
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    known = {"equal-m", "many-players", "large", "error-vs-rows"}
+    if not set(parts) <= known:
+        parser.error(f"unknown parts {sorted(set(parts) - known)}; choose from {sorted(known)}")
+    doc: dict[str, Any] = {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
+        "blas_threads": args.threads,
     }
-    if not args.skip_large:
-        n, m = (500, 5000) if args.quick else (10_000, 100_000)
-        doc["kernel_shap_large"] = kernel_shap_large(n, m, args.large_stderr)
-    if args.quick:
-        doc["error_vs_rows"] = error_vs_rows(12, [200, 1000], reps=1)
-    else:
-        doc["error_vs_rows"] = error_vs_rows(20, [200, 1000, 5000, 20000], reps=3)
+    with threadpool_limits(limits=args.threads):
+        if "equal-m" in parts:
+            if args.quick:
+                doc["equal_m"] = equal_m([10], [24, 64], seeds=3)
+            else:
+                doc["equal_m"] = equal_m([10, 20], [16, 24, 32, 64, 100, 200], seeds=args.seeds)
+        if "many-players" in parts:
+            if args.quick:
+                doc["many_players"] = many_players(300, [500])
+            else:
+                doc["many_players"] = many_players(2000, [2000, 3000, 5000])
+        if "large" in parts:
+            n, m = (500, 5000) if args.quick else (10_000, 100_000)
+            doc["kernel_shap_large"] = kernel_shap_large(n, m, args.large_stderr)
+        if "error-vs-rows" in parts:
+            if args.quick:
+                doc["error_vs_rows"] = error_vs_rows(12, [200, 1000], reps=1)
+            else:
+                doc["error_vs_rows"] = error_vs_rows(20, [200, 1000, 5000, 20000], reps=3)
     print(json.dumps(doc, indent=2))
 
 

@@ -45,6 +45,9 @@ class CoalitionSampler(ABC):
     #: Number of masks the design needs in full, or None for an unbounded random stream.
     n_required: int | None = None
     min_players: ClassVar[int] = 1
+    #: Whether rows come in antithetic pairs: rows ``2j`` and ``2j + 1`` are a mask and its
+    #: complement (see :meth:`pair_ids`).
+    paired: bool = False
 
     def __init__(self, n_players: int, seed: int = 0) -> None:
         self.n_players = check_count(n_players, "n_players", self.min_players)
@@ -70,6 +73,21 @@ class CoalitionSampler(ABC):
         for k, r in enumerate(range(start, stop)):
             out[k] = self._row(r)
         return out
+
+    def pair_ids(self, rows: np.ndarray | list[int]) -> np.ndarray | None:
+        """The pair of each stream row ``rows`` (row ``r`` is in pair ``r // 2``), or None.
+
+        For paired samplers this is what a caller puts in ``CoalitionTable.pair_ids`` for
+        the rows it evaluated (in any order, with any rows missing): the estimator then
+        drops a row whose partner is missing instead of treating the table as unpaired.
+        Unpaired samplers return None.
+        """
+        if not self.paired:
+            return None
+        r = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if (r < 0).any():
+            raise DiffattrError("stream row indices must be >= 0")
+        return r // 2
 
     @abstractmethod
     def _row(self, r: int) -> np.ndarray: ...

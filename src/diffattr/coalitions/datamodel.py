@@ -1,18 +1,32 @@
 """Fixed-fraction random subsets, the training sets of datamodels (Ilyas et al. 2022).
 
 Every coalition keeps exactly ``floor(alpha * n)`` players, uniform over such subsets
-(Ilyas et al. 2022 train on random ``alpha``-fractions of the training set).
+(Ilyas et al. 2022 train on random ``alpha``-fractions of the training set; the paper's
+LDS test subsets, digest §5.1, use the same distribution). The floor is taken in exact
+rational arithmetic on the decimal ``alpha`` as written (``alpha = 0.57``, ``n = 100``
+keeps 57 players; the binary float ``0.57 * 100`` is ``56.99999999999999``), see
+:func:`kept_players`.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
 
 from diffattr.coalitions.base import CoalitionSampler, uniform_subset, unit_rng
 from diffattr.errors import DiffattrError
+
+
+def kept_players(alpha: float, n_players: int) -> int:
+    """``floor(alpha * n_players)`` with ``alpha`` read as the decimal it prints as.
+
+    ``Fraction(repr(alpha))`` is the shortest decimal that round-trips to the float (what a
+    user wrote in a config file), so the product is exact: ``kept_players(0.57, 100) == 57``.
+    """
+    return math.floor(Fraction(repr(float(alpha))) * int(n_players))
 
 
 class DatamodelSampler(CoalitionSampler):
@@ -27,7 +41,9 @@ class DatamodelSampler(CoalitionSampler):
             self.alpha = float(alpha)
         except (TypeError, ValueError):
             raise DiffattrError(f"datamodel alpha must be a number, got {alpha!r}") from None
-        self.size = math.floor(self.alpha * self.n_players)
+        if not math.isfinite(self.alpha):
+            raise DiffattrError(f"datamodel alpha must be a finite number, got {alpha!r}")
+        self.size = kept_players(self.alpha, self.n_players)
         if not 1 <= self.size <= self.n_players - 1:
             raise DiffattrError(
                 f"datamodel alpha={self.alpha} keeps floor(alpha*n)={self.size} of "

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffattr.coalitions.base import CoalitionSampler, uniform_subset, unit_rng
+from diffattr.errors import DiffattrError
 
 
 def shapley_kernel_size_probs(n: int) -> np.ndarray:
@@ -39,6 +40,10 @@ class ShapleyKernelSampler(CoalitionSampler):
 
     def __init__(self, n_players: int, seed: int = 0, paired: bool = False) -> None:
         super().__init__(n_players, seed)
+        if not isinstance(paired, (bool, np.bool_)):
+            raise DiffattrError(
+                f"shapley-kernel sampler paired must be true or false, got {paired!r}"
+            )
         self.paired = bool(paired)
         self.size_probs = shapley_kernel_size_probs(self.n_players)
         self._cdf = np.cumsum(self.size_probs)

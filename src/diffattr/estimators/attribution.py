@@ -1,25 +1,25 @@
-"""Attributions (one value and standard error per player) and the estimator base class.
+"""Attributions (one value and standard error per player), their files, and input checks.
 
-An estimator reads a table of evaluated coalitions — ``masks`` ``(M, n)`` bool, ``values``
-``(M,)`` or ``(M, K)`` (``K`` behaviors) — plus ``v0 = v(empty)`` and ``v1 = v(all)``,
-and returns an :class:`Attribution` per value column. It never evaluates the utility.
+An estimator (``diffattr.estimators.base.Estimator``) reads a table of evaluated
+coalitions and returns an :class:`Attribution` per behavior. CSV files are written and read
+with the ``csv`` module (UTF-8; a byte-order mark on input is ignored), so player names
+holding commas, quotes, newlines or any unicode round-trip.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from diffattr.coalitions.base import check_count
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text as _atomic_write_text
 
@@ -152,10 +152,11 @@ class Attribution:
         return cls.from_dict(d)
 
     def csv_text(self) -> str:
-        lines = ["player,value,stderr"]
-        for name, v, s in zip(self.names, self.values, self.stderr):
-            lines.append(f"{_csv_cell(name)},{_fmt(v)},{_fmt(s)}")
-        return "\n".join(lines) + "\n"
+        rows: list[list[str]] = [["player", "value", "stderr"]]
+        rows += [
+            [name, _fmt(v), _fmt(s)] for name, v, s in zip(self.names, self.values, self.stderr)
+        ]
+        return csv_text(rows)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write columns ``player,value,stderr`` (NaN stderr as ``nan``), atomically."""
@@ -170,9 +171,9 @@ class Attribution:
     ) -> Attribution:
         """Read a ``player,value,stderr`` CSV (``stderr`` optional) written by :meth:`to_csv`."""
         try:
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.DictReader(f))
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DiffattrError(f"cannot read attribution CSV {str(path)!r}: {exc}") from None
         if not rows or "player" not in rows[0] or "value" not in rows[0]:
             raise DiffattrError(f"{str(path)!r} needs columns player,value[,stderr]")
@@ -190,22 +191,22 @@ class Attribution:
         )
 
 
-def _csv_cell(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def csv_text(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as CSV text (``csv`` module, minimal quoting, ``\\n`` line ends)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def attributions_csv_text(attributions: Sequence[Attribution]) -> str:
     """One attribution: ``player,value,stderr``; several: ``behavior,player,value,stderr``."""
     if len(attributions) == 1:
         return attributions[0].csv_text()
-    lines = ["behavior,player,value,stderr"]
+    rows: list[list[str]] = [["behavior", "player", "value", "stderr"]]
     for k, a in enumerate(attributions):
         b = a.behavior if a.behavior is not None else str(k)
-        for name, v, s in zip(a.names, a.values, a.stderr):
-            lines.append(f"{_csv_cell(b)},{_csv_cell(name)},{_fmt(v)},{_fmt(s)}")
-    return "\n".join(lines) + "\n"
+        rows += [[b, name, _fmt(v), _fmt(s)] for name, v, s in zip(a.names, a.values, a.stderr)]
+    return csv_text(rows)
 
 
 def write_attributions_csv(
@@ -309,180 +310,3 @@ def subset_codes(masks: np.ndarray) -> np.ndarray:
         raise DiffattrError(f"cannot code subsets of {n} > 62 players as integers")
     weights = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
     return masks.astype(np.int64) @ weights
-
-
-def full_enumeration(masks: np.ndarray) -> np.ndarray | None:
-    """Subset codes if ``masks`` holds every one of the ``2^n`` subsets, else None."""
-    m, n = masks.shape
-    if n > MAX_EXACT_PLAYERS or m < (1 << n):
-        return None
-    codes = subset_codes(masks)
-    seen = np.zeros(1 << n, dtype=bool)
-    seen[codes] = True
-    return codes if seen.all() else None
-
-
-def bootstrap_std(
-    fit_units: Any, n_units: int, n_bootstrap: int, seed: int, shape: tuple[int, ...]
-) -> np.ndarray:
-    """Std (ddof=1) over ``n_bootstrap`` refits on units resampled with replacement.
-
-    ``fit_units(idx)`` refits on the unit indices ``idx`` and returns an array of
-    ``shape``. A refit that fails (too few distinct units) is redrawn up to 3 times.
-    """
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(7919,))))
-    draws = []
-    for _ in range(n_bootstrap):
-        for attempt in range(4):
-            idx = rng.integers(0, n_units, size=n_units)
-            try:
-                draws.append(np.asarray(fit_units(idx)).reshape(shape))
-                break
-            except (DiffattrError, np.linalg.LinAlgError):
-                if attempt == 3:
-                    raise DiffattrError(
-                        "bootstrap refits keep failing; the table has too few rows"
-                    ) from None
-    if len(draws) < 2:
-        return np.full(shape, np.nan)
-    return np.std(np.stack(draws), axis=0, ddof=1)
-
-
-# --------------------------------------------------------------------------- base class
-
-
-@dataclass
-class Fit:
-    """What ``Estimator._fit`` returns: ``(K, n)`` values and stderrs plus extra settings."""
-
-    values: np.ndarray
-    stderr: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Estimator(ABC):
-    """Base class of the estimators in ``ESTIMATORS``.
-
-    Subclasses set ``name``, ``defaults`` (accepted settings and their defaults),
-    ``needs_v0``/``needs_v1`` and ``exact_kind`` (``"shapley"``/``"banzhaf"`` when a table
-    holding every subset should give exact values), and implement ``_fit``.
-    """
-
-    name: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
-    needs_v0: ClassVar[bool] = False
-    needs_v1: ClassVar[bool] = False
-    exact_kind: ClassVar[str | None] = None
-    common_defaults: ClassVar[dict[str, Any]] = {"n_bootstrap": 0, "seed": 0}
-
-    def options(self, settings: dict[str, Any]) -> dict[str, Any]:
-        accepted = {**self.common_defaults, **self.defaults}
-        if self.exact_kind is not None:
-            accepted.setdefault("use_exact", True)
-        unknown = sorted(set(settings) - set(accepted))
-        if unknown:
-            raise DiffattrError(
-                f"unknown setting(s) {', '.join(unknown)} for estimator {self.name!r}; "
-                f"accepted: {', '.join(sorted(accepted))}"
-            )
-        opts = {**accepted, **settings}
-        opts["n_bootstrap"] = check_count(opts["n_bootstrap"], "n_bootstrap", 0)
-        opts["seed"] = check_count(opts["seed"], "seed", 0)
-        return opts
-
-    def fit(
-        self,
-        masks: Any,
-        values: Any,
-        v0: Any = None,
-        v1: Any = None,
-        names: Sequence[str] | None = None,
-        behaviors: Sequence[str | None] | None = None,
-        **settings: Any,
-    ) -> Attribution | list[Attribution]:
-        """Estimate attributions from a table of evaluated coalitions.
-
-        ``masks`` ``(M, n)`` bool/0-1, ``values`` ``(M,)`` (returns one Attribution) or
-        ``(M, K)`` (returns a list of K, named by ``behaviors``). ``v0``/``v1`` are
-        ``v(empty)``/``v(all)`` — a number or one per column; when omitted they default to
-        the mean of the table's all-0/all-1 rows. ``settings`` are estimator options
-        (see ``defaults``; every estimator accepts ``n_bootstrap`` and ``seed``).
-        """
-        opts = self.options(settings)
-        z = as_masks(masks)
-        y, single = as_values(values, z.shape[0])
-        if z.shape[0] == 0:
-            raise DiffattrError("the table has no rows")
-        n, k = z.shape[1], y.shape[1]
-        names = resolve_names(names, n)
-        if behaviors is None:
-            behaviors = [None] * k
-        behaviors = list(behaviors)
-        if len(behaviors) != k:
-            raise DiffattrError(f"{len(behaviors)} behavior names for {k} value columns")
-        v0s, _ = resolve_endpoint(v0, z, y, full=False, label="v0")
-        v1s, _ = resolve_endpoint(v1, z, y, full=True, label="v1")
-        if self.needs_v0 and v0s is None:
-            raise DiffattrError(
-                f"estimator {self.name!r} needs v0 = v(empty coalition): pass v0 or "
-                "include an all-0 row in the table"
-            )
-        if self.needs_v1 and v1s is None:
-            raise DiffattrError(
-                f"estimator {self.name!r} needs v1 = v(all players): pass v1 or "
-                "include an all-1 row in the table"
-            )
-        result = None
-        if self.exact_kind is not None and opts.get("use_exact", True):
-            result = self._exact(z, y, v0, v1)
-        if result is None:
-            internal = {**opts, "_v0_given": v0 is not None, "_v1_given": v1 is not None}
-            result = self._fit(z, y, v0s, v1s, internal, names)
-        info = dict(opts)
-        info.update(result.info)
-        info.setdefault("exact", False)
-        info["rows"] = int(z.shape[0])
-        out = [
-            Attribution(
-                values=result.values[j],
-                stderr=result.stderr[j],
-                names=names,
-                estimator=self.name,
-                settings=_json_safe(dict(info)),
-                behavior=behaviors[j],
-            )
-            for j in range(k)
-        ]
-        return out[0] if single else out
-
-    __call__ = fit
-
-    def _exact(self, z: np.ndarray, y: np.ndarray, v0: Any, v1: Any) -> Fit | None:
-        codes = full_enumeration(z)
-        if codes is None:
-            return None
-        from diffattr.estimators.exact import banzhaf_from_table, shapley_from_table, table_by_code
-
-        n = z.shape[1]
-        table = table_by_code(codes, y, n)
-        if v0 is not None:
-            table[0] = resolve_endpoint(v0, z, y, full=False, label="v0")[0]
-        if v1 is not None:
-            table[-1] = resolve_endpoint(v1, z, y, full=True, label="v1")[0]
-        fn = shapley_from_table if self.exact_kind == "shapley" else banzhaf_from_table
-        vals = fn(table).T
-        return Fit(vals, np.zeros_like(vals), {"exact": True, "exact_value": self.exact_kind})
-
-    @abstractmethod
-    def _fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        v0: np.ndarray | None,
-        v1: np.ndarray | None,
-        opts: dict[str, Any],
-        names: list[str],
-    ) -> Fit: ...
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"

@@ -7,29 +7,41 @@ equals ``E[v | i ∈ S] - E[v | i ∉ S]``, which gives two estimators:
 
 * ``banzhaf-msr`` — maximum sample reuse (Wang & Jia 2023, Alg. 1):
   ``phi_i = mean(v(S) : i ∈ S) - mean(v(S) : i ∉ S)``; every row is used for every
-  player. Standard error: ``sqrt(s_in^2 / n_in + s_out^2 / n_out)`` (Welch).
-* ``banzhaf`` — least squares of ``v`` on the masks coded ``±1/2`` with an intercept.
-  Under uniform sampling the coded columns are uncorrelated with variance 1/4, so the
-  population coefficient of player ``i`` is ``4 E[(z_i - 1/2) v] = E[v | i ∈ S] -
-  E[v | i ∉ S] = phi_i`` (the Banzhaf value is the best additive approximation to
-  ``v`` under the uniform distribution; Hammer & Holzman 1992). Regressing removes the
-  chance imbalance of the sampled masks, which usually lowers variance compared with
-  MSR. Standard error: heteroskedasticity-robust sandwich (HC1), since the residual is
-  the game's non-additive part; needs more rows than players.
+  player. Standard error: ``sqrt(s_in^2 / n_in + s_out^2 / n_out)`` (Welch). Cost
+  ``O(M n)``: any number of players.
+* ``banzhaf`` — least squares of ``v`` on the masks coded ``±1/2`` with an intercept
+  (the paper's code, digest §3.6, regresses on ``Z - 1/2``). Under uniform sampling the
+  coded columns are uncorrelated with variance 1/4, so the population coefficient of
+  player ``i`` is ``4 E[(z_i - 1/2) v] = E[v | i ∈ S] - E[v | i ∉ S] = phi_i`` (the
+  Banzhaf value is the best additive approximation to ``v`` under the uniform
+  distribution; Hammer & Holzman 1992). Regressing removes the chance imbalance of the
+  sampled masks, which usually lowers variance compared with MSR. It has ``n + 1``
+  coefficients, so it needs ``M >= n + 2`` rows (below that the regression is not
+  identified: use ``banzhaf-msr``). Standard error: heteroskedasticity-robust sandwich
+  (HC1), since the residual is the game's non-additive part.
 
-Neither needs ``v0``/``v1``; all-0/all-1 rows are ordinary uniform samples and are used.
-A table holding every subset gives exact Banzhaf values (``use_exact``).
+With ``p != 1/2`` (``uniform`` sampler option) both estimate the weighted Banzhaf value
+(the ``p``-semivalue) instead. Neither needs ``v0``/``v1``; all-0/all-1 rows are ordinary
+uniform samples and are used. A table holding every subset gives exact Banzhaf values
+(``use_exact``).
+
+Scale: ``X'X`` comes from the exact 0/1 Gram ``Z'Z`` (float32 BLAS ``syrk``, exact for
+``M < 2^24``) and the column sums; the HC1 "meat" ``X' diag(r^2) X`` is a chunked ``syrk``.
+``n = 2,000`` players from ``M = 3,000`` rows take about a second on two cores
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
 
 from diffattr.errors import DiffattrError
-from diffattr.estimators.attribution import Estimator, Fit, bootstrap_std
+from diffattr.estimators.base import Estimator, Fit, bootstrap_std
+from diffattr.estimators.kernel_shap import _Solver, gram_binary, gram_float
+from diffattr.estimators.settings import BanzhafMSRSettings, BanzhafSettings
+from diffattr.estimators.table import CoalitionTable
 
 _CHUNK = 4096
 
@@ -42,54 +54,61 @@ def _design(z: np.ndarray) -> np.ndarray:
     return x
 
 
-def _factor(xtx: np.ndarray) -> Any:
-    try:
-        cho = sla.cho_factor(xtx, lower=False, check_finite=False)
-        d = np.abs(np.diagonal(cho[0]))
-        if not np.isfinite(d).all() or d.min() <= 1e-6 * d.max():
-            raise np.linalg.LinAlgError
-    except (np.linalg.LinAlgError, ValueError):
-        raise DiffattrError(
-            "banzhaf regression is singular: some player is in every row or in none, or "
-            "there are too few rows; sample more uniform coalitions"
-        ) from None
-    return cho
+def coded_gram(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X'X`` of ``X = [1, Z - 1/2]`` from ``Z'Z`` and the column sums; also ``Z'1``."""
+    m, n = z.shape
+    g = gram_binary(z)
+    col = z.sum(axis=0).astype(np.float64)
+    xtx = np.empty((n + 1, n + 1))
+    xtx[0, 0] = m
+    xtx[0, 1:] = xtx[1:, 0] = col - m / 2.0
+    g -= 0.5 * col[:, None]
+    g -= 0.5 * col[None, :]
+    g += m / 4.0
+    xtx[1:, 1:] = g
+    return xtx, col
 
 
-def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Any]:
+def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, _Solver]:
     """Coefficients ``(K, n+1)`` (intercept first) of ``y`` on ``[1, z - 1/2]``.
 
-    Also returns the Cholesky factor of ``X'X``. ``X'X`` and ``X'y`` are accumulated over
-    row chunks, so memory stays ``O(n^2)`` plus one chunk.
+    Also returns the solver of ``X'X``; raises when ``X'X`` is singular.
     """
-    p = z.shape[1] + 1
-    xtx = np.zeros((p, p))
-    xty = np.zeros((p, y.shape[1]))
+    xtx, _ = coded_gram(z)
+    xty = np.empty((z.shape[1] + 1, y.shape[1]))
+    xty[0] = y.sum(axis=0)
+    zty = np.zeros((z.shape[1], y.shape[1]))
     for s in range(0, z.shape[0], _CHUNK):
-        x = _design(z[s : s + _CHUNK])
-        xtx += x.T @ x
-        xty += x.T @ y[s : s + _CHUNK]
-    cho = _factor(xtx)
-    coef = sla.cho_solve(cho, xty, check_finite=False)
-    return coef.T, cho
+        zty += z[s : s + _CHUNK].astype(np.float64).T @ y[s : s + _CHUNK]
+    xty[1:] = zty - 0.5 * xty[0][None, :]
+    solver = _Solver(xtx)
+    if not solver.identified:
+        raise DiffattrError(
+            f"banzhaf regression on {z.shape[0]} rows over {z.shape[1]} players is not "
+            f"identified (rank {solver.rank} < {z.shape[1] + 1} coefficients); sample more uniform "
+            "coalitions or use banzhaf-msr"
+        )
+    return solver.solve(xty).T, solver
 
 
-def _hc1_stderr(z: np.ndarray, y: np.ndarray, full: np.ndarray, cho: Any) -> np.ndarray:
+def _hc1_stderr(z: np.ndarray, y: np.ndarray, full: np.ndarray, solver: _Solver) -> np.ndarray:
     """HC1 sandwich ``(X'X)^-1 X' diag(r^2) X (X'X)^-1 M / (M - p)``, slope entries."""
     m, n = z.shape
     p = n + 1
     k = y.shape[1]
-    meats = np.zeros((k, p, p))
-    for s in range(0, m, _CHUNK):
-        x = _design(z[s : s + _CHUNK])
-        r = y[s : s + _CHUNK] - x @ full.T  # (rows, K)
-        for j in range(k):
-            meats[j] += (x * r[:, j : j + 1] ** 2).T @ x
-    inv = sla.cho_solve(cho, np.eye(p), check_finite=False)
+    inv = solver.inverse()
     se = np.empty((k, n))
     for j in range(k):
-        cov = inv @ meats[j] @ inv * (m / (m - p))
-        se[j] = np.sqrt(np.clip(np.diag(cov)[1:], 0.0, None))
+
+        def chunks(j: int = j):
+            for s in range(0, m, _CHUNK):
+                x = _design(z[s : s + _CHUNK])
+                r = y[s : s + _CHUNK, j] - x @ full[j]
+                yield x * np.abs(r)[:, None]
+
+        meat, _, _ = gram_float(chunks(), p, single=p >= 512)
+        var = np.einsum("ij,ij->i", inv @ meat, inv)[1:] * (m / (m - p))
+        se[j] = np.sqrt(np.clip(var, 0.0, None))
     return se
 
 
@@ -107,46 +126,46 @@ def _check_membership(z: np.ndarray, names: list[str], estimator: str) -> None:
 class BanzhafRegression(Estimator):
     """Banzhaf values by ±1/2-coded least squares; registry name ``banzhaf``.
 
-    Settings: ``n_bootstrap``/``seed`` (bootstrap over rows instead of HC1),
-    ``use_exact``. Needs at least ``n + 2`` rows.
+    Settings: :class:`~diffattr.estimators.settings.BanzhafSettings`. Needs at least
+    ``n + 2`` rows.
     """
 
-    name: ClassVar[str] = "banzhaf"
-    exact_kind: ClassVar[str | None] = "banzhaf"
+    settings_class = BanzhafSettings
+    exact_kind = "banzhaf"
+    settings: BanzhafSettings
 
-    def _fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        v0: np.ndarray | None,
-        v1: np.ndarray | None,
-        opts: dict[str, Any],
-        names: list[str],
-    ) -> Fit:
+    def min_rows(self, n_players: int) -> int:
+        return n_players + 2
+
+    def _fit(self, table: CoalitionTable, v0: np.ndarray | None, v1: np.ndarray | None) -> Fit:
+        z, y = table.masks, table.values
         m, n = z.shape
         p = n + 1
         if m < p + 1:
             raise DiffattrError(
                 f"banzhaf regression needs at least n+2={p + 1} rows for {n} players; "
-                f"the table has {m}"
+                f"the table has {m} (use banzhaf-msr below that)"
             )
-        _check_membership(z, names, "banzhaf")
-        full, cho = banzhaf_regression(z, y)
+        _check_membership(z, list(table.names or []), "banzhaf")
+        full, solver = banzhaf_regression(z, y)
         coef = full[:, 1:]
         k = y.shape[1]
-        info: dict[str, Any] = {"rows_used": m}
-        if opts["n_bootstrap"] > 0:
+        info: dict[str, Any] = {"rows_used": m, "solver": solver.method}
+        if self.settings.n_bootstrap > 0:
             se = bootstrap_std(
                 lambda idx: banzhaf_regression(z[idx], y[idx])[0][:, 1:],
                 m,
-                opts["n_bootstrap"],
-                opts["seed"],
+                self.settings.n_bootstrap,
+                self.settings.seed,
                 (k, n),
             )
             info["stderr_method"] = "bootstrap"
-        else:
-            se = _hc1_stderr(z, y, full, cho)
+        elif self.settings.stderr:
+            se = _hc1_stderr(z, y, full, solver)
             info["stderr_method"] = "hc1"
+        else:
+            se = np.full((k, n), np.nan)
+            info["stderr_method"] = "none"
         return Fit(coef, se, info)
 
 
@@ -177,34 +196,32 @@ def msr(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class BanzhafMSR(Estimator):
     """Banzhaf values by maximum sample reuse; registry name ``banzhaf-msr``.
 
-    Settings: ``n_bootstrap``/``seed`` (bootstrap over rows instead of Welch),
-    ``use_exact``. Every player must be in at least one row and out of at least one.
+    Settings: :class:`~diffattr.estimators.settings.BanzhafMSRSettings`. Every player must
+    be in at least one row and out of at least one (2 rows at the least); the standard
+    error of a player needs two rows on each side (NaN otherwise).
     """
 
-    name: ClassVar[str] = "banzhaf-msr"
-    exact_kind: ClassVar[str | None] = "banzhaf"
+    settings_class = BanzhafMSRSettings
+    exact_kind = "banzhaf"
 
-    def _fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        v0: np.ndarray | None,
-        v1: np.ndarray | None,
-        opts: dict[str, Any],
-        names: list[str],
-    ) -> Fit:
-        m, n = z.shape
+    def min_rows(self, n_players: int) -> int:
+        return 2
+
+    def _fit(self, table: CoalitionTable, v0: np.ndarray | None, v1: np.ndarray | None) -> Fit:
+        z, y = table.masks, table.values
+        names = list(table.names or [])
+        m = z.shape[0]
         _check_membership(z, names, "banzhaf-msr")
         vals, se = msr(z, y)
         info: dict[str, Any] = {"rows_used": m}
-        if opts["n_bootstrap"] > 0:
+        if self.settings.n_bootstrap > 0:
 
             def refit(idx: np.ndarray) -> np.ndarray:
                 zb = z[idx]
                 _check_membership(zb, names, "banzhaf-msr")
                 return msr(zb, y[idx])[0]
 
-            se = bootstrap_std(refit, m, opts["n_bootstrap"], opts["seed"], vals.shape)
+            se = bootstrap_std(refit, m, self.settings.n_bootstrap, self.settings.seed, vals.shape)
             info["stderr_method"] = "bootstrap"
         else:
             info["stderr_method"] = "welch"

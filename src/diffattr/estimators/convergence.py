@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from diffattr.errors import DiffattrError
-from diffattr.estimators.attribution import Estimator, as_masks, as_values
+from diffattr.estimators.attribution import as_masks, as_values
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -36,28 +36,29 @@ def prefix_sizes(n_rows: int, steps: int, smallest: int = 2) -> list[int]:
 
 
 def convergence_report(
-    estimator: str | Estimator,
+    estimator: Any,
     masks: Any,
     values: Any,
     v0: float | None = None,
     v1: float | None = None,
     steps: int | Sequence[int] = 6,
     names: Sequence[str] | None = None,
-    **settings: Any,
+    pair_ids: Any = None,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """Fit ``estimator`` on growing prefixes of the table; one dict per prefix.
 
-    ``estimator`` is a registry name or an estimator; ``values`` must be one column
+    ``estimator`` is a registry name (with ``options``), settings or an estimator
+    (``diffattr.estimators.make_estimator``); ``values`` must be one column
     (``(M,)``); ``steps`` is a number of geometrically spaced prefixes or explicit
     prefix lengths. Each dict holds ``rows``, ``values``, ``stderr`` (lists, NaN as None),
     ``mean_stderr``, ``max_abs_change`` and ``spearman`` (versus the previous successful
     prefix; None for the first) and ``error`` (the message when a prefix was too small
     for the estimator, else None).
     """
-    if isinstance(estimator, str):
-        from diffattr.estimators import ESTIMATORS
+    from diffattr.estimators import make_estimator
 
-        estimator = ESTIMATORS.get(estimator)
+    est = make_estimator(estimator, **options)
     z = as_masks(masks)
     y, single = as_values(values, z.shape[0])
     if not single:
@@ -75,7 +76,8 @@ def convergence_report(
         entry: dict[str, Any] = {"rows": size, "values": None, "stderr": None}
         entry.update(mean_stderr=None, max_abs_change=None, spearman=None, error=None)
         try:
-            att = estimator.fit(z[:size], y[:size, 0], v0=v0, v1=v1, names=names, **settings)
+            ids = None if pair_ids is None else np.asarray(pair_ids)[:size]
+            att = est.fit(z[:size], y[:size, 0], v0=v0, v1=v1, names=names, pair_ids=ids)
         except DiffattrError as exc:
             entry["error"] = str(exc)
             report.append(entry)

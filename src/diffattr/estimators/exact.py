@@ -84,17 +84,6 @@ def banzhaf_from_table(table: np.ndarray) -> np.ndarray:
     return _marginal_sums(table, np.full(n, 0.5 ** (n - 1)))
 
 
-def table_by_code(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Mean of ``values`` ``(M, K)`` per subset code: ``(2^n, K)`` (every code must occur)."""
-    counts = np.bincount(codes, minlength=1 << n).astype(np.float64)
-    if (counts == 0).any():
-        raise DiffattrError("the table does not hold every subset of its players")
-    out = np.empty((1 << n, values.shape[1]), dtype=np.float64)
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=1 << n) / counts
-    return out
-
-
 def _evaluate_all(v: Callable[[np.ndarray], float], n: int, vectorized: bool) -> np.ndarray:
     masks = all_subsets(n)
     if vectorized:

@@ -7,21 +7,26 @@
 Rows are matched by what their masks hold, never by their order: the row of player
 ``i`` is any row whose mask is "everyone but ``i``" (LOO) or "only ``i``" (AOI); other
 rows are ignored. Replicated rows are averaged. A missing row is an error naming the
-player. ``v1``/``v0`` come from the arguments or from all-1/all-0 rows.
+player. ``v1``/``v0`` come from the table's explicit endpoints or from its all-1/all-0 rows.
 
-Standard error: NaN unless player ``i``'s row is replicated; then the standard error of
-its mean, combined in quadrature with that of ``v1``/``v0`` when the endpoint is itself
-the mean of at least two table rows.
+Standard error: the standard error of the difference of two means,
+``sqrt(sem(player rows)^2 + sem(endpoint)^2)``. It is NaN — not determinable — when the
+player's coalition was evaluated once, or when the endpoint is the value of a single
+table row. An explicit ``v1``/``v0`` (the full/null model a run evaluated) is taken as a
+constant: its error is common to every player, so it shifts all values alike and no
+ranking; ``settings["endpoint_noise"]`` says which case applied.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from diffattr.errors import DiffattrError
-from diffattr.estimators.attribution import Estimator, Fit
+from diffattr.estimators.base import Estimator, Fit
+from diffattr.estimators.settings import AddOneInSettings, LeaveOneOutSettings
+from diffattr.estimators.table import CoalitionTable
 
 
 def _sem(values: np.ndarray) -> np.ndarray:
@@ -37,15 +42,12 @@ class _SingleChange(Estimator):
     #: True for LOO (masks of size n-1, compared with v1), False for AOI.
     leave_out: ClassVar[bool] = True
 
-    def _fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        v0: np.ndarray | None,
-        v1: np.ndarray | None,
-        opts: dict[str, Any],
-        names: list[str],
-    ) -> Fit:
+    def min_rows(self, n_players: int) -> int:
+        return n_players
+
+    def _fit(self, table: CoalitionTable, v0: np.ndarray | None, v1: np.ndarray | None) -> Fit:
+        z, y = table.masks, table.values
+        names = list(table.names or [])
         m, n = z.shape
         k = y.shape[1]
         sizes = z.sum(axis=1)
@@ -61,34 +63,44 @@ class _SingleChange(Estimator):
             raise DiffattrError(
                 f"{self.name} needs a row whose coalition holds {want}; the table has none{more}"
             )
+        which = "v1" if self.leave_out else "v0"
         endpoint = v1 if self.leave_out else v0
         assert endpoint is not None
-        end_rows = z.all(axis=1) if self.leave_out else ~z.any(axis=1)
-        given = opts["_v1_given"] if self.leave_out else opts["_v0_given"]
-        end_sem = np.zeros(k) if given else _sem(y[end_rows])
+        explicit = (table.v1 if self.leave_out else table.v0) is not None
+        if explicit:
+            end_sem = np.zeros(k)
+            noise = f"explicit {which}: taken as a constant"
+        else:
+            end_sem = _sem(y[table.endpoint_rows(which)])
+            reps = table.endpoint_rows(which).size
+            noise = f"{which} from {reps} table row{'s' if reps != 1 else ''}"
         vals = np.empty((k, n))
         se = np.empty((k, n))
         for i in range(n):
             yi = y[rows[player == i]]
             mean = yi.mean(axis=0)
             vals[:, i] = endpoint - mean if self.leave_out else mean - endpoint
-            sem_i = _sem(yi)
-            se[:, i] = np.sqrt(sem_i**2 + np.nan_to_num(end_sem) ** 2)
-        info = {"rows_used": int(rows.size), "rows_ignored": int(m - rows.size)}
+            se[:, i] = np.sqrt(_sem(yi) ** 2 + end_sem**2)  # NaN if either is undetermined
+        info = {
+            "rows_used": int(rows.size),
+            "rows_ignored": int(m - rows.size),
+            "endpoint_noise": noise,
+            "stderr_method": "replicates" if np.isfinite(se).any() else "none: single rows",
+        }
         return Fit(vals, se, info)
 
 
 class LeaveOneOut(_SingleChange):
-    """``phi_i = v1 - v(all but i)``; registry name ``loo``. Needs ``v1``."""
+    """``phi_i = v1 - v(all but i)``; registry name ``loo``. Needs ``v1`` and ``n`` rows."""
 
-    name: ClassVar[str] = "loo"
-    needs_v1: ClassVar[bool] = True
-    leave_out: ClassVar[bool] = True
+    settings_class = LeaveOneOutSettings
+    needs_v1 = True
+    leave_out = True
 
 
 class AddOneIn(_SingleChange):
-    """``phi_i = v({i}) - v0``; registry name ``aoi``. Needs ``v0``."""
+    """``phi_i = v({i}) - v0``; registry name ``aoi``. Needs ``v0`` and ``n`` rows."""
 
-    name: ClassVar[str] = "aoi"
-    needs_v0: ClassVar[bool] = True
-    leave_out: ClassVar[bool] = False
+    settings_class = AddOneInSettings
+    needs_v0 = True
+    leave_out = False

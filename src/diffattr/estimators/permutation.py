@@ -17,12 +17,14 @@ permutations (NaN for ``T = 1``); ``n_bootstrap > 0`` bootstraps over permutatio
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from diffattr.errors import DiffattrError
-from diffattr.estimators.attribution import Estimator, Fit, bootstrap_std
+from diffattr.estimators.base import Estimator, Fit, bootstrap_std
+from diffattr.estimators.settings import PermutationShapleySettings
+from diffattr.estimators.table import CoalitionTable
 
 
 def find_chains(z: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:
@@ -63,29 +65,27 @@ def chain_marginals(
 class PermutationShapley(Estimator):
     """Permutation-sampling Shapley values; registry name ``permutation-shapley``.
 
-    Settings: ``n_bootstrap``/``seed`` (bootstrap over permutations instead of the
-    running standard error), ``use_exact``. Needs ``v0`` and ``v1``.
+    Settings: :class:`~diffattr.estimators.settings.PermutationShapleySettings`
+    (``n_bootstrap``/``seed``: bootstrap over permutations instead of the running standard
+    error; ``use_exact``). Needs ``v0`` and ``v1`` and one complete chain (``n - 1`` rows);
+    the standard error needs two.
     """
 
-    name: ClassVar[str] = "permutation-shapley"
-    needs_v0: ClassVar[bool] = True
-    needs_v1: ClassVar[bool] = True
-    exact_kind: ClassVar[str | None] = "shapley"
+    settings_class = PermutationShapleySettings
+    needs_v0 = True
+    needs_v1 = True
+    exact_kind = "shapley"
 
-    def _fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        v0: np.ndarray | None,
-        v1: np.ndarray | None,
-        opts: dict[str, Any],
-        names: list[str],
-    ) -> Fit:
+    def min_rows(self, n_players: int) -> int:
+        return max(n_players - 1, 0)
+
+    def _fit(self, table: CoalitionTable, v0: np.ndarray | None, v1: np.ndarray | None) -> Fit:
         assert v0 is not None and v1 is not None
+        z, y = table.masks, table.values
         m, n = z.shape
         if n == 1:
             vals = (v1 - v0)[:, None]
-            return Fit(vals, np.zeros_like(vals), {"permutations": 0})
+            return Fit(vals, np.full_like(vals, np.nan), {"permutations": 0})
         starts = find_chains(z)
         if starts.size == 0:
             raise DiffattrError(
@@ -97,9 +97,13 @@ class PermutationShapley(Estimator):
         t = starts.size
         vals = marg.mean(axis=0)
         info: dict[str, Any] = {"permutations": t, "rows_ignored": int(m - t * (n - 1))}
-        if opts["n_bootstrap"] > 0:
+        if self.settings.n_bootstrap > 0 and t >= 2:
             se = bootstrap_std(
-                lambda idx: marg[idx].mean(axis=0), t, opts["n_bootstrap"], opts["seed"], vals.shape
+                lambda idx: marg[idx].mean(axis=0),
+                t,
+                self.settings.n_bootstrap,
+                self.settings.seed,
+                vals.shape,
             )
             info["stderr_method"] = "bootstrap"
         elif t >= 2:
@@ -107,5 +111,5 @@ class PermutationShapley(Estimator):
             info["stderr_method"] = "running"
         else:
             se = np.full(vals.shape, np.nan)
-            info["stderr_method"] = "running"
+            info["stderr_method"] = "none: one permutation"
         return Fit(vals, se, info)

@@ -156,12 +156,12 @@ def test_full_enumeration_tables_give_exact_values(name, kind):
     z = all_subsets(5)
     rng = np.random.default_rng(0)
     z = np.vstack([z, z[rng.integers(0, 32, 20)]])[rng.permutation(52)]  # shuffled, duplicates
-    att = ESTIMATORS.get(name).fit(z, game(z))
+    att = fit(name, z, game(z))
     np.testing.assert_allclose(att.values, truth, atol=1e-12)
     assert att.settings["exact"] is True and (att.stderr == 0).all()
     # an explicit v1 overrides the table's full row
     if kind == "shapley":
-        att = ESTIMATORS.get(name).fit(z, game(z), v1=game.v1 + 1.0)
+        att = fit(name, z, game(z), v1=game.v1 + 1.0)
         assert att.values.sum() == pytest.approx(game.v1 + 1.0 - game.v0, abs=1e-12)
 
 
@@ -173,12 +173,15 @@ def test_kernel_shap_within_its_standard_error(paired):
     game = TableGame(8, seed=4)
     truth = shapley_from_table(game.table)
     z = ShapleyKernelSampler(8, seed=1, paired=paired).sample(6000)
-    att = ESTIMATORS.get("shapley").fit(z, game(z), v0=game.v0, v1=game.v1)
+    # 6000 draws hold all 254 coalitions; use_exact=False keeps the sampling estimator
+    att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, use_exact=False)
     assert att.settings["paired"] is paired and att.settings["stderr_method"] == "sandwich"
     assert att.values.sum() == pytest.approx(game.v1 - game.v0, abs=1e-9)
     assert (np.abs(att.values - truth) < 4 * att.stderr + 1e-3).all()
     assert att.stderr.max() < 0.1
-    boot = ESTIMATORS.get("shapley").fit(z, game(z), v0=game.v0, v1=game.v1, n_bootstrap=60, seed=3)
+    boot = fit(
+        "shapley", z, game(z), v0=game.v0, v1=game.v1, n_bootstrap=60, seed=3, use_exact=False
+    )
     np.testing.assert_allclose(boot.values, att.values)
     assert boot.settings["stderr_method"] == "bootstrap"
     np.testing.assert_allclose(boot.stderr, att.stderr, rtol=0.5)
@@ -190,7 +193,7 @@ def test_kernel_shap_standard_error_is_calibrated():
     estimates, stderrs = [], []
     for seed in range(30):
         z = ShapleyKernelSampler(6, seed=seed, paired=True).sample(300)
-        att = ESTIMATORS.get("shapley").fit(z, game(z), v0=game.v0, v1=game.v1)
+        att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1)
         estimates.append(att.values)
         stderrs.append(att.stderr)
     ratio = np.std(estimates, axis=0, ddof=1) / np.mean(stderrs, axis=0)
@@ -223,11 +226,18 @@ def test_kernel_shap_errors():
         fit("shapley", z, y, v1=1.0)
     with pytest.raises(DiffattrError, match="needs v1"):
         fit("shapley", z, y, v0=1.0)
-    with pytest.raises(DiffattrError, match="at least n=6 rows"):
-        fit("shapley", z[:4], y[:4], v0=0.0, v1=1.0)
-    with pytest.raises(DiffattrError, match="not .mask, complement. pairs"):
+    unpaired = {"name": "shapley-kernel", "paired": False}
+    with pytest.raises(
+        DiffattrError, match=r"4 rows over 6 players is not identified \(rank \d < 6"
+    ):
+        fit("shapley", z[:4], y[:4], v0=0.0, v1=1.0, sampler=unpaired)
+    with pytest.raises(DiffattrError, match="not used: 48 rows without their pair partner"):
         fit("shapley", z, y, v0=0.0, v1=1.0, paired=True)
-    with pytest.raises(DiffattrError, match="unknown setting"):
+    with pytest.raises(DiffattrError, match="no row has its complement"):
+        fit("shapley", z[:7], y[:7], v0=0.0, v1=1.0, paired=True)
+    with pytest.raises(
+        DiffattrError, match="unknown setting 'bootstrap' .did you mean 'n_bootstrap'"
+    ):
         fit("shapley", z, y, v0=0.0, v1=1.0, bootstrap=3)
 
 
@@ -238,7 +248,7 @@ def test_permutation_shapley_within_its_standard_error():
     game = TableGame(7, seed=5)
     truth = shapley_from_table(game.table)
     z = PermutationSampler(7, seed=0).sample_permutations(800)
-    att = fit("permutation-shapley", z, game(z), v0=game.v0, v1=game.v1)
+    att = fit("permutation-shapley", z, game(z), v0=game.v0, v1=game.v1, use_exact=False)
     assert att.settings["permutations"] == 800
     assert att.values.sum() == pytest.approx(game.v1 - game.v0, abs=1e-9)
     assert (np.abs(att.values - truth) < 4 * att.stderr + 1e-9).all()
@@ -320,7 +330,7 @@ def test_datamodel_cross_validation_prefers_strong_penalty_for_pure_noise():
     rng = np.random.default_rng(0)
     z = UniformSampler(20, seed=0).sample(60)
     att = fit("datamodel", z, rng.normal(size=60))
-    fixed = fit("datamodel", z, rng.normal(size=60), alpha=1e-8)
+    fixed = fit("datamodel", z, rng.normal(size=60), ridge=1e-8)
     assert np.abs(att.values).max() < np.abs(fixed.values).max()
 
 
@@ -405,6 +415,7 @@ def test_unknown_estimator_is_a_clear_error():
         ESTIMATORS.get("nope")
     assert set(ESTIMATORS.names()) == {
         "shapley",
+        "shapley-cv",
         "permutation-shapley",
         "banzhaf",
         "banzhaf-msr",
@@ -453,7 +464,9 @@ def test_convergence_report_settles():
     game = TableGame(6, seed=3)
     game.table = 0.3 * game.table + all_subsets(6) @ np.arange(6.0)  # well-separated values
     z = ShapleyKernelSampler(6, seed=0, paired=True).sample(4000)
-    report = convergence_report("shapley", z, game(z), v0=game.v0, v1=game.v1, steps=[4, 500, 4000])
+    report = convergence_report(
+        "shapley", z, game(z), v0=game.v0, v1=game.v1, steps=[4, 500, 4000], use_exact=False
+    )
     assert [r["rows"] for r in report] == [4, 500, 4000]
     assert report[0]["error"] is not None and report[0]["values"] is None
     assert report[1]["spearman"] is None and report[1]["error"] is None
@@ -493,8 +506,9 @@ def test_table_csv_several_behaviors(tmp_path):
     path.write_text("a,b,value:fid,value:loss\n0,0,1,2\n1,1,3,5\n1,0,2,2.5\n")
     tbl = read_table_csv(path)
     assert tbl.behaviors == ["fid", "loss"] and tbl.fit_values().shape == (3, 2)
-    np.testing.assert_allclose(tbl.v0, [1, 2])
-    np.testing.assert_allclose(tbl.v1, [3, 5])
+    assert tbl.v0 is None and tbl.v1 is None  # no explicit endpoints: from the rows
+    np.testing.assert_allclose(tbl.endpoint("v0")[0], [1, 2])
+    np.testing.assert_allclose(tbl.endpoint("v1")[0], [3, 5])
 
 
 @pytest.mark.parametrize(

@@ -9,20 +9,18 @@ import pytest
 from scipy.stats import chisquare
 
 from diffattr.coalitions import (
-    SAMPLER_FOR_ESTIMATOR,
-    SAMPLERS,
     AddOneInSampler,
     DatamodelSampler,
     LeaveOneOutSampler,
+    LeverageSampler,
     PermutationSampler,
     ShapleyKernelSampler,
     UniformSampler,
-    make_sampler,
-    sampler_for_estimator,
+    kept_players,
     shapley_kernel_size_probs,
 )
+from diffattr.coalitions.leverage import pair_classes
 from diffattr.errors import DiffattrError
-from diffattr.estimators import ESTIMATORS
 
 
 def test_shapley_kernel_size_probs_match_the_kernel():
@@ -66,12 +64,22 @@ def test_paired_rows_are_complements():
         PermutationSampler(8, seed=5),
         LeaveOneOutSampler(8, seed=5),
         AddOneInSampler(8, seed=5),
+        LeverageSampler(8, seed=5),
+        LeverageSampler(8, seed=5, balanced=False),
     ],
-    ids=lambda s: f"{s.name}{'-paired' if getattr(s, 'paired', False) else ''}",
+    ids=lambda s: "-".join(
+        [
+            s.name,
+            *(["paired"] if s.paired else []),
+            *(["iid"] if not getattr(s, "balanced", 1) else []),
+        ]
+    ),
 )
 def test_deterministic_prefix_property_and_windows(sampler):
     cls, settings = type(sampler), sampler.settings()
-    kwargs = {k: v for k, v in settings.items() if k in ("paired", "alpha", "p")}
+    kwargs = {k: v for k, v in settings.items() if k in ("alpha", "p", "balanced")}
+    if cls is ShapleyKernelSampler:
+        kwargs["paired"] = settings["paired"]
     again = cls(sampler.n_players, sampler.seed, **kwargs)
     big = sampler.sample(40)
     np.testing.assert_array_equal(big, again.sample(40))
@@ -83,7 +91,13 @@ def test_deterministic_prefix_property_and_windows(sampler):
 
 
 def test_different_seeds_give_different_rows():
-    for cls in (ShapleyKernelSampler, DatamodelSampler, UniformSampler, PermutationSampler):
+    for cls in (
+        ShapleyKernelSampler,
+        DatamodelSampler,
+        UniformSampler,
+        PermutationSampler,
+        LeverageSampler,
+    ):
         a, b = cls(12, seed=0).sample(30), cls(12, seed=1).sample(30)
         assert not np.array_equal(a, b)
 
@@ -94,6 +108,16 @@ def test_datamodel_keeps_exactly_floor_alpha_n():
     # uniform over subsets of that size: each player in 4/11 of the rows
     assert np.abs(z.mean(axis=0) - 4 / 11).max() < 0.04
     assert DatamodelSampler(10).size == 5
+
+
+def test_datamodel_floor_is_exact_for_decimal_alpha():
+    # 0.57 * 100 is 56.99999999999999 in binary floating point; the decimal floor is 57
+    assert math.floor(0.57 * 100) == 56
+    assert kept_players(0.57, 100) == 57
+    assert DatamodelSampler(100, alpha=0.57).size == 57
+    assert (DatamodelSampler(100, seed=1, alpha=0.57).sample(20).sum(axis=1) == 57).all()
+    assert kept_players(0.29, 100) == 29 and kept_players(0.1, 30) == 3
+    assert kept_players(1 / 3, 3) == 0  # 0.3333333333333333 * 3 < 1
 
 
 @pytest.mark.parametrize("alpha", [0.01, 1.0, 1.5, -0.5])
@@ -138,21 +162,87 @@ def test_permutation_rows_are_prefix_chains_of_permutations():
     assert chisquare(np.bincount(firsts, minlength=n)).pvalue > 1e-3
 
 
-def test_registry_and_sampler_for_estimator():
-    assert {"shapley-kernel", "datamodel", "uniform", "loo", "add-one-in", "permutation"} <= set(
-        SAMPLERS.names()
-    )
-    assert SAMPLERS.get("banzhaf") is UniformSampler and SAMPLERS.get("aoi") is AddOneInSampler
-    with pytest.raises(DiffattrError, match="unknown coalition sampler"):
-        SAMPLERS.get("nope")
-    assert set(SAMPLER_FOR_ESTIMATOR) == set(ESTIMATORS.names())
-    for name in ESTIMATORS.names():
-        s = sampler_for_estimator(name, 6, seed=1)
-        assert s.sample(5).shape[1] == 6
-    assert sampler_for_estimator("shapley", 6).paired is True
-    assert make_sampler("datamodel", 10, 0, alpha=0.3).size == 3
-    with pytest.raises(DiffattrError, match="bad settings"):
-        make_sampler("uniform", 4, 0, alpha=0.3)
+def test_pair_ids_name_the_pair_of_each_stream_row():
+    for sampler in (ShapleyKernelSampler(6, seed=0, paired=True), LeverageSampler(6, seed=0)):
+        np.testing.assert_array_equal(sampler.pair_ids([5, 0, 1, 4, 9]), [2, 0, 0, 2, 4])
+        z = sampler.sample(20)
+        ids = sampler.pair_ids(np.arange(20))
+        for pid in range(10):
+            a, b = np.flatnonzero(ids == pid)
+            np.testing.assert_array_equal(z[a], ~z[b])
+    assert ShapleyKernelSampler(6, paired=False).pair_ids([0, 1]) is None
+    assert UniformSampler(6).pair_ids([0, 1]) is None
+    with pytest.raises(DiffattrError, match=">= 0"):
+        LeverageSampler(6).pair_ids([-1])
+
+
+# --------------------------------------------------------------------------- leverage
+
+
+def test_leverage_pair_classes_and_capacities():
+    ks, mass, cap = pair_classes(6)
+    np.testing.assert_array_equal(ks, [1, 2, 3])
+    np.testing.assert_array_equal(mass, [2.0, 2.0, 1.0])  # sizes {1,5}, {2,4}, {3}
+    np.testing.assert_array_equal(cap, [6, 15, 10])  # C(6,3) = 20 halves make 10 pairs
+    assert LeverageSampler(6).max_rows == 2 * (2**5 - 1)
+    # large classes are capped, exactly where C(n, k) passes 2^62
+    _, _, cap = pair_classes(70)
+    exact = [min(math.comb(70, k) // (2 if 2 * k == 70 else 1), 1 << 62) for k in range(1, 36)]
+    np.testing.assert_array_equal(cap, exact)
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_leverage_sizes_are_apportioned_uniformly_over_sizes(balanced):
+    # leverage scores are equal for every coalition size (Musco & Witter 2025): after U
+    # pairs each class holds its share mass_k / sum(mass) of U, up to rounding
+    n, pairs = 12, 300
+    z = LeverageSampler(n, seed=4, balanced=balanced).sample(2 * pairs)
+    assert (z[1::2] == ~z[0::2]).all()
+    k = np.minimum(z[0::2].sum(axis=1), n - z[0::2].sum(axis=1))
+    counts = np.bincount(k, minlength=n // 2 + 1)[1:]
+    _, mass, cap = pair_classes(n)
+    share = pairs * mass / mass.sum()
+    # class 1 holds only C(12, 1) = 12 pairs; its surplus share goes to the other classes
+    assert counts[0] == cap[0]
+    rest = share[1:] * (pairs - cap[0]) / share[1:].sum()
+    assert np.abs(counts[1:] - rest).max() <= 1.0
+    # without replacement: no pair twice
+    keys = {row.tobytes() if row[0] else (~row).tobytes() for row in z[0::2]}
+    assert len(keys) == pairs
+
+
+def test_leverage_balanced_blocks_spread_players_evenly_within_a_class():
+    n = 10
+    z = LeverageSampler(n, seed=2).sample(2 * 90)[0::2]
+    sizes = z.sum(axis=1)
+    for k in (2, 3, 4):
+        rows = z[sizes == k]
+        per_player = rows.sum(axis=0)
+        assert per_player.max() - per_player.min() <= 2  # blocks of permutations
+    iid = LeverageSampler(n, seed=2, balanced=False).sample(2 * 90)[0::2]
+    spreads = [np.ptp(iid[iid.sum(axis=1) == k].sum(axis=0)) for k in (2, 3, 4)]
+    assert max(spreads) > 2
+
+
+def test_leverage_within_a_class_every_subset_is_equally_likely():
+    # blocks of random permutations are uniform subsets marginally: the first pair of
+    # class 2 (row 2 of the stream for n = 5) over many seeds
+    n = 5
+    firsts = [LeverageSampler(n, seed=s).sample(4)[2] for s in range(2000)]
+    codes = [int(m.astype(int) @ (1 << np.arange(n))) for m in firsts]
+    sizes = {bin(c).count("1") for c in codes}
+    assert sizes == {2}
+    _, counts = np.unique(codes, return_counts=True)
+    assert counts.size == 10 and chisquare(counts).pvalue > 1e-3
+
+
+def test_leverage_exhausts_small_designs_without_repeats():
+    s = LeverageSampler(4, seed=0)
+    z = s.sample(100)
+    assert z.shape == (14, 4)  # 2^4 - 2 coalitions, every one once
+    assert len({row.tobytes() for row in z}) == 14
+    with pytest.raises(DiffattrError, match="no more"):
+        s._row(14)
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,115 @@ def test_plain_function_call_returns_attributions(tmp_path):
     atts = estimate(table, estimator="permutation-shapley")
     np.testing.assert_allclose(atts[0].values, [1.0, -1.0, 0.5], atol=1e-12)
     assert atts[0].settings["exact"] is True
+
+
+def test_byte_order_mark_does_not_reach_the_first_player_name(tmp_path):
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    z = all_subsets(3)
+    text = "alice,bob,carol,value\n" + "".join(
+        f"{a:d},{b:d},{c:d},{float(a + 2 * b + 3 * c)}\n" for a, b, c in z
+    )
+    table.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # as Excel saves UTF-8 CSV
+    result = runner.invoke(app, [str(table), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_out(out)
+    assert [r["player"] for r in rows] == ["alice", "bob", "carol"]
+    np.testing.assert_allclose([float(r["value"]) for r in rows], [1.0, 2.0, 3.0], atol=1e-12)
+    # attribution CSVs read back the same way
+    from diffattr.estimators import Attribution
+
+    out.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())
+    assert Attribution.from_csv(out).names == ["alice", "bob", "carol"]
+
+
+NASTY = ['quote "q"', "comma, here", "new\nline", "ünï©ødé ✓", "semi;colon", "'single'"]
+
+
+def test_player_names_round_trip_through_table_and_attribution_csv(tmp_path):
+    from diffattr.estimators import Attribution, read_table_csv
+
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    z = all_subsets(len(NASTY))
+    w = np.arange(1.0, len(NASTY) + 1)
+    write_table_csv(table, z, z @ w, names=NASTY, behaviors=['fid "50k", v2'])
+    tbl = read_table_csv(table)
+    assert tbl.names == NASTY and tbl.behaviors == ['fid "50k", v2']
+    result = runner.invoke(app, [str(table), "-e", "banzhaf", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_out(out)
+    assert [r["player"] for r in rows] == NASTY
+    back = Attribution.from_csv(out)
+    assert back.names == NASTY
+    np.testing.assert_allclose(back.values, w, atol=1e-12)
+    # several behaviors: the long format round-trips the behavior names too
+    write_table_csv(
+        table, z, np.column_stack([z @ w, -(z @ w)]), names=NASTY, behaviors=["a,b", 'c"d']
+    )
+    result = runner.invoke(app, [str(table), "-e", "banzhaf-msr", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_out(out)
+    assert {r["behavior"] for r in rows} == {"a,b", 'c"d'}
+    assert [r["player"] for r in rows[: len(NASTY)]] == NASTY
+
+
+def test_table_csv_pair_ids_round_trip(tmp_path):
+    from diffattr.estimators import read_table_csv
+
+    sampler = ShapleyKernelSampler(5, seed=0, paired=True)
+    z = sampler.sample(30)
+    ids = sampler.pair_ids(np.arange(30))
+    keep = np.delete(np.arange(30), 3)
+    path = tmp_path / "t.csv"
+    write_table_csv(path, z[keep], z[keep] @ np.arange(5.0), pair_ids=ids[keep])
+    tbl = read_table_csv(path)
+    np.testing.assert_array_equal(tbl.pair_ids, ids[keep])
+    result = runner.invoke(
+        app, [str(path), "--v0", "0", "--v1", "10", "-o", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    got = [float(r["value"]) for r in read_out(tmp_path / "o.csv")]
+    np.testing.assert_allclose(got, np.arange(5.0), atol=1e-9)
+
+
+def test_sampler_and_option_flags(tmp_path):
+    from diffattr.coalitions import LeverageSampler
+
+    n = 6
+    z = LeverageSampler(n, seed=1).sample(40)
+    w = np.arange(1.0, n + 1)
+    table, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    s = z.sum(axis=1)
+    write_table_csv(table, z, z @ w + s * (n - s) * (s - n / 2) / 10.0)  # zero Shapley values
+    args = [str(table), "--v0", "0", "--v1", str(w.sum()), "-o", str(out)]
+    result = runner.invoke(
+        app, [*args, "--sampler", "leverage", "-e", "shapley-cv", "-O", "size_terms=1"]
+    )
+    assert result.exit_code == 0, result.output
+    got = np.array([float(r["value"]) for r in read_out(out)])
+    np.testing.assert_allclose(got, w, atol=1e-8)  # the size term is a control variate
+    plain = runner.invoke(app, [*args, "--sampler", "leverage"])
+    assert plain.exit_code == 0
+    assert np.abs(np.array([float(r["value"]) for r in read_out(out)]) - w).max() > 1e-3
+    bad = runner.invoke(app, [*args, "--sampler", "uniform"])
+    assert isinstance(bad.exception, DiffattrError)
+    assert "shapley needs shapley-kernel or leverage rows, got uniform" in str(bad.exception)
+    bad = runner.invoke(app, [*args, "-O", "paired"])
+    assert "expects KEY=VALUE" in str(bad.exception)
+
+
+def test_estimate_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    table = tmp_path / "t.csv"
+    z = all_subsets(3)
+    write_table_csv(table, z, z @ [1.0, 2.0, 3.0])
+    code = (
+        "import sys\n"
+        "from diffattr.estimators.cli import estimate\n"
+        f"atts = estimate({str(table)!r}, estimator='shapley')\n"
+        "assert abs(atts[0].values[2] - 3.0) < 1e-12\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'torch_pruning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

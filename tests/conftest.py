@@ -21,7 +21,7 @@ SMALL = {
     "sample.num_samples": 96,
     "sample.ddim_steps": 8,
     "sample.batch_size": 96,
-    "attribution.subsets": 10,
+    "attribution.subsets": 24,
     "method": {"name": "sft", "finetune_steps": 40, "steps": 15},
 }
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+import diffattr.baselines.settings  # noqa: F401  (registers the baselines as estimators)
 from diffattr.behaviors.settings import BehaviorsSettings
 from diffattr.counterfactual.settings import METHODS, MethodSettings, SFTSettings
 from diffattr.data.settings import DATASETS, DataSettings, DigitsData

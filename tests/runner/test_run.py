@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import small_cfg
-from diffattr.coalitions import sampler_for_estimator
+from diffattr.estimators.settings import ESTIMATORS
 from diffattr.runner import run_attribution
 from diffattr.store import Store
 
@@ -51,7 +51,7 @@ def test_raising_m_extends_and_new_settings_make_new_keys(tmp_path, full_model):
     with Store(tmp_path / "run" / "store.sqlite") as s:
         first = {r.key for r in s.records() if r.kind == "fit"}
     run_attribution(
-        small_cfg(full_model, **{"attribution.subsets": 12}), tmp_path / "run", progress=False
+        small_cfg(full_model, **{"attribution.subsets": 26}), tmp_path / "run", progress=False
     )
     with Store(tmp_path / "run" / "store.sqlite") as s:
         second = {r.key for r in s.records() if r.kind == "fit"}
@@ -71,7 +71,7 @@ def test_failed_job_is_recorded_and_others_finish(tmp_path, full_model, monkeypa
         return real_measure(self, images)
 
     monkeypatch.setattr(Worker, "measure", flaky_measure)
-    cfg = small_cfg(full_model, **{"attribution.subsets": 12})
+    cfg = small_cfg(full_model, **{"attribution.subsets": 26})
     summary = run_attribution(cfg, tmp_path / "run", progress=False)
     assert summary.failed == 1 and not summary.errors
     assert "injected failure" in summary.first_error
@@ -92,7 +92,7 @@ def _cli(*args, env=None):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
-    cfg = small_cfg(full_model, **{"attribution.subsets": 12})
+    cfg = small_cfg(full_model, **{"attribution.subsets": 26})
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(cfg.to_toml())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -113,14 +113,15 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with Store(run_dir / "store.sqlite") as s:
-        assert s.count("done") < 12 + 2
+        assert s.count("done") < 26 + 3
     res = subprocess.run(
         _cli("run", str(cfg_path), "--out", str(run_dir)), env=env, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr[-2000:]
     with Store(run_dir / "store.sqlite") as s:
         fit = [r for r in s.records(status=None) if r.kind == "fit"]
-        expected = {m.tobytes() for m in sampler_for_estimator("shapley", 10, 0).sample(12)}
+        sampler = ESTIMATORS.parse("shapley").sampler.build(10, 0)
+        expected = {m.tobytes() for m in sampler.sample(26)}
         assert len(fit) == len({r.key for r in fit}) == len(expected)
     clean = run_attribution(cfg, tmp_path / "clean", progress=False)
     assert clean.failed == 0
@@ -168,8 +169,10 @@ def test_quick_preset_end_to_end(tmp_path):
 
 
 def test_values_pinned_across_refactors(tmp_path, full_model):
-    """The small run's values.csv equals the one the code gave before the run-plan / family
-    refactor (tests/runner/pinned_small_values.csv, made with 2 torch threads)."""
+    """The small run's values equal the ones the code gave before the run-plan / family
+    refactor (tests/runner/pinned_small_values.csv: commit 814325b, 24 paired coalitions,
+    2 torch threads). Standard errors are not pinned: they now carry the U / (U - (n-1))
+    degrees-of-freedom correction of the sandwich estimator."""
     import torch
 
     if torch.get_num_threads() != 2:

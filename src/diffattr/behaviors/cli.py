@@ -14,13 +14,11 @@ import json
 import math
 from pathlib import Path
 
-import torch
 import typer
 
-from diffattr.behaviors.reference import read_image_folder
 from diffattr.errors import DiffattrError
 
-__all__ = ["measure", "read_image_folder", "behaviors_table", "default_cache_dir"]
+__all__ = ["measure", "behaviors_table", "default_cache_dir"]
 
 
 def _data_config(base: dict | None, dataset: str | None, data: str | None, size: int | None):
@@ -206,10 +204,9 @@ def measure(
         raise DiffattrError("give either a model directory or --images DIR (exactly one)")
     if samples is not None and samples < 2:
         raise DiffattrError(f"--samples must be at least 2, got {samples}")
-    try:
-        torch.device(device)
-    except RuntimeError as e:
-        raise DiffattrError(f"bad --device {device!r}: {e}") from None
+    from diffattr.runner.plan import check_device
+
+    check_device(device)
     cache = default_cache_dir(cache_dir)
     if images is not None:
         from diffattr.behaviors.suite import build_suite
@@ -217,6 +214,8 @@ def measure(
 
         data_cfg = _data_config(None, dataset or "digits", data, image_size)
         real = load_dataset(data_cfg)
+        from diffattr.behaviors.reference import read_image_folder
+
         x = read_image_folder(images, real.channels, real.image_size)
         if len(x) < 2:
             raise DiffattrError(f"{images} holds one image; at least 2 are needed")

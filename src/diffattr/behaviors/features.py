@@ -401,11 +401,8 @@ _EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
 
 def clear_memory_cache() -> None:
     """Forget extractors kept in memory (the disk cache stays)."""
-    from diffattr.behaviors.inception import InceptionExtractor
-
     _EXTRACTORS.clear()
     _DIGESTS.clear()
-    InceptionExtractor._cache.clear()
 
 
 def remembered(key: str, device: str | torch.device, make) -> FeatureExtractor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffattr.behaviors.features import FeatureExtractor
+from diffattr.behaviors.features import FeatureExtractor, remembered
 from diffattr.errors import DiffattrError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -242,8 +242,6 @@ def load_fid_inception(path: str | Path | None = None, check: bool = True) -> FI
 class InceptionExtractor(FeatureExtractor):
     """pool3 features (2048-d) and 1008-way softmax of the FID Inception-v3."""
 
-    _cache: dict[tuple[str, str], InceptionExtractor] = {}
-
     def __init__(self, model: FIDInceptionV3, device="cpu", key: str = "inception") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -257,10 +255,11 @@ class InceptionExtractor(FeatureExtractor):
     def get(cls, path: str | Path | None = None, device="cpu") -> InceptionExtractor:
         """One extractor per (weights file, device) per process."""
         p = resolve_weights(path)
-        k = (str(p.resolve()), str(torch.device(device)))
-        if k not in cls._cache:
-            cls._cache[k] = cls(load_fid_inception(p), device, key=f"inception-{SHA256_PREFIX}")
-        return cls._cache[k]
+        return remembered(
+            f"inception:{p.resolve()}",
+            device,
+            lambda: cls(load_fid_inception(p), device, key=f"inception-{SHA256_PREFIX}"),
+        )
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(images)

@@ -27,120 +27,46 @@ when the table holds every coalition; their standard error is then the replicate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from diffattr.lazy import lazy_exports
 
-from diffattr.errors import DiffattrError
-from diffattr.estimators.attribution import (
-    Attribution,
-    attributions_csv_text,
-    write_attributions_csv,
-)
-from diffattr.estimators.banzhaf import BanzhafMSR, BanzhafRegression
-from diffattr.estimators.base import Estimator, Fit
-from diffattr.estimators.convergence import convergence_report
-from diffattr.estimators.datamodel import Datamodel
-from diffattr.estimators.exact import (
-    all_subsets,
-    banzhaf_from_table,
-    exact_banzhaf,
-    exact_shapley,
-    shapley_from_table,
-)
-from diffattr.estimators.kernel_shap import KernelShap
-from diffattr.estimators.loo import AddOneIn, LeaveOneOut
-from diffattr.estimators.permutation import PermutationShapley
-from diffattr.estimators.settings import (
-    ESTIMATORS,
-    AddOneInSettings,
-    BanzhafMSRSettings,
-    BanzhafSettings,
-    CoalitionEstimatorSettings,
-    DatamodelSettings,
-    EstimatorSettings,
-    LeaveOneOutSettings,
-    PermutationShapleySettings,
-    ShapleyCVSettings,
-    ShapleySettings,
-    estimator_settings,
-)
-from diffattr.estimators.shapley_cv import ShapleyCV
-from diffattr.estimators.table import CoalitionTable, read_table_csv, write_table_csv
+_EXPORTS = {
+    "Attribution": "diffattr.estimators.attribution:Attribution",
+    "attributions_csv_text": "diffattr.estimators.attribution:attributions_csv_text",
+    "write_attributions_csv": "diffattr.estimators.attribution:write_attributions_csv",
+    "BanzhafMSR": "diffattr.estimators.banzhaf:BanzhafMSR",
+    "BanzhafRegression": "diffattr.estimators.banzhaf:BanzhafRegression",
+    "Estimator": "diffattr.estimators.base:Estimator",
+    "Fit": "diffattr.estimators.base:Fit",
+    "convergence_report": "diffattr.estimators.convergence:convergence_report",
+    "Datamodel": "diffattr.estimators.datamodel:Datamodel",
+    "all_subsets": "diffattr.estimators.exact:all_subsets",
+    "banzhaf_from_table": "diffattr.estimators.exact:banzhaf_from_table",
+    "exact_banzhaf": "diffattr.estimators.exact:exact_banzhaf",
+    "exact_shapley": "diffattr.estimators.exact:exact_shapley",
+    "shapley_from_table": "diffattr.estimators.exact:shapley_from_table",
+    "KernelShap": "diffattr.estimators.kernel_shap:KernelShap",
+    "AddOneIn": "diffattr.estimators.loo:AddOneIn",
+    "LeaveOneOut": "diffattr.estimators.loo:LeaveOneOut",
+    "PermutationShapley": "diffattr.estimators.permutation:PermutationShapley",
+    "ESTIMATORS": "diffattr.estimators.settings:ESTIMATORS",
+    "AddOneInSettings": "diffattr.estimators.settings:AddOneInSettings",
+    "BanzhafMSRSettings": "diffattr.estimators.settings:BanzhafMSRSettings",
+    "BanzhafSettings": "diffattr.estimators.settings:BanzhafSettings",
+    "CoalitionEstimatorSettings": "diffattr.estimators.settings:CoalitionEstimatorSettings",
+    "DatamodelSettings": "diffattr.estimators.settings:DatamodelSettings",
+    "EstimatorSettings": "diffattr.estimators.settings:EstimatorSettings",
+    "LeaveOneOutSettings": "diffattr.estimators.settings:LeaveOneOutSettings",
+    "PermutationShapleySettings": "diffattr.estimators.settings:PermutationShapleySettings",
+    "ShapleyCVSettings": "diffattr.estimators.settings:ShapleyCVSettings",
+    "ShapleySettings": "diffattr.estimators.settings:ShapleySettings",
+    "estimator_settings": "diffattr.estimators.settings:estimator_settings",
+    "ShapleyCV": "diffattr.estimators.shapley_cv:ShapleyCV",
+    "CoalitionTable": "diffattr.estimators.table:CoalitionTable",
+    "read_table_csv": "diffattr.estimators.table:read_table_csv",
+    "write_table_csv": "diffattr.estimators.table:write_table_csv",
+    "make_estimator": "diffattr.estimators.api:make_estimator",
+    "fit": "diffattr.estimators.api:fit",
+}
 
-__all__ = [
-    "ESTIMATORS",
-    "AddOneIn",
-    "AddOneInSettings",
-    "Attribution",
-    "BanzhafMSR",
-    "BanzhafMSRSettings",
-    "BanzhafRegression",
-    "BanzhafSettings",
-    "CoalitionEstimatorSettings",
-    "CoalitionTable",
-    "Datamodel",
-    "DatamodelSettings",
-    "Estimator",
-    "EstimatorSettings",
-    "Fit",
-    "KernelShap",
-    "LeaveOneOut",
-    "LeaveOneOutSettings",
-    "PermutationShapley",
-    "PermutationShapleySettings",
-    "ShapleyCV",
-    "ShapleyCVSettings",
-    "ShapleySettings",
-    "all_subsets",
-    "attributions_csv_text",
-    "banzhaf_from_table",
-    "convergence_report",
-    "estimator_settings",
-    "exact_banzhaf",
-    "exact_shapley",
-    "fit",
-    "make_estimator",
-    "read_table_csv",
-    "shapley_from_table",
-    "write_attributions_csv",
-    "write_table_csv",
-]
-
-
-def make_estimator(estimator: str | EstimatorSettings | Estimator, **options: Any) -> Estimator:
-    """A coalition estimator from a registry name and options, settings, or itself.
-
-    Unknown names or options are one-line ``DiffattrError`` messages.
-    """
-    if isinstance(estimator, Estimator):
-        if options:
-            raise DiffattrError("options go into the settings an estimator is built from")
-        return estimator
-    if isinstance(estimator, str):
-        settings = estimator_settings(estimator, **options)
-    elif isinstance(estimator, EstimatorSettings):
-        settings = ESTIMATORS.parse(estimator.to_dict() | options) if options else estimator
-    else:
-        raise DiffattrError(f"expected an estimator name or settings, got {estimator!r}")
-    if not settings.uses_coalitions:
-        raise DiffattrError(f"estimator {settings.name!r} does not fit coalition tables")
-    return settings.build()
-
-
-def fit(
-    estimator: str | EstimatorSettings | Estimator,
-    data: Any,
-    values: Any = None,
-    v0: Any = None,
-    v1: Any = None,
-    *,
-    names: Sequence[str] | None = None,
-    behaviors: Sequence[str | None] | None = None,
-    pair_ids: Any = None,
-    **options: Any,
-) -> Attribution | list[Attribution]:
-    """``make_estimator(estimator, **options).fit(data, values, v0=..., v1=..., ...)``."""
-    est = make_estimator(estimator, **options)
-    if isinstance(data, CoalitionTable):
-        return est.fit(data)
-    return est.fit(data, values, v0=v0, v1=v1, names=names, behaviors=behaviors, pair_ids=pair_ids)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

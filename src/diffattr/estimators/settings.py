@@ -39,7 +39,7 @@ without numpy work or torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator
 
@@ -57,9 +57,6 @@ from diffattr.coalitions.settings import (
 )
 from diffattr.errors import DiffattrError
 from diffattr.settings import Component, ComponentRegistry
-
-if TYPE_CHECKING:
-    from diffattr.estimators.base import Estimator
 
 
 class EstimatorSettings(Component):
@@ -109,7 +106,7 @@ class CoalitionEstimatorSettings(EstimatorSettings):
             raise ValueError(f"{name} needs {' or '.join(cls.samplers)} rows, got {parsed.name}")
         return parsed
 
-    def build(self) -> Estimator:
+    def build(self) -> Any:
         return self.implementation_class()(self)
 
     def rows_for(self, default_subsets: int, n_players: int) -> int:

@@ -177,6 +177,14 @@ class ModelFamily(ABC):
         """``num_samples`` images in [-1, 1], (N, C, H, W) on the CPU; sample i of every
         model starts from the same noise (and condition) for a given ``seed``."""
 
+    @abstractmethod
+    def baseline_target(
+        self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int
+    ):
+        """What gradient and similarity baselines score (``diffattr.baselines.DiffusionTarget``):
+        ``model`` with its noise schedule and noise predictor, the training examples, and
+        ``num_samples`` generated examples drawn with the run's fixed seeds."""
+
     # ------------------------------------------------------------------ pruning
 
     @abstractmethod

@@ -109,6 +109,21 @@ class UnconditionalFamily(ModelFamily):
             progress=progress,
         )
 
+    def baseline_target(
+        self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int
+    ):
+        from diffattr.baselines.target import DiffusionTarget
+
+        return DiffusionTarget.from_unet(
+            model,
+            data.x0,
+            num_generated=num_samples,
+            ddim_steps=ddim_steps,
+            seed=seed,
+            scheduler=self.noise_scheduler(),
+            device=self.device,
+        )
+
     # ------------------------------------------------------------------ pruning
 
     def prune(

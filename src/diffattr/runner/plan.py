@@ -110,7 +110,10 @@ class PlanSummary:
             f"executor: {_short(c.executor.to_dict())}; device: {c.device}",
         ]
         for e in self.estimators:
-            lines.append(f"estimator {e.name}: {e.rows} coalitions from {e.sampler}")
+            if e.rows:
+                lines.append(f"estimator {e.name}: {e.rows} coalitions from {e.sampler}")
+            else:
+                lines.append(f"estimator {e.name}: scores {e.sampler}")
         lines.append(
             f"jobs: {self.jobs} models (full, null, the method on all players, coalitions)"
         )
@@ -127,7 +130,6 @@ def _short(d: dict[str, Any]) -> str:
 def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     """Resolve the run: load the players, draw every estimator's coalitions, count the
     jobs; raise a one-line error for anything that would fail later."""
-    from diffattr.coalitions import sampler_for_estimator
     from diffattr.data import Players, load_dataset
 
     check_config(cfg)
@@ -144,12 +146,14 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         family.check_model(cfg.attribution.full_model, dataset)
     masks: set[str] = set()
     ests = []
-    for est in cfg.attribution.estimators:
-        sampler = sampler_for_estimator(est.name, n, cfg.attribution.seed)
-        m = getattr(est, "subsets", None) or cfg.attribution.subsets
-        rows = sampler.sample(m if sampler.n_required is None else sampler.n_required)
+    a = cfg.attribution
+    for i, est in enumerate(a.estimators):
+        if not est.uses_coalitions:
+            ests.append(EstimatorPlan(est.name, "the full model (no coalitions)", 0))
+            continue
+        rows, _ = est.draw(n, a.subsets, a.seed, where=f"attribution.estimators[{i}]")
         masks |= {"".join("1" if b else "0" for b in r) for r in rows}
-        ests.append(EstimatorPlan(est.name, sampler.name, len(rows)))
+        ests.append(EstimatorPlan(est.name, est.sampler.name, len(rows)))
     masks.discard("0" * n)  # the null model's job
     masks.discard("1" * n)  # the method's all-players job (a reference)
     notes = []

@@ -69,6 +69,8 @@ class JobPlan:
     prepared: Prepared
     references: dict[str, JobSpec]  # 'full', 'null', 'method' (the method on all players)
     fit: dict[str, list[JobSpec]]  # estimator name -> one spec per sampled row, in order
+    pairs: dict[str, np.ndarray | None] = field(default_factory=dict)  # pair id of each row
+    baselines: list[EstimatorSettings] = field(default_factory=list)  # score the full model
 
     def specs(self) -> list[JobSpec]:
         """Every job to run, each key once (all-0 rows are the null model, not a job)."""
@@ -290,11 +292,6 @@ class Run:
             "method": self.spec(p, "1" * n, p.method, self.cfg.attribution.seed, "method-all"),
         }
 
-    def sampler(self, estimator: EstimatorSettings, n_players: int):
-        from diffattr.coalitions import sampler_for_estimator
-
-        return sampler_for_estimator(estimator.name, n_players, self.cfg.attribution.seed)
-
     def plan(
         self,
         method: MethodSettings | str | None = None,
@@ -306,12 +303,18 @@ class Run:
         p = self.prepare(method)
         a = self.cfg.attribution
         fit: dict[str, list[JobSpec]] = {}
-        for est in estimators or a.estimators:
-            sampler = self.sampler(est, p.n_players)
-            m = subsets or getattr(est, "subsets", None) or a.subsets
-            masks = sampler.sample(m if sampler.n_required is None else sampler.n_required)
+        pairs: dict[str, np.ndarray | None] = {}
+        baselines = []
+        for i, est in enumerate(estimators or a.estimators):
+            if not est.uses_coalitions:
+                baselines.append(est)
+                continue
+            masks, pair_ids = est.draw(
+                p.n_players, subsets or a.subsets, a.seed, where=f"attribution.estimators[{i}]"
+            )
             fit[est.name] = [self.spec(p, row, p.method, a.seed, "fit") for row in masks]
-        return JobPlan(p, self.reference_specs(p), fit)
+            pairs[est.name] = pair_ids
+        return JobPlan(p, self.reference_specs(p), fit, pairs, baselines)
 
     # ------------------------------------------------------------------ execute
 
@@ -380,9 +383,10 @@ class Run:
             raise DiffattrError(_missing_references(refs, self.store, plan))
         behaviors = sorted(full.behaviors)
         specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
+        all_pairs = plan.pairs.get(estimator)
         rows = {r.key: r for r in self.store.records([s.key for s in specs])}
-        masks, values = [], []
-        for s in specs:
+        masks, values, pair_ids = [], [], []
+        for i, s in enumerate(specs):
             if exclude_masks and s.mask in exclude_masks:
                 continue
             if "1" not in s.mask:
@@ -395,6 +399,8 @@ class Run:
                 continue
             masks.append(str_to_mask(s.mask))
             values.append([rec.behaviors[b] for b in behaviors])
+            if all_pairs is not None:
+                pair_ids.append(int(all_pairs[i]))
         n = plan.prepared.n_players
         v1_rec = full
         if self.cfg.attribution.v1 == "method":
@@ -411,6 +417,7 @@ class Run:
             behaviors=behaviors,
             v0=np.array([null.behaviors[b] for b in behaviors]),
             v1=np.array([v1_rec.behaviors[b] for b in behaviors]),
+            pair_ids=np.array(pair_ids, dtype=np.int64) if all_pairs is not None else None,
         )
 
     # ------------------------------------------------------------------ estimate
@@ -432,6 +439,10 @@ class Run:
         out = []
         refs = self.reference_records(plan)
         for est in estimators or self.cfg.attribution.estimators:
+            if not est.uses_coalitions:
+                if limit is None and est in plan.baselines:
+                    out.extend(self._baseline(plan, est, errors))
+                continue
             if est.name not in plan.fit:
                 continue
             try:
@@ -461,6 +472,55 @@ class Run:
             v1=dict(full.behaviors) if full else {},
             method_all=dict(method_all.behaviors) if method_all else None,
         )
+
+    # ------------------------------------------------------------------ baselines
+
+    def _baseline(self, plan: JobPlan, est: EstimatorSettings, errors: list[str] | None) -> list:
+        """A baseline that scores the full model directly (TRAK-type, similarity, heuristic):
+        its target is the full model with the run's generated samples (same seeds as the
+        jobs), its features cached under the run's cache folder."""
+        from diffattr.baselines.api import attribute
+
+        try:
+            family, dataset, players, data, full_dir, _ = self._base_models()
+            target = self._baseline_target()
+            refs = self.reference_records(plan)
+            keys = sorted(refs["full"].behaviors) if refs["full"] else None
+            worker = self._measure_worker(plan.prepared)
+            feature_fn = next(iter(worker.suite.extractors.values())).features
+            attrs = attribute(
+                est,
+                target,
+                players,
+                behaviors=keys,
+                features=feature_fn,
+                measure=worker.measure,
+                cache_dir=self.cache_dir,
+                progress=self.progress,
+            )
+        except DiffattrError as e:
+            if errors is None:
+                raise
+            errors.append(f"{est.name}: {e}")
+            return []
+        for a in attrs:
+            a.settings = {**a.settings, "method": "full model (no coalitions)"}
+        return attrs
+
+    def _baseline_target(self):
+        if getattr(self, "_target", None) is None:
+            family, dataset, players, data, full_dir, _ = self._base_models()
+            s = self.cfg.sample
+            state = family.load(full_dir)
+            self._target = family.baseline_target(
+                state.model, data, num_samples=s.num_samples, seed=s.seed, ddim_steps=s.ddim_steps
+            )
+        return self._target
+
+    def _measure_worker(self, p: Prepared):
+        from diffattr.runner.job import worker_for
+
+        return worker_for(p.ctx)
 
     # ------------------------------------------------------------------ diffattr run
 
@@ -544,16 +604,7 @@ class Run:
 
 def fit_table(est: EstimatorSettings, table) -> list:
     """Fit one estimator on a coalition table (one Attribution per behavior)."""
-    from diffattr.estimators import ESTIMATORS as IMPLEMENTATIONS
-
-    attrs = IMPLEMENTATIONS.get(est.name).fit(
-        table.masks,
-        table.values,
-        v0=table.v0,
-        v1=table.v1,
-        names=table.names,
-        behaviors=table.behaviors,
-    )
+    attrs = est.build().fit(table)
     return attrs if isinstance(attrs, list) else [attrs]
 
 

@@ -1,0 +1,156 @@
+"""Latents of a frozen autoencoder, computed once per (autoencoder, images) and cached.
+
+Latent families (``latent``, ``text-to-image``) train and fine-tune on the latents of their
+training images; encoding runs once per run, never inside a fine-tune. The cache lives in
+the run's cache folder and is keyed by content: a digest of the autoencoder's weights and
+config, the images' bytes and the encoding options — so a changed autoencoder or changed
+images give a new entry, never stale latents.
+
+    <cache_dir>/latents/<key>.safetensors   {"latents": (N, c, h, w) float32}
+    <cache_dir>/latents/<key>.json          what the key hashes, and the latents' shape
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffattr.errors import DiffattrError
+from diffattr.fileio import atomic_write_text
+
+#: Version of the encoding procedure (part of every key).
+VERSION = 1
+
+
+def module_digest(module: nn.Module) -> str:
+    """Hash of a module's class, config (if any) and every parameter and buffer."""
+    h = hashlib.sha256(type(module).__name__.encode())
+    config = getattr(module, "config", None)
+    if config is not None:
+        h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        a = t.detach().cpu().contiguous()
+        h.update(str(a.dtype).encode() + str(tuple(a.shape)).encode())
+        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def tensor_digest(x: torch.Tensor) -> str:
+    a = x.detach().cpu().float().contiguous()
+    h = hashlib.sha256(str(tuple(a.shape)).encode())
+    h.update(a.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode(
+    autoencoder: nn.Module,
+    images: torch.Tensor,
+    *,
+    scaling_factor: float,
+    sample: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Latents ``scaling_factor * E(x)`` of images (N, C, H, W) in [-1, 1], on the CPU.
+
+    ``AutoencoderKL``: the posterior mean (or a seeded sample with ``sample=True``);
+    ``VQModel``: the pre-quantisation latents (``encode(x).latents``), as diffusers'
+    latent pipelines expect.
+    """
+    autoencoder = autoencoder.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = images[s : s + batch_size].to(device, torch.float32)
+        enc = autoencoder.encode(x)
+        dist = getattr(enc, "latent_dist", None)
+        if dist is not None:
+            if sample:
+                noise = torch.randn(dist.mean.shape, generator=gen).to(device)
+                z = dist.mean + dist.std * noise
+            else:
+                z = dist.mean
+        else:
+            z = enc.latents
+        out.append((z * scaling_factor).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode(
+    autoencoder: nn.Module,
+    latents: torch.Tensor,
+    *,
+    scaling_factor: float,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Images in [-1, 1] (N, C, H, W), on the CPU, from scaled latents."""
+    autoencoder = autoencoder.to(device).eval()
+    out = []
+    for s in range(0, len(latents), batch_size):
+        z = latents[s : s + batch_size].to(device, torch.float32) / scaling_factor
+        out.append(autoencoder.decode(z).sample.clamp(-1, 1).float().cpu())
+    return torch.cat(out)
+
+
+def cached_latents(
+    autoencoder: nn.Module,
+    images: torch.Tensor,
+    cache_dir: str | Path | None,
+    *,
+    scaling_factor: float,
+    sample: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``encode(...)`` from the content-keyed cache under ``cache_dir`` (computed and stored
+    on a miss; no cache when ``cache_dir`` is None). Returns (latents, record)."""
+    from safetensors.torch import load_file, save_file
+
+    record = {
+        "version": VERSION,
+        "autoencoder": module_digest(autoencoder),
+        "images": tensor_digest(images),
+        "scaling_factor": float(scaling_factor),
+        "sample": bool(sample),
+        "seed": int(seed) if sample else None,
+    }
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    if cache_dir is not None:
+        stem = Path(cache_dir) / "latents" / key
+        weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        if weights.is_file() and meta.is_file():
+            try:
+                z = load_file(str(weights))["latents"]
+                if z.shape[0] == images.shape[0]:
+                    return z, {**record, "key": key, "cached": True}
+            except Exception:  # noqa: BLE001 - a broken entry is recomputed, not trusted
+                pass
+    z = encode(
+        autoencoder,
+        images,
+        scaling_factor=scaling_factor,
+        sample=sample,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+    )
+    if not torch.isfinite(z).all():
+        raise DiffattrError("the autoencoder gave non-finite latents for the training images")
+    if cache_dir is not None:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(f".{weights.name}.tmp")
+        save_file({"latents": z.contiguous()}, str(tmp))
+        tmp.replace(weights)
+        atomic_write_text(meta, json.dumps({**record, "shape": list(z.shape)}, indent=2))
+    return z, {**record, "key": key, "cached": False}

@@ -479,6 +479,89 @@ def test_compute_curve_marks_unidentified_points(run, tmp_path):
     assert status[("retrain", "80")] == "identified" and status[("sft", "40")] == "identified"
 
 
+def _lds_report():
+    from diffattr.evaluate.fidelity import FidelityResult
+    from diffattr.evaluate.lds import LDSProtocol, LDSReport, LDSResult, LDSScore
+
+    rng = np.random.default_rng(2)
+    pred = rng.normal(size=16)
+    results = [
+        LDSResult(
+            0.5,
+            "sft",
+            est,
+            beh,
+            LDSScore(41.25, 3.5, [38.0, 41.0, 44.75], 30.0, 52.5, 16),
+            24,
+            {"identified": ident, "solver": "cholesky"},
+            pred.tolist(),
+            (pred + rng.normal(size=16)).tolist(),
+        )
+        for est, beh, ident in [("shapley", FID, True), ("datamodel", IS, False)]
+    ]
+    fid = [FidelityResult("sft", FID, 0.8, 0.75, 1.5, 16, pred.tolist(), (2 * pred).tolist())]
+    return LDSReport(
+        LDSProtocol((0.5,), 16, 3),
+        {0.5: 16},
+        results,
+        fid,
+        {
+            "retrain": {"seconds_per_job": 40.0, "prepare_seconds": 0.0},
+            "sft": {"seconds_per_job": 2.0, "prepare_seconds": 30.0, "speedup_vs_retrain": 20.0},
+        },
+    )
+
+
+def test_lds_section_renders_the_dataclass_or_its_json(run, tmp_path):
+    from diffattr.report.lds import render_lds
+
+    report = _lds_report()
+    direct = render_lds(report)
+    (run / "lds.json").write_text(json.dumps(report.to_dict()))
+    page = write_report(run, tmp_path / "r.html").read_text()
+    sec = page.split("<h2>Linear datamodeling score</h2>", 1)[1].split("<h2>Run</h2>", 1)[0]
+    assert direct.split("<h2>Linear datamodeling score</h2>", 1)[1] == sec
+    title = "LDS 41.2 ± 3.5 (t, over 3 seeds); bootstrap [30.0, 52.5] (over 16 test subsets)"
+    caps = [
+        html.unescape(c)
+        for c in re.findall(
+            r'<figure class="plot lds">.*?'
+            r"<figcaption>(.*?)</figcaption>",
+            sec,
+            re.S,
+        )
+    ]
+    assert caps == [f"sft shapley, {FID}, α=0.5: {title}", f"sft datamodel, {IS}, α=0.5: {title}"]
+    rows = [_cells(r) for r in table_rows(sec)]
+    assert rows[0][4:7] == ["41.25", "± 3.5", "[30.0, 52.5]"]
+    assert rows[0][-1] == "" and rows[1][-1] == "not identified"
+    assert "<h2>Fidelity to retraining</h2>" in sec and "20×" in sec
+    assert len(re.findall(r'<img src="data:image/png', sec)) == 3  # 2 LDS + 1 fidelity
+
+
+def test_counterfactual_section_with_the_retrained_grid(run, tmp_path):
+    from diffattr.evaluate.counterfactual import CounterfactualReport, Removal
+
+    change = {FID: {"mean": 35.0, "sd": float("nan"), "ci95": float("nan"), "value": 10.8}}
+    cf = CounterfactualReport(
+        "top", 0.4, 1, [Removal("shapley", FID, ["2", "4", "5", "0"], 1, change)]
+    )
+    (run / "counterfactual-top.json").write_text(json.dumps(cf.to_dict()))
+    mask = "".join("0" if n in {"2", "4", "5", "0"} else "1" for n in NAMES)
+    with Store(run / "store.sqlite") as s:
+        s.put(JobRecord("cfkey", "counterfactual", mask, "retrain", {}, 0, behaviors={FID: 10.8}))
+    (run / "grids" / "cfkey.png").write_bytes(_png(9))
+    page = write_report(run, tmp_path / "r.html").read_text()
+    sec = page.split("<h2>Counterfactual: retrain without the top 40%</h2>", 1)[1]
+    sec = sec.split("<h2>", 1)[0]
+    row = _cells(table_rows(sec)[0])
+    assert row[:5] == ["shapley", FID, f"{FID} (lower is better)", "35", "± n/a"]
+    assert row[-1] == "2, 4, 5, 0"
+    (grid,) = re.findall(r'<figure class="grid"><img src="data:image/png;base64,([^"]+)"', sec)
+    assert base64.b64decode(grid) == _png(9)
+    assert "retrain without the bottom" not in page  # no bottom file: no section
+
+
 def test_thousands_of_per_image_players_show_top_and_bottom(tmp_path):
     from diffattr.data import load_dataset
 

@@ -79,7 +79,7 @@ class Cell:
 
 def table(
     rows: Iterable[Sequence[Any]],
-    header: Sequence[str],
+    header: Sequence[str] | None,
     cls: str | None = None,
     caption: str | None = None,
 ) -> str:
@@ -93,11 +93,12 @@ def table(
         attr = ' class="num"' if numeric else ""
         return f"<{tag}{attr}>{esc(fmt(c))}</{tag}>"
 
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header or [])
+    head = f"<thead><tr>{head}</tr></thead>" if head else ""
     body = "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows)
     cap = f"<caption>{caption}</caption>" if caption else ""
     c = f' class="{esc(cls)}"' if cls else ""
-    return f"<table{c}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{c}>{cap}{head}<tbody>{body}</tbody></table>"
 
 
 def figure(uri: str, caption: str, alt: str | None = None, cls: str | None = None) -> str:

@@ -60,9 +60,11 @@ def fit_flags(settings: dict[str, Any], n_players: int) -> list[Flag]:
     identified = settings.get("identified")
     solver = settings.get("solver")
     if identified is False:
-        why = f"rank {rank} " if rank is not None else ""
-        why += f"with solver {solver}: " if solver else ": "
-        flags.append(Flag("not identified", "warn", why + "the rows do not determine the values"))
+        how = ", ".join(
+            f"{k} {v}" for k, v in (("rank", rank), ("solver", solver)) if v is not None
+        )
+        why = "the coalitions do not determine the values" + (f" ({how})" if how else "")
+        flags.append(Flag("not identified", "warn", why))
     elif identified is None and rank is not None and int(rank) < n_players:
         flags.append(
             Flag(
@@ -309,7 +311,9 @@ def render_fits(attributions: list[dict[str, Any]]) -> str:
                 s.get("rows", s.get("rows_used")),
                 s.get("solver") or "—",
                 s.get("rank") if s.get("rank") is not None else "—",
-                Cell(flag_html(flags) or badge("identified", "ok")),
+                Cell(
+                    flag_html(flags) or (badge("identified", "ok") if s.get("identified") else "—")
+                ),
                 s.get("stderr_method") or "—",
             ]
         )

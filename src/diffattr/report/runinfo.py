@@ -57,7 +57,9 @@ def render_timings(summary: dict[str, Any] | None, calls: list[dict[str, Any]] |
     if per_call:
         header += [f"call {i + 1}" + _at(c) for i, c in enumerate(per_call)]
     if total is not None:
-        header.append(f"all {n_calls} calls" if n_calls else "all calls")
+        header.append(
+            f"sum of {n_calls} call{'s' if n_calls != 1 else ''}" if n_calls else "sum of all calls"
+        )
     rows = []
     for s in stages:
         row = [s, seconds(last.get(s)) if s in last else "—"]
@@ -96,7 +98,7 @@ def render_status(summary: dict[str, Any] | None) -> str:
         rows.append(["first failure", summary["first_failure"]])
     for e in summary.get("estimator_errors") or []:
         rows.append(["estimator not fitted", e])
-    return "<h3>Status</h3>" + table(rows, ["", ""], cls="kv")
+    return "<h3>Status</h3>" + table(rows, None, cls="kv")
 
 
 def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:

@@ -430,46 +430,19 @@ def test_store_copied_when_it_cannot_be_opened_read_only(run, tmp_path, monkeypa
 
 
 def test_compute_curve_marks_unidentified_points(run, tmp_path):
-    pts = [
-        {
-            "method": "retrain",
-            "budget_seconds": 40.0,
-            "subsets": 6,
-            "behavior": FID,
-            "lds": None,
-            "identified": False,
-            "note": "shapley: not identified (rank 5 < 9)",
-        },
-        {
-            "method": "retrain",
-            "budget_seconds": 80.0,
-            "subsets": 18,
-            "behavior": FID,
-            "lds": 35.0,
-            "identified": True,
-            "note": None,
-        },
-        {
-            "method": "sft",
-            "budget_seconds": 40.0,
-            "subsets": 30,
-            "behavior": FID,
-            "lds": 20.0,
-            "identified": True,
-            "note": None,
-        },
-    ]
-    curve = {
-        "methods": ["retrain", "sft"],
-        "test_subsets": 16,
-        "seeds": 1,
-        "costs": {
-            "retrain": {"prepare_seconds": 0, "seconds_per_job": 4.4, "subsets": 18},
-            "sft": {"prepare_seconds": 5, "seconds_per_job": 1.1, "subsets": 30},
-        },
-        "curves": {"retrain": pts[:2], "sft": pts[2:]},
+    from diffattr.evaluate.budget import CurvePoint, CurveReport
+
+    costs = {
+        "retrain": {"prepare_seconds": 0.0, "seconds_per_job": 4.4, "subsets": 18},
+        "sft": {"prepare_seconds": 5.0, "seconds_per_job": 1.1, "subsets": 30},
     }
-    (run / "compute_curve.json").write_text(json.dumps(curve))
+    points = [
+        CurvePoint("retrain", 40.0, 6, FID, None, False, "shapley: not identified (rank 5 < 9)"),
+        CurvePoint("retrain", 80.0, 18, FID, 35.0, True),
+        CurvePoint("sft", 40.0, 30, FID, 20.0, True),
+    ]
+    curve = CurveReport(["retrain", "sft"], costs, points, test_subsets=16, seeds=1)
+    (run / "compute_curve.json").write_text(json.dumps(curve.to_dict()))
     page = write_report(run, tmp_path / "r.html").read_text()
     sec = page.split("<h2>LDS against compute</h2>", 1)[1].split("<h2>", 1)[0]
     assert len(re.findall(r"<img src=\"data:image/png", sec)) == 1  # one behavior, one plot

@@ -95,6 +95,7 @@ def one_repeat(args, r: int) -> dict:
         test_set = {mask_to_str(m) for m in targets.masks}
         behaviors = sorted(run.reference_records(plan)["full"].behaviors)
         out["test_subsets"] = len(targets.masks)
+        out["ceilings"] = {b: ceilings(targets, b) for b in behaviors}
         refs = run.reference_records(plan)
         c_retrain = targets.seconds_per_job()
         fit = run.store.records([s.key for s in plan.specs() if s.kind == "fit"])
@@ -222,6 +223,31 @@ def one_repeat(args, r: int) -> dict:
         out["behaviors"] = behaviors
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def ceilings(targets, behavior: str) -> dict:
+    """What the retrained ground truth itself allows: the Spearman (x100) between two
+    retraining seeds of the same subsets (retraining noise), and the leave-one-out LDS of
+    the best additive model fitted to the retrained subsets themselves (how additive the
+    behavior is over these subsets)."""
+    from scipy.stats import spearmanr
+
+    y = targets.values(behavior)  # (seeds, B)
+    x = targets.masks.astype(float)
+    seeds = [
+        100 * spearmanr(y[i], y[j]).statistic for i in range(len(y)) for j in range(i + 1, len(y))
+    ]
+    mean = y.mean(axis=0)
+    pred = np.empty(len(mean))
+    for b in range(len(mean)):
+        keep = np.arange(len(mean)) != b
+        design = np.column_stack([x[keep], np.ones(keep.sum())])
+        coef, *_ = np.linalg.lstsq(design, mean[keep], rcond=None)
+        pred[b] = np.append(x[b], 1.0) @ coef
+    return {
+        "seed_to_seed_spearman": float(np.mean(seeds)) if seeds else float("nan"),
+        "additive_fit_loo_lds": float(100 * spearmanr(pred, mean).statistic),
+    }
 
 
 def fplan_est(plan):

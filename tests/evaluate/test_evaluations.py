@@ -79,7 +79,7 @@ def test_lds_cli_fits_more_subsets(evaluated_run):
     run_dir, lds, _ = evaluated_run
     before = next(r["fit_rows"] for r in lds["results"] if r["estimator"] == "shapley")
     args = ["lds", str(run_dir), "--test-subsets", "4", "--seeds", "1", "--estimator", "shapley"]
-    result = CliRunner().invoke(app, [*args, "--subsets", "16", "--no-fidelity"])
+    result = CliRunner().invoke(app, [*args, "--subsets", "30", "--no-fidelity"])
     assert result.exit_code == 0, result.output
     out = json.loads((run_dir / "lds.json").read_text())
     rows = {r["fit_rows"] for r in out["results"] if r["estimator"] == "shapley"}

@@ -65,8 +65,9 @@ def config(args, r: int):
             "attribution.subsets": grid_max,
             "attribution.estimators": [
                 {"name": "shapley", "subsets": grid_max},
+                {"name": "shapley-cv", "subsets": grid_max},
                 {"name": "datamodel", "subsets": min(grid_max, args.other_max)},
-                {"name": "banzhaf", "subsets": min(grid_max, args.other_max)},
+                {"name": "banzhaf", "subsets": min(grid_max, args.banzhaf_max)},
                 {"name": "loo"},
             ],
             "method": {"name": "sft", "finetune_steps": args.finetune_steps, "steps": args.k},
@@ -293,6 +294,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--grid", type=int, nargs="+", default=[32, 64, 100, 140])
     ap.add_argument("--other-max", type=int, default=100)
+    ap.add_argument("--banzhaf-max", type=int, default=64)
     ap.add_argument("--retrain-max", type=int, default=24)
     ap.add_argument("--ft-subsets", type=int, default=100)
     ap.add_argument("--train-steps", type=int, default=1000)

@@ -220,7 +220,7 @@ def test_inception_loads_a_matching_file_and_extracts(tmp_path, monkeypatch, dig
     path = tmp_path / inception.WEIGHTS_NAME
     torch.save(model.state_dict(), path)
     monkeypatch.setattr(inception, "SHA256_PREFIX", inception.sha256_file(path)[:8])
-    monkeypatch.setattr(inception.InceptionExtractor, "_cache", {})
+    clear_memory_cache()  # no extractor of another test kept for this path
     ext = _build("inception", digits, tmp_path, path=str(path))
     f, p = ext.features_and_probs(torch.rand(2, 1, 8, 8) * 2 - 1)
     assert f.shape == (2, 2048) and p.shape == (2, 1008)

@@ -137,13 +137,21 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
 
 def test_ray_matches_inline(tmp_path, full_model):
     pytest.importorskip("ray")
+    import torch
+
     cfg = small_cfg(full_model)
-    inline = run_attribution(cfg, tmp_path / "inline", progress=False)
     ray_cfg = cfg.with_overrides(executor={"name": "ray", "workers": 2})
-    via_ray = run_attribution(ray_cfg, tmp_path / "ray", progress=False)
+    threads = torch.get_num_threads()
+    # One thread everywhere, as each Ray worker: the driver prepares the shared models
+    # and another thread count trains other floats.
+    torch.set_num_threads(1)
+    try:
+        inline = run_attribution(cfg, tmp_path / "inline", progress=False)
+        via_ray = run_attribution(ray_cfg, tmp_path / "ray", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert inline.failed == via_ray.failed == 0
     a, b = read_values(tmp_path / "inline"), read_values(tmp_path / "ray")
-    # Ray workers run one thread each: equal up to float reduction order.
     np.testing.assert_allclose(
         [float(r["value"]) for r in a], [float(r["value"]) for r in b], rtol=1e-4, atol=1e-6
     )

@@ -298,7 +298,7 @@ def _merge(path: Path, new: dict) -> dict:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return new
-    if old.get("protocol") != new["protocol"]:
+    if old.get("protocol") != json.loads(json.dumps(new["protocol"])):  # tuples read as lists
         return new
     merged = dict(new)
     key = ("alpha", "method", "estimator", "behavior")

@@ -172,12 +172,18 @@ class SlurmExecutor(Executor):
         c = self.cfg
         folder = self._folder(ctx)
         folder.mkdir(parents=True, exist_ok=True)
-        ex = self._submitit.AutoExecutor(folder=folder / "%j", cluster=c.cluster)
+        try:
+            ex = self._submitit.AutoExecutor(folder=folder / "%j", cluster=c.cluster)
+        except RuntimeError as e:  # e.g. no srun: not on a SLURM cluster
+            raise DiffattrError(
+                f"executor: submitit cannot use cluster {c.cluster!r} here ({e}); set "
+                "executor.cluster = 'local' to run the tasks on this machine"
+            ) from None
         params = dict(
             name="diffattr",
             timeout_min=c.time,
             cpus_per_task=c.cpus_per_job,
-            gpus_per_node=c.gpus_per_job,
+            gpus_per_node=c.gpus_per_job or None,  # no GPU: no --gpus-per-node at all
             tasks_per_node=1,
             nodes=1,
             mem_gb=c.mem_gb,

@@ -72,6 +72,7 @@ def check_config(cfg: RunConfig) -> None:
                 "(diffattr.json missing)"
             )
     check_device(cfg.device)
+    cfg.executor.check()
     from diffattr.behaviors.settings import check_settings
 
     check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())

@@ -22,6 +22,10 @@ class ExecutorSettings(Component):
         """The executor object for these settings."""
         return self.implementation_class()(self)
 
+    def check(self) -> None:
+        """A one-line error when this machine cannot run the executor (checked with the
+        plan, before any training); nothing is imported."""
+
 
 EXECUTORS: ComponentRegistry[ExecutorSettings] = ComponentRegistry("executor", ExecutorSettings)
 
@@ -54,18 +58,26 @@ class RaySettings(ExecutorSettings):
     num_cpus: float = Field(1.0, gt=0, description="CPUs per job")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per job, fractional allowed")
 
+    def check(self) -> None:
+        import importlib.util
+
+        from diffattr.errors import DiffattrError
+
+        if importlib.util.find_spec("ray") is None:
+            raise DiffattrError("the ray executor needs Ray: pip install 'diffattr[ray]'")
+
 
 @EXECUTORS.register
 class SlurmSettings(ExecutorSettings):
     """SLURM array jobs through submitit: each array task runs ``jobs_per_task`` jobs and
     returns their records to this process, which alone writes the store. Logs and
     submitit's files go to ``log_folder`` (default ``RUN_DIR/slurm``). ``cluster = "local"``
-    runs the tasks as local processes instead (no SLURM needed), ``"debug"`` in this one."""
+    runs the tasks as local processes instead (no SLURM needed)."""
 
     name: Literal["slurm"] = "slurm"
     implementation: ClassVar[str] = "diffattr.runner.executors:SlurmExecutor"
-    cluster: Literal["slurm", "local", "debug"] = Field(
-        "slurm", description="slurm (sbatch), or local processes / this process (no SLURM)"
+    cluster: Literal["slurm", "local"] = Field(
+        "slurm", description="slurm (sbatch), or local: the same tasks as local processes"
     )
     partition: str | None = Field(None, description="SLURM partition (default: the cluster's)")
     time: int = Field(60, ge=1, description="minutes each array task may run (sbatch --time)")
@@ -91,6 +103,21 @@ class SlurmSettings(ExecutorSettings):
     )
     log_folder: str | None = Field(None, description="submitit's folder (default RUN_DIR/slurm)")
     poll_seconds: float = Field(5.0, gt=0, description="seconds between checks of the tasks")
+
+    def check(self) -> None:
+        import importlib.util
+        import shutil
+
+        from diffattr.errors import DiffattrError
+
+        if importlib.util.find_spec("submitit") is None:
+            raise DiffattrError("the slurm executor needs submitit: pip install 'diffattr[slurm]'")
+        if self.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise DiffattrError(
+                "executor: cluster = 'slurm' but this machine has no SLURM (sbatch not found); "
+                "submit from a SLURM login node, or set executor.cluster = 'local' to run the "
+                "tasks here"
+            )
 
     @field_validator("extra_sbatch")
     @classmethod

@@ -219,6 +219,19 @@ def test_refused_before_any_training(tmp_path):
         out = tmp_path / f"run{i}"
         one_error(run_cli("run", *args, "--out", out), fragment)
         assert not out.exists()
+    # the same through the Run API: refused before the full model is trained
+    from diffattr.config import RunConfig
+    from diffattr.errors import DiffattrError
+    from diffattr.runner.run import Run
+
+    for name, fragment in (("one", "at least 2 players"), ("few", "12 images")):
+        cfg = RunConfig().with_overrides(
+            **{"data": {"name": "folder", "path": str(tmp_path / name)}, "train.steps": 5}
+        )
+        with pytest.raises(DiffattrError, match=fragment):
+            with Run(cfg, tmp_path / f"api-{name}", progress=False) as run:
+                run.plan()
+        assert not (tmp_path / f"api-{name}" / "full").exists()
 
 
 def test_a_full_model_that_does_not_fit_the_data(tmp_path):

@@ -3,7 +3,9 @@ one-line errors, where caches go, and the fault points of the kill tests.
 
 * ``atomic_write_text``: a temporary sibling, then ``os.replace`` (never a half-written
   file); the file gets the mode an ordinary ``open()`` would give it (``0666 & ~umask``),
-  not ``mkstemp``'s private ``0600``.
+  not ``mkstemp``'s private ``0600``. Temporary siblings are named after their host and
+  pid (``tmp_prefix``), so those a killed process left are removed by the next write
+  (``remove_stale_tmp``).
 * ``read_json``: a JSON file, or a one-line ``DiffattrError`` naming it and what to do.
 * ``cache_home``: the shared cache folder of commands that have no run directory.
 * ``fault_point``: a named point where ``DIFFATTR_FAULT=name:k`` kills the process (SIGKILL)
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,49 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def tmp_prefix(name: str) -> str:
+    """The prefix of a temporary sibling of ``name`` made by this process."""
+    return f".{name}.tmp-{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_tmp(parent: Path, name: str) -> list[Path]:
+    """Temporary siblings of ``parent/name`` left by dead processes of this host."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-{_host()}-(\d+)-")
+    out = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            out.append(p)
+    return sorted(out)
+
+
+def remove_stale_tmp(parent: Path, name: str) -> None:
+    """Remove the temporary siblings of ``parent/name`` that killed processes left."""
+    for p in stale_tmp(parent, name):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str, mkdir: bool = True) -> None:
     """Write ``text`` to ``path`` atomically; with ``mkdir`` create the parent folder.
 
@@ -51,7 +99,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mkdir: bool = Tru
         path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise DiffattrError(f"{path} is a directory where a file belongs; remove it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_tmp(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:

@@ -151,10 +151,12 @@ class Store:
         try:
             self._con = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
             row = self._con.execute(query).fetchone()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as e:
             # WAL needs its index file (-shm) beside the database; in a read-only folder
             # SQLite cannot create it, and then reads the file as immutable (no writer can
             # be changing a file in a folder nobody can write).
+            if not ("readonly" in str(e) or "unable to open" in str(e)):
+                raise
             if self._con is not None:
                 self._con.close()
             self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)

@@ -101,3 +101,16 @@ def test_an_image_listed_twice_warns_with_the_count_or_fails_when_strict(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", DiffattrWarning)
         load_dataset({"name": "folder", "path": str(clean), "strict": True})
+
+
+def test_subfolder_names_round_trip(tmp_path):
+    names = ['bo"b', "a,b", "Zoë 🎨", "it's"]
+    for i, who in enumerate(names):
+        _images(tmp_path / "root" / who, 2)
+    ds = load_dataset({"name": "folder", "path": str(tmp_path / "root")})
+    players = Players.from_dataset(ds)
+    assert sorted(players.names) == sorted(names)
+    att = Attribution(np.zeros(len(names)), np.zeros(len(names)), list(players.names), "loo")
+    out = tmp_path / "values.csv"
+    out.write_text(values_csv_text([att]), encoding="utf-8")
+    assert [r["player"] for r in read_values_csv(out)] == list(players.names)

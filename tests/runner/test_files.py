@@ -106,3 +106,22 @@ def test_truncated_optimizer_state(model_dir):
     p = d / "training" / "optimizer.pt"
     p.write_bytes(p.read_bytes()[:100])
     _one_line(lambda: family.load(d, training=True), str(p), "truncated")
+
+
+def test_a_model_dir_left_half_replaced_by_a_killed_process_is_recovered(model_dir):
+    import subprocess
+    import sys
+
+    from diffattr.diffusion.checkpoint import recover_model_dir
+    from diffattr.fileio import tmp_prefix
+
+    family, d = model_dir
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    prefix = tmp_prefix(d.name).replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    os.replace(d, d.with_name(prefix + "old"))  # killed between the two renames
+    (d.parent / (prefix + "abcd1234")).mkdir()  # ... with its half-written replacement
+    (d.parent / (prefix + "abcd1234") / "junk").write_text("x")
+    recover_model_dir(d)
+    assert family.load(d, training=True).ema_step == 3
+    assert sorted(p.name for p in d.parent.iterdir()) == [d.name]

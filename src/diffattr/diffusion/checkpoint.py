@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from diffattr.errors import DiffattrError
-from diffattr.fileio import fault_point, umask
+from diffattr.fileio import fault_point, remove_stale_tmp, stale_tmp, tmp_prefix, umask
 
 META = "diffattr.json"
 #: Files whose presence in a folder means the folder is a model component needing weights.
@@ -131,7 +131,8 @@ def write_model_dir(
     is written and the directory renamed into place (replacing an old one)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    recover_model_dir(out)
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~umask())
         fill(tmp)
@@ -187,12 +188,44 @@ def read_training_state(directory: Path, device: str | torch.device) -> tuple[di
     return opt, step
 
 
+def recover_model_dir(out: str | Path) -> None:
+    """Clean up after a process killed while writing ``out``: a previous model moved aside
+    for its replacement is put back when the replacement never arrived, and temporary
+    folders of dead processes are removed."""
+    out = Path(out)
+    stale = stale_tmp(out.parent, out.name)
+    if not out.exists():
+        old = [p for p in stale if p.name.endswith("-old") and is_model_dir(p)]
+        if old:
+            os.replace(old[-1], out)
+    remove_stale_tmp(out.parent, out.name)
+
+
+def recover_folder(folder: str | Path) -> None:
+    """``recover_model_dir`` for every model directory of ``folder`` that a killed process
+    was writing (found by its temporary siblings); a run calls it before it looks at what
+    it has already made."""
+    import re
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    names = set()
+    for p in folder.iterdir():
+        m = re.match(r"^\.(.+)\.tmp-[A-Za-z0-9]+-\d+-", p.name)
+        if m:
+            names.add(m.group(1))
+    for name in sorted(names):
+        recover_model_dir(folder / name)
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
         if not dst.is_dir():
             raise DiffattrError(f"{dst} is a file where a model directory belongs; remove it")
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
+        old = dst.with_name(f"{tmp_prefix(dst.name)}old")
         os.replace(dst, old)
+        fault_point("model_dir.swap")
         os.replace(src, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:

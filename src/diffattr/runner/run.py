@@ -182,9 +182,11 @@ class Run:
         if self._base is not None:
             return self._base
         from diffattr.data import Players, load_dataset
+        from diffattr.diffusion.checkpoint import recover_folder
 
         cfg = self.cfg
         self.acquire()
+        recover_folder(self.run_dir)  # what a killed run was writing: put back or removed
         family = cfg.family.build(cfg.device)
         dataset = load_dataset(cfg.data)
         players = Players.from_dataset(dataset, cfg.data.players)
@@ -239,6 +241,9 @@ class Run:
         shared = {**settings.shared_settings(), "data_digest": self.data_digest}
         work_dir = self.run_dir / "shared" / f"{settings.name}-{settings_digest(shared)}"
         t = time.perf_counter()
+        from diffattr.diffusion.checkpoint import recover_folder
+
+        recover_folder(work_dir)
         with _no_empty_dirs(work_dir):
             build_method(settings, family, full_dir, work_dir).prepare(data, progress=self.progress)
         seconds = time.perf_counter() - t

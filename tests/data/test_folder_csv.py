@@ -105,7 +105,7 @@ def test_an_image_listed_twice_warns_with_the_count_or_fails_when_strict(tmp_pat
 
 def test_subfolder_names_round_trip(tmp_path):
     names = ['bo"b', "a,b", "Zoë 🎨", "it's"]
-    for i, who in enumerate(names):
+    for who in names:
         _images(tmp_path / "root" / who, 2)
     ds = load_dataset({"name": "folder", "path": str(tmp_path / "root")})
     players = Players.from_dataset(ds)

@@ -125,3 +125,29 @@ def test_a_model_dir_left_half_replaced_by_a_killed_process_is_recovered(model_d
     recover_model_dir(d)
     assert family.load(d, training=True).ema_step == 3
     assert sorted(p.name for p in d.parent.iterdir()) == [d.name]
+
+
+def test_a_full_model_is_reused_for_the_same_data_only(tmp_path):
+    """train_full keys its reuse by the data's content digest: the unit of credit does not
+    matter, other data are refused in one line (and a model without a digest falls back to
+    the settings, ignoring those that never change what trains)."""
+    from diffattr.diffusion.checkpoint import read_meta
+
+    def train(**over):
+        cfg = RunConfig().with_overrides(
+            **{"data.classes": [0, 1], "train.steps": 2, "train.batch_size": 8, **over}
+        )
+        family = cfg.family.build("cpu")
+        ds = load_dataset(cfg.data)
+        return family.train_full(
+            cfg, tmp_path / "full", ds, family.training_set(ds), progress=False, grid_samples=0
+        )
+
+    out = train()
+    digest = read_meta(out)["dataset"]["digest"]
+    mtime = (out / "diffattr.json").stat().st_mtime_ns
+    assert train(**{"data.players": "sample"}) == out
+    assert (out / "diffattr.json").stat().st_mtime_ns == mtime  # reused, not retrained
+    with pytest.raises(DiffattrError, match="the data changed since") as e:
+        train(**{"data.classes": [0, 2]})
+    assert digest in str(e.value) and "\n" not in str(e.value)

@@ -274,7 +274,9 @@ class ModelFamily(ABC):
             # the digest says whether the data are the same; without one, the settings do
             sections = ("family", "train") if old_digest else ("data", "family", "train")
             for section in sections:
-                if old.get(section) != meta["config"].get(section):
+                if _content(section, old.get(section)) != _content(
+                    section, meta["config"].get(section)
+                ):
                     raise DiffattrError(
                         f"{out} holds a model trained with other [{section}] settings; "
                         "pass another --out or delete it"
@@ -320,6 +322,15 @@ class ModelFamily(ABC):
         model = self.null_model(data)
         self.save(out, ModelState(model), model_meta(cfg, dataset, kind="null", train_step=0))
         return out
+
+
+def _content(section: str, table: Any) -> Any:
+    """A config section without the data settings that never change what trains."""
+    if section != "data" or not isinstance(table, dict):
+        return table
+    from diffattr.data.load import NOT_CONTENT
+
+    return {k: v for k, v in table.items() if k not in NOT_CONTENT}
 
 
 def model_meta(cfg: RunConfig, dataset, **extra: Any) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def run_cmd(
     method: str | None = typer.Option(None, "--method", help="sft | retrain | ft | ga | lora"),
     estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
     subsets: int | None = typer.Option(None, "--subsets", help="coalitions per estimator (M)"),
-    executor: str | None = typer.Option(None, "--executor", help="inline | process | ray"),
+    executor: str | None = typer.Option(None, "--executor", help="inline | process | ray | slurm"),
     workers: int | None = typer.Option(None, "--workers"),
     ray_address: str | None = typer.Option(None, "--ray-address"),
     full_model: Path | None = typer.Option(None, "--full-model", help="use this trained model"),

@@ -207,6 +207,12 @@ def run_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address"),
     full_model: Path | None = typer.Option(None, "--full-model", help="use this trained model"),
     device: str | None = typer.Option(None, "--device"),
+    until_stderr: float | None = typer.Option(
+        None, "--until-stderr", help="add coalitions until every player's stderr is below this"
+    ),
+    max_subsets: int | None = typer.Option(
+        None, "--max-subsets", help="budget of coalitions for --until-stderr"
+    ),
     sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
     strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the jobs; exit"),
@@ -227,6 +233,8 @@ def run_cmd(
         "attribution.full_model": str(full_model) if full_model else None,
         "executor.name": executor,
         "device": device,
+        "attribution.until_stderr": until_stderr,
+        "attribution.max_subsets": max_subsets,
         **_strict_flag(strict, dataset),
     }
     if workers is not None:

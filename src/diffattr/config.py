@@ -101,11 +101,40 @@ class AttributionConfig(Settings):
         "full",
         description="v1 = F(all players): the full model (full) or the method on all players",
     )
+    until_stderr: float | dict[str, float] | None = Field(
+        None,
+        description="adaptive stopping: add coalitions in rounds until every player's "
+        "standard error is below this (a number, or one per behavior name); needs max_subsets",
+    )
+    max_subsets: int | None = Field(
+        None, ge=1, description="the most coalitions adaptive stopping may draw per estimator"
+    )
+    round_subsets: int | None = Field(
+        None, ge=2, description="coalitions added per round (default: the initial subsets)"
+    )
     estimators: list[SerializeAsAny[EstimatorSettings]] = Field(
         default_factory=lambda: [ESTIMATORS.parse("shapley")],
         min_length=1,
         description=f"estimators: {' | '.join(ESTIMATORS.names())} (a name or a table)",
     )
+
+    @model_validator(mode="after")
+    def _stopping(self) -> AttributionConfig:
+        if self.until_stderr is not None:
+            limits = (
+                self.until_stderr.values()
+                if isinstance(self.until_stderr, dict)
+                else [self.until_stderr]
+            )
+            if any(not v > 0 for v in limits):
+                raise ValueError("until_stderr must be positive")
+            if self.max_subsets is None:
+                raise ValueError("until_stderr needs max_subsets (the budget of coalitions)")
+            if self.max_subsets < self.subsets:
+                raise ValueError(
+                    f"max_subsets ({self.max_subsets}) is below subsets ({self.subsets})"
+                )
+        return self
 
     @field_validator("estimators", mode="before")
     @classmethod

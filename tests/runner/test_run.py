@@ -51,11 +51,13 @@ def test_raising_m_extends_and_new_settings_make_new_keys(tmp_path, full_model):
     with Store(tmp_path / "run" / "store.sqlite") as s:
         first = {r.key for r in s.records() if r.kind == "fit"}
     run_attribution(
-        small_cfg(full_model, **{"attribution.subsets": 26}), tmp_path / "run", progress=False
+        small_cfg(full_model, **{"attribution.subsets": 30}), tmp_path / "run", progress=False
     )
     with Store(tmp_path / "run" / "store.sqlite") as s:
         second = {r.key for r in s.records() if r.kind == "fit"}
-    assert first < second and len(second) - len(first) <= 2
+    rows = ESTIMATORS.parse("shapley").sampler.build(10, 0).sample(30)
+    new = {r.tobytes() for r in rows[24:]} - {r.tobytes() for r in rows[:24]}
+    assert first <= second and len(second) - len(first) == len(new) > 0
 
 
 def test_failed_job_is_recorded_and_others_finish(tmp_path, full_model, monkeypatch):
@@ -188,3 +190,36 @@ def test_values_pinned_across_refactors(tmp_path, full_model):
     np.testing.assert_allclose(
         [float(r["value"]) for r in got], [float(r["value"]) for r in pinned], rtol=2e-3, atol=1e-3
     )
+
+
+def test_until_stderr_adds_rounds_and_resumes(tmp_path, full_model):
+    """Adaptive stopping: rounds of coalitions until every stderr is below the threshold or
+    the budget is spent; a second call replays the rounds from the store."""
+    easy = small_cfg(
+        full_model,
+        **{"attribution.until_stderr": 1e6, "attribution.max_subsets": 30},
+    )
+    s = run_attribution(easy, tmp_path / "easy", progress=False)
+    rounds = json.loads((tmp_path / "easy" / "summary.json").read_text())["stopping_rounds"]
+    assert [r["subsets"] for r in rounds] == [24] and rounds[0]["below"]
+    hard = small_cfg(
+        full_model,
+        **{
+            "attribution.until_stderr": 1e-9,
+            "attribution.max_subsets": 30,
+            "attribution.round_subsets": 4,
+        },
+    )
+    s = run_attribution(hard, tmp_path / "hard", progress=False)
+    summary = json.loads((tmp_path / "hard" / "summary.json").read_text())
+    assert [r["subsets"] for r in summary["stopping_rounds"]] == [24, 28, 30]
+    assert not summary["stopping_rounds"][-1]["below"] and s.failed == 0
+    rows = ESTIMATORS.parse("shapley").sampler.build(10, 0).sample(30)
+    with Store(tmp_path / "hard" / "store.sqlite") as st:
+        fit = {r.mask for r in st.records() if r.kind == "fit"}
+        n_before = st.count()
+    assert fit == {"".join("1" if b else "0" for b in r) for r in rows}
+    again = run_attribution(hard, tmp_path / "hard", progress=False)
+    with Store(tmp_path / "hard" / "store.sqlite") as st:
+        assert st.count() == n_before
+    assert again.timings.get("jobs", 0.0) < 1.0

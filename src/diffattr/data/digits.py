@@ -9,11 +9,16 @@ from diffattr.data.base import ImageDataset, resize, select_classes, to_unit_ran
 from diffattr.errors import DiffattrError
 
 
-def load_digits(image_size: int | None = None, classes: list[int] | None = None) -> ImageDataset:
+def load_digits(
+    image_size: int | None = None,
+    classes: list[int] | None = None,
+    limit_per_class: int | None = None,
+) -> ImageDataset:
     """1,797 grey 8x8 digit images (values 0..16 in the bundle), 10 classes.
 
     Sample ids are ``digits-<row>`` for the row in sklearn's bundled file, so they are
-    stable across machines and runs.
+    stable across machines and runs. ``limit_per_class`` keeps the first images of each
+    class (in file order).
     """
     from sklearn.datasets import load_digits as _sk_load
 
@@ -22,6 +27,13 @@ def load_digits(image_size: int | None = None, classes: list[int] | None = None)
     labels = np.asarray(bunch.target, dtype=np.int64)
     names = [str(i) for i in range(10)]
     images, labels, names, keep = select_classes(images, labels, names, classes)
+    if limit_per_class is not None:
+        rows = np.sort(
+            np.concatenate(
+                [np.flatnonzero(labels == c)[:limit_per_class] for c in np.unique(labels)]
+            )
+        )
+        images, labels, keep = images[torch.as_tensor(rows)], labels[rows], keep[rows]
     return ImageDataset(
         name="digits",
         images=resize(images, image_size),
@@ -35,4 +47,4 @@ def load(settings, split: str = "train") -> ImageDataset:
     """``[data] name = "digits"``."""
     if split != "train":
         raise DiffattrError("digits has a single split")
-    return load_digits(settings.image_size, settings.classes)
+    return load_digits(settings.image_size, settings.classes, settings.limit_per_class)

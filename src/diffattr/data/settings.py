@@ -76,6 +76,9 @@ class DigitsData(_ClassSubset):
 
     name: Literal["digits"] = "digits"
     implementation: ClassVar[str] = "diffattr.data.digits:load"
+    limit_per_class: int | None = Field(
+        None, ge=1, description="keep the first images of each class (e.g. 50: 500 images)"
+    )
 
 
 @DATASETS.register

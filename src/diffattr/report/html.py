@@ -1,302 +1,133 @@
-"""A self-contained ``report.html``: values with error bars, sample grids, LDS and fidelity
-scatters, the compute-against-LDS curve, and a table of settings and timings.
+"""``report.html``: a self-contained page of a run's typed results and its evaluations.
 
-Every image is a PNG inlined as a data URI, so the file can be mailed or archived alone.
+Sections, each rendering one input (``diffattr.report.<module>``):
+
+* contributors (``values.json``): per estimator and behavior, players best first with
+  value ± 1.96 s.e., fit flags (not identified, exact) and a strip of each player's own
+  training images (``contributors``);
+* the reference models' samples side by side: null, full, the method on all players, and
+  the full-minus-method gap (``samples``; grids located through ``store.sqlite``);
+* LDS scatters, fidelity and cost (``lds.json``: ``lds``), the compute-matched curve
+  (``compute_curve.json``: ``curve``), counterfactual removals
+  (``counterfactual-{top,bottom}.json``: ``counterfactual``) — each only when present;
+* the run: status, stage timings summed over every call beside the last call's, and the
+  settings per section (``summary.json`` and the store's meta: ``runinfo``).
+
+Every image is a PNG inlined as a data URI and there is no script, font or link to fetch,
+so the file can be mailed or archived alone. The run directory is only read (the store is
+opened read-only; see ``inputs``), so ``--out`` may point anywhere when it is read-only.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
+from diffattr.report.common import esc
+from diffattr.report.inputs import ReportInputs, broken, load_inputs
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;
+margin:auto;padding:1em;color:#222}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;margin-top:1.6em;padding-bottom:.2em}
+h3 small{font-weight:normal;color:#666}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;
+font-size:13px;vertical-align:middle}th{background:#f4f4f4}td.num{text-align:right;
+font-variant-numeric:tabular-nums;white-space:nowrap}caption{text-align:left;font-weight:bold}
+.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:4px}figure img{max-width:100%}figcaption{font-size:12px;color:#444;max-width:420px}
+figure.grid img{image-rendering:pixelated;width:260px}
+figure.missing div{width:260px;height:120px;border:1px dashed #aaa;display:flex;
+align-items:center;justify-content:center;font-size:12px;color:#888;text-align:center}
+img.thumb{height:32px;image-rendering:pixelated;display:block}
+td.barcell{width:160px;position:relative}span.bar{position:absolute;top:30%;height:40%}
+span.bar.pos{left:50%}span.bar.neg{right:50%}span.bar.good{background:#4477aa}
+span.bar.bad{background:#ee6677}
+td.gap{text-align:center;color:#666;font-style:italic}
+.badge{font-size:11px;border-radius:3px;padding:1px 5px;margin-left:4px;white-space:nowrap;
+font-weight:normal}.badge.warn{background:#fbe3c2;color:#8a4b00}
+.badge.exact{background:#d4ecd4;color:#185418}.badge.ok{background:#e8eef8;color:#244a7a}
+.badge.info{background:#eee;color:#444}
+p.note{color:#555;font-style:italic}p.warn{color:#8a4b00}p.details{font-size:12px;color:#555}
+.settings{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+table.kv td:first-child{color:#555}
+"""
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+def render_page(inputs: ReportInputs) -> str:
+    """The whole page of a run's inputs (each section from its own module)."""
+    from diffattr.report.contributors import load_thumbnails, render_contributors, shown_players
+    from diffattr.report.counterfactual import render_counterfactual
+    from diffattr.report.curve import render_curve
+    from diffattr.report.lds import render_lds
+    from diffattr.report.runinfo import render_run
+    from diffattr.report.samples import find_references, render_samples
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _file_png(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _values_figs(values: dict) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = []
-    for a in values["attributions"]:
-        v = np.asarray(a["values"], dtype=float)
-        se = np.asarray([np.nan if x is None else x for x in a["stderr"]], dtype=float)
-        order = np.argsort(-v)
-        fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(v) + 2), 3))
-        yerr = None if np.isnan(se).all() else np.nan_to_num(se[order])
-        ax.bar(range(len(v)), v[order], yerr=yerr, capsize=2, color="#4477aa")
-        ax.set_xticks(range(len(v)))
-        ax.set_xticklabels([a["names"][i] for i in order], rotation=60, fontsize=7)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_ylabel("value")
-        ax.set_title(f"{a['estimator']} values for {a['behavior']}")
-        out.append((f"{a['estimator']} / {a['behavior']}", _png(fig)))
-    return out
-
-
-def _scatter(x, y, xlabel, ylabel, title) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    ax.scatter(x, y, s=12, color="#aa3377")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    return _png(fig)
-
-
-def _curve_fig(curve: dict) -> list[tuple[str, str]]:
-    import matplotlib.pyplot as plt
-
-    behaviors = sorted({p["behavior"] for pts in curve["curves"].values() for p in pts})
-    out = []
-    for beh in behaviors:
-        fig, ax = plt.subplots(figsize=(4.2, 3.2))
-        for method, pts in curve["curves"].items():
-            pts = [p for p in pts if p["behavior"] == beh]
-            if pts:
-                ax.plot(
-                    [p["budget_seconds"] for p in pts], [p["lds"] for p in pts], "o-", label=method
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("compute (seconds)")
-        ax.set_ylabel("LDS")
-        ax.set_title(f"Shapley LDS vs compute, {beh}", fontsize=9)
-        ax.legend(fontsize=8)
-        out.append((beh, _png(fig)))
-    return out
-
-
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows
+    run_dir = inputs.run_dir
+    values = inputs.values
+    parts = [
+        "<h1>diffattr report</h1>",
+        f"<p>run: <code>{esc(run_dir.resolve())}</code>"
+        + (f"; method <b>{esc(inputs.method)}</b>" if inputs.method else "")
+        + "</p>",
+    ]
+    with _layout(run_dir / "values.json"):
+        names = shown_players(values["attributions"])
+        thumbs = load_thumbnails(inputs.config.get("data"), names)
+        parts.append(render_contributors(values, thumbs))
+    with _layout(run_dir / "store.sqlite"):
+        parts.append(
+            render_samples(find_references(inputs), values, store_found=inputs.store is not None)
+        )
+    if inputs.lds is not None:
+        with _layout(run_dir / "lds.json"):
+            parts.append(render_lds(inputs.lds))
+    if inputs.curve is not None:
+        with _layout(run_dir / "compute_curve.json"):
+            parts.append(render_curve(inputs.curve))
+    all_names = list(values["attributions"][0]["names"])
+    jobs = inputs.store.of(kind="counterfactual") if inputs.store else []
+    for remove, cf in inputs.counterfactual.items():
+        with _layout(run_dir / f"counterfactual-{remove}.json"):
+            parts.append(render_counterfactual(cf, all_names, jobs, run_dir / "grids"))
+    with _layout(run_dir / "summary.json"):
+        calls = inputs.store.timing_calls if inputs.store else None
+        parts.append(render_run(inputs.config, inputs.summary, calls))
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>diffattr report: {esc(run_dir.name)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
     )
-    return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
+class _layout:
+    """Turn a results file whose layout is not what its section expects into a one-line
+    error naming the file and the command that rewrites it."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-def _grid_for(run_dir: Path, key: str) -> str | None:
-    p = run_dir / "grids" / f"{key}.png"
-    return _file_png(p) if p.exists() else None
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, (KeyError, TypeError, ValueError, IndexError)):
+            if isinstance(exc, DiffattrError):
+                return False
+            raise broken(self.path, f"unexpected layout: {type(exc).__name__} {exc}") from None
+        return False
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` for a run directory (whatever evaluations exist so far)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from diffattr.store import Store
-
-    run_dir = Path(run_dir)
-    values = _load(run_dir / "values.json")
-    if values is None:
-        raise DiffattrError(f"{run_dir / 'values.json'} not found: run diffattr run first")
-    summary = _load(run_dir / "summary.json") or {}
-    lds = _load(run_dir / "lds.json")
-    curve = _load(run_dir / "compute_curve.json")
-    parts = [f"<h1>diffattr report</h1><p>run: <code>{html.escape(str(run_dir))}</code></p>"]
-
-    parts.append("<h2>Contributor values</h2>")
-    for title, uri in _values_figs(values):
-        parts.append(f'<figure><img src="{uri}" alt="{html.escape(title)}"></figure>')
-
-    parts.append("<h2>Samples</h2><div class='row'>")
-    full_png = run_dir / "full" / "samples.png"
-    if full_png.exists():
-        parts.append(
-            f'<figure><img src="{_file_png(full_png)}" alt="full model">'
-            "<figcaption>full model</figcaption></figure>"
-        )
-    with Store(run_dir / "store.sqlite") as store:
-        for remove in ("top", "bottom"):
-            cf = _load(run_dir / f"counterfactual-{remove}.json")
-            if not cf:
-                continue
-            for r in cf["results"][:1]:
-                recs = [x for x in store.records(status="done") if x.kind == "counterfactual"]
-                removed = set(r["removed"])
-                for rec in recs:
-                    names = values["attributions"][0]["names"]
-                    dropped = {n for n, c in zip(names, rec.mask) if c == "0"}
-                    if dropped == removed:
-                        uri = _grid_for(run_dir, rec.key)
-                        if uri:
-                            cap = (
-                                f"retrained without the {remove} {len(removed)} ({r['estimator']})"
-                            )
-                            parts.append(
-                                f'<figure><img src="{uri}" alt="{cap}">'
-                                f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-                            )
-                        break
-    parts.append("</div>")
-
-    for remove in ("top", "bottom"):
-        cf = _load(run_dir / f"counterfactual-{remove}.json")
-        if cf:
-            parts.append(f"<h2>Counterfactual: remove the {remove} {cf['fraction']:.0%}</h2>")
-            rows = []
-            for r in cf["results"]:
-                for beh, c in r["relative_change_pct"].items():
-                    rows.append(
-                        [
-                            r["estimator"],
-                            r["ranked_by"],
-                            beh,
-                            c["mean"],
-                            c["sd"],
-                            r["seeds_done"],
-                            ", ".join(r["removed"]),
-                        ]
-                    )
-            parts.append(
-                _table(
-                    rows,
-                    ["estimator", "ranked by", "behavior", "change %", "sd", "seeds", "removed"],
-                )
-            )
-
-    if lds:
-        proto = lds.get("protocol", {})
-        parts.append(
-            f"<h2>Linear datamodeling score ({proto.get('test_subsets')} retrained test "
-            f"subsets per alpha, {proto.get('seeds')} seed(s))</h2>"
-        )
-        rows = [
-            [
-                r["alpha"],
-                r["method"],
-                r["estimator"],
-                r["behavior"],
-                r["lds"],
-                r["ci95_over_seeds"],
-                "[{:.1f}, {:.1f}]".format(*r["bootstrap_95_over_test_subsets"]),
-                r["fit_rows"],
-            ]
-            for r in lds["results"]
-        ]
-        parts.append(
-            _table(
-                rows,
-                [
-                    "alpha",
-                    "method",
-                    "estimator",
-                    "behavior",
-                    "LDS",
-                    "±95% (t, over seeds)",
-                    "bootstrap 95% (over test subsets)",
-                    "fit rows",
-                ],
-            )
-        )
-        parts.append("<div class='row'>")
-        for r in lds["results"]:
-            pts = r.get("points")
-            if pts:
-                uri = _scatter(
-                    pts["predicted"],
-                    pts["actual"],
-                    "sum of values (predicted)",
-                    "retrained F (actual)",
-                    f"{r['method']}-{r['estimator']} {r['behavior']}: LDS {r['lds']:.1f}",
-                )
-                parts.append(f'<figure><img src="{uri}" alt="LDS scatter"></figure>')
-        parts.append("</div>")
-        if lds.get("fidelity"):
-            parts.append("<h2>Fidelity to retraining</h2>")
-            parts.append(
-                _table(
-                    [
-                        [f["method"], f["behavior"], f["pearson"], f["spearman"], f["mae"], f["n"]]
-                        for f in lds["fidelity"]
-                    ],
-                    ["method", "behavior", "Pearson", "Spearman", "MAE", "subsets"],
-                )
-            )
-            parts.append("<div class='row'>")
-            for f in lds["fidelity"]:
-                uri = _scatter(
-                    f["points"]["retrain"],
-                    f["points"]["approx"],
-                    "retrain F",
-                    f"{f['method']} F",
-                    f"{f['method']} vs retrain, {f['behavior']}",
-                )
-                parts.append(f'<figure><img src="{uri}" alt="fidelity scatter"></figure>')
-            parts.append("</div>")
-        parts.append("<h2>Cost per job</h2>")
-        parts.append(
-            _table(
-                [
-                    [
-                        m,
-                        c.get("seconds_per_job"),
-                        c.get("prepare_seconds"),
-                        c.get("speedup_vs_retrain", ""),
-                    ]
-                    for m, c in lds["cost"].items()
-                ],
-                ["method", "seconds / job", "one-time prepare (s)", "speed-up"],
-            )
-        )
-    if curve:
-        parts.append("<h2>LDS against compute</h2><div class='row'>")
-        for beh, uri in _curve_fig(curve):
-            parts.append(
-                f'<figure><img src="{uri}" alt="compute curve {html.escape(beh)}"></figure>'
-            )
-        parts.append("</div>")
-
-    parts.append("<h2>Settings and timings</h2>")
-    parts.append(
-        _table([[k, json.dumps(v)] for k, v in values["config"].items()], ["section", "settings"])
-    )
-    if summary:
-        parts.append(
-            _table([[k, v] for k, v in summary.get("timings", {}).items()], ["stage", "seconds"])
-        )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-        "padding:2px 6px;font-size:13px}.row{display:flex;flex-wrap:wrap;gap:8px}"
-        "figure{margin:4px}img{max-width:100%}"
-    )
-    doc = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>diffattr report</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    )
-    out = Path(out) if out else run_dir / "report.html"
-    atomic_write_text(out, doc)
-    return out
+    """Write ``report.html`` for a run directory (whatever evaluations exist so far);
+    ``out`` defaults to ``RUN_DIR/report.html``. Returns the path written."""
+    inputs = load_inputs(run_dir)
+    doc = render_page(inputs)
+    path = Path(out) if out else Path(run_dir) / "report.html"
+    try:
+        atomic_write_text(path, doc)
+    except OSError as e:
+        raise DiffattrError(f"cannot write {path}: {e.strerror or e}; pass --out") from None
+    return path

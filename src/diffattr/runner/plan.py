@@ -241,6 +241,11 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     masks.discard("0" * n)  # the null model's job
     masks.discard("1" * n)  # the method's all-players job (a reference)
     notes = []
+    if a.until_stderr is not None:
+        notes.append(
+            f"adaptive stopping: rounds of {a.round_subsets or a.subsets} more coalitions until "
+            f"every standard error is below {a.until_stderr}, at most {a.max_subsets}"
+        )
     return PlanSummary(
         cfg=cfg,
         run_dir=Path(run_dir),

@@ -588,6 +588,10 @@ class Run:
         self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
         ex_fit = self.execute(fit, f"{plan.prepared.method.name} jobs")
         first = ex_ref.first_error or ex_fit.first_error
+        rounds: list[dict] = []
+        if self.cfg.attribution.until_stderr is not None:
+            plan, rounds, more = self.until_stderr(plan)
+            first = first or more
         refs_done = self.reference_records(plan)
         errors: list[str] = []
         attributions: list = []
@@ -616,6 +620,8 @@ class Run:
             "first_failure": first,
             "estimator_errors": errors,
         }
+        if rounds:
+            summary["stopping_rounds"] = rounds
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunSummary(
             self.run_dir,
@@ -626,6 +632,66 @@ class Run:
             timings=dict(self.timings),
             first_error=first,
         )
+
+    # ------------------------------------------------------------------ adaptive stopping
+
+    def until_stderr(self, plan: JobPlan) -> tuple[JobPlan, list[dict], str | None]:
+        """Add coalitions in rounds until every player's standard error is below
+        ``attribution.until_stderr`` (per behavior) or ``max_subsets`` is reached.
+
+        Rounds extend each sampler's stream (row r depends only on (seed, r)), so a resumed
+        run replays the finished rounds from the store and continues the same sequence.
+        Estimators that fix their own ``subsets`` keep them. A NaN standard error (the data
+        cannot determine it) counts as not yet below the threshold.
+        """
+        a = self.cfg.attribution
+        step = a.round_subsets or a.subsets
+        step += step % 2  # whole pairs for paired samplers
+        m = a.subsets
+        rounds: list[dict] = []
+        first = None
+        while True:
+            errors: list[str] = []
+            est = self.estimate(plan, errors=errors)
+            worst = self._worst_stderr(est.attributions)
+            done = bool(worst) and all(w <= lim for w, lim in worst.values())
+            rounds.append(
+                {
+                    "subsets": m,
+                    "worst_stderr": {k: w for k, (w, _) in worst.items()},
+                    "below": done,
+                    "errors": errors,
+                }
+            )
+            if done or m >= a.max_subsets:
+                return plan, rounds, first
+            m = min(m + step, a.max_subsets)
+            plan = self.plan(subsets=m)
+            self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
+            ex = self.execute(
+                [s for s in plan.specs() if s.kind == "fit"], f"round at {m} coalitions"
+            )
+            first = first or ex.first_error
+
+    def _worst_stderr(self, attributions: list) -> dict[str, tuple[float, float]]:
+        """Behavior key -> (largest player standard error over estimators, its limit)."""
+        from diffattr.behaviors.keys import BehaviorKey
+
+        limit = self.cfg.attribution.until_stderr
+        out: dict[str, tuple[float, float]] = {}
+        for attr in attributions:
+            key = BehaviorKey.parse(attr.behavior)
+            if isinstance(limit, dict):
+                lim = limit.get(str(key), limit.get(key.name))
+                if lim is None:
+                    continue
+            else:
+                lim = float(limit)
+            se = np.asarray(attr.stderr, dtype=float)
+            w = float(np.max(np.where(np.isfinite(se), se, np.inf))) if se.size else np.inf
+            prev = out.get(attr.behavior, (0.0, lim))[0]
+            out[attr.behavior] = (max(prev, w), lim)
+        return out
 
     def values_payload(self, est: Estimated) -> dict[str, Any]:
         gap = None

@@ -1,0 +1,289 @@
+"""LDS of every estimator and baseline on digits, over independent repeats; prints JSON.
+
+Each repeat is the whole pipeline with its own seeds (model initialisation and training
+batches, sampling noise, coalitions and test subsets): a full model, the sFT jobs of every
+estimator's sampler (fitted at several budgets M as prefixes of one stream), held-out
+datamodel subsets retrained from scratch with several seeds, retrain-Shapley at its
+smallest identified budget (2(n - 1) retrained coalitions) and at sFT's equal compute,
+retrain-LOO, ft-Shapley, the gradient / similarity / heuristic baselines, and sFT's
+fidelity to retraining. Per repeat and estimator the LDS is the mean over retraining seeds
+(the paper's protocol); the summary is the mean and sd over repeats.
+
+    python benchmarks/lds_repeats.py --out runs/bench-lds3 --repeats 3 --test-subsets 24 \\
+        --seeds 3 --grid 32 64 100 140 > lds3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffattr.config import build_config
+from diffattr.errors import DiffattrError
+from diffattr.estimators.settings import ESTIMATORS
+from diffattr.evaluate.common import held_out_masks, retrain_targets
+from diffattr.evaluate.fidelity import method_fidelity
+from diffattr.evaluate.lds import lds_over_seeds
+from diffattr.runner.run import Run, fit_table
+from diffattr.store import mask_to_str
+
+BASELINES = [
+    {"name": "trak"},
+    {"name": "d-trak"},
+    {"name": "journey-trak"},
+    {"name": "relative-influence"},
+    {"name": "renormalized-influence"},
+    {"name": "gradient-similarity"},
+    {"name": "pixel-similarity", "aggregation": "mean"},
+    {"name": "pixel-similarity", "aggregation": "max"},
+    {"name": "feature-similarity", "aggregation": "mean"},
+    {"name": "feature-similarity", "aggregation": "max"},
+    {"name": "property-heuristic", "aggregation": "mean"},
+    {"name": "property-heuristic", "aggregation": "max"},
+]
+
+
+def config(args, r: int):
+    grid_max = max(args.grid)
+    return build_config(
+        None,
+        "default",
+        {
+            "family.seed": r,
+            "train.seed": r,
+            "train.steps": args.train_steps,
+            "train.batch_size": args.train_batch_size,
+            "sample.seed": r,
+            "sample.num_samples": args.samples,
+            "sample.batch_size": args.samples,
+            "attribution.seed": r,
+            "attribution.subsets": grid_max,
+            "attribution.estimators": [
+                {"name": "shapley", "subsets": grid_max},
+                {"name": "datamodel", "subsets": min(grid_max, args.other_max)},
+                {"name": "banzhaf", "subsets": min(grid_max, args.other_max)},
+                {"name": "loo"},
+            ],
+            "method": {"name": "sft", "finetune_steps": args.finetune_steps, "steps": args.k},
+            "methods": {"ft": {"steps": args.k}},
+            "executor": {"name": "process", "workers": args.workers},
+        },
+    )
+
+
+def score(values, targets, behavior) -> dict:
+    s = lds_over_seeds(values, targets.masks, targets.values(behavior), n_bootstrap=200)
+    return {"lds": s.mean, "per_seed": s.per_seed, "ci95_over_seeds": s.ci95}
+
+
+def one_repeat(args, r: int) -> dict:
+    t0 = time.perf_counter()
+    cfg = config(args, r)
+    out: dict = {"repeat": r, "results": [], "fidelity": [], "cost": {}}
+    with Run(cfg, args.out / f"r{r}", progress=False) as run:
+        plan = run.plan()
+        run.execute(plan.specs(), "sft")
+        p = plan.prepared
+        n = p.n_players
+        masks = held_out_masks(n, 0.5, args.test_subsets, cfg.attribution.seed)
+        targets = retrain_targets(run, p, masks, args.seeds)
+        test_set = {mask_to_str(m) for m in targets.masks}
+        behaviors = sorted(run.reference_records(plan)["full"].behaviors)
+        out["test_subsets"] = len(targets.masks)
+        refs = run.reference_records(plan)
+        c_retrain = targets.seconds_per_job()
+        fit = run.store.records([s.key for s in plan.specs() if s.kind == "fit"])
+        c_sft = float(np.mean([x.t_total for x in fit]))
+        out["cost"] = {
+            "retrain_seconds_per_job": c_retrain,
+            "sft_seconds_per_job": c_sft,
+            "sft_prepare_seconds": p.prepare_cost,
+        }
+        # sFT estimators at each budget (prefixes of each sampler's stream)
+        for est in cfg.attribution.estimators:
+            grid = [len(plan.fit[est.name])] if est.name == "loo" else args.grid
+            for m in grid:
+                if m > len(plan.fit[est.name]):
+                    continue
+                row = {"method": "sft", "estimator": est.name, "M": m}
+                try:
+                    table = run.table(plan, est.name, test_set, m)
+                    attrs = fit_table(est, table)
+                except DiffattrError as e:
+                    out["results"].append({**row, "error": str(e)})
+                    continue
+                for a in attrs:
+                    res = {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
+                    res["identified"] = a.settings.get("identified", True)
+                    out["results"].append(res)
+                if est.name == "shapley" and refs["method"] is not None:
+                    # v1 = the method's own all-players model instead of theta*
+                    table.v1 = np.array([refs["method"].behaviors[b] for b in table.behaviors])
+                    for a in fit_table(est, table):
+                        out["results"].append(
+                            {
+                                **row,
+                                "estimator": "shapley[v1=method]",
+                                "behavior": a.behavior,
+                                **score(a.values, targets, a.behavior),
+                            }
+                        )
+        # retrain-Shapley: its smallest identified budget and sFT's equal compute
+        shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.retrain_max})
+        rplan = run.plan("retrain", [shapley])
+        specs = [s for s in rplan.specs() if s.kind == "fit"]
+        run.execute(specs, "retrain-shapley")
+        for m in sorted(
+            {2 * (n - 1), *[_equal(m, p.prepare_cost, c_sft, c_retrain) for m in args.grid]}
+        ):
+            if m < 2 or m > len(rplan.fit["shapley"]):
+                continue
+            row = {"method": "retrain", "estimator": "shapley", "M": m, "seconds": m * c_retrain}
+            try:
+                attrs = fit_table(shapley, run.table(rplan, "shapley", test_set, m))
+            except DiffattrError as e:
+                out["results"].append({**row, "error": str(e)})
+                continue
+            for a in attrs:
+                out["results"].append(
+                    {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
+                )
+        # retrain-LOO (the paper's best baseline)
+        loo = ESTIMATORS.parse("loo")
+        lplan = run.plan("retrain", [loo])
+        run.execute(lplan.specs(), "retrain-loo")
+        for a in run.estimate(lplan, exclude_masks=test_set, estimators=[loo]).attributions:
+            out["results"].append(
+                {
+                    "method": "retrain",
+                    "estimator": "loo",
+                    "M": n,
+                    "behavior": a.behavior,
+                    **score(a.values, targets, a.behavior),
+                }
+            )
+        # ft-Shapley at the same M
+        fplan = run.plan("ft", [ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})])
+        run.execute(fplan.specs(), "ft")
+        for a in run.estimate(
+            fplan, exclude_masks=test_set, estimators=[fplan_est(fplan)]
+        ).attributions:
+            out["results"].append(
+                {
+                    "method": "ft",
+                    "estimator": "shapley",
+                    "M": args.ft_subsets,
+                    "behavior": a.behavior,
+                    **score(a.values, targets, a.behavior),
+                }
+            )
+        # baselines on the full model
+        if not args.no_baselines:
+            for b in BASELINES:
+                settings = ESTIMATORS.parse(b)
+                bplan = run.plan(estimators=[settings])
+                errors: list[str] = []
+                t = time.perf_counter()
+                est = run.estimate(bplan, estimators=[settings], errors=errors)
+                label = settings.name + (f"[{b['aggregation']}]" if "aggregation" in b else "")
+                if errors:
+                    out["results"].append(
+                        {"method": "baseline", "estimator": label, "error": errors}
+                    )
+                for a in est.attributions:
+                    out["results"].append(
+                        {
+                            "method": "baseline",
+                            "estimator": label,
+                            "behavior": a.behavior,
+                            "seconds": time.perf_counter() - t,
+                            **score(a.values, targets, a.behavior),
+                        }
+                    )
+        # fidelity of sFT and ft to retraining on the test subsets
+        for method in ("sft", "ft"):
+            fid, _ = method_fidelity(run, run.prepare(method), targets)
+            out["fidelity"] += [
+                {
+                    "method": f.method,
+                    "behavior": f.behavior,
+                    "pearson": f.pearson,
+                    "spearman": f.spearman,
+                    "mae": f.mae,
+                    "n": f.n,
+                }
+                for f in fid
+            ]
+        out["behaviors"] = behaviors
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def fplan_est(plan):
+    return ESTIMATORS.parse({"name": "shapley", "subsets": len(plan.fit["shapley"])})
+
+
+def _equal(m: int, prep: float, c_sft: float, c_retrain: float) -> int:
+    """Retrained coalitions affordable at the compute of m sFT coalitions (+ preparation)."""
+    return int(math.floor((prep + m * c_sft) / c_retrain))
+
+
+def summarise(repeats: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[float]] = {}
+    for rep in repeats:
+        for r in rep["results"]:
+            if "lds" not in r:
+                continue
+            key = (r["method"], r["estimator"], r.get("M"), r["behavior"])
+            groups.setdefault(key, []).append(r["lds"])
+    out = []
+    for (method, est, m, beh), v in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        a = np.array(v, dtype=float)
+        out.append(
+            {
+                "method": method,
+                "estimator": est,
+                "M": m,
+                "behavior": beh,
+                "repeats": len(a),
+                "lds_mean": float(np.nanmean(a)),
+                "lds_sd": float(np.nanstd(a, ddof=1)) if len(a) > 1 else float("nan"),
+                "per_repeat": a.tolist(),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--test-subsets", type=int, default=24)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--grid", type=int, nargs="+", default=[32, 64, 100, 140])
+    ap.add_argument("--other-max", type=int, default=100)
+    ap.add_argument("--retrain-max", type=int, default=24)
+    ap.add_argument("--ft-subsets", type=int, default=100)
+    ap.add_argument("--train-steps", type=int, default=1000)
+    ap.add_argument("--train-batch-size", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--finetune-steps", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-baselines", action="store_true")
+    args = ap.parse_args()
+    reps = []
+    for r in range(args.repeats):
+        rep = one_repeat(args, r)
+        (args.out / f"r{r}.json").write_text(json.dumps(rep, indent=1, default=float))
+        reps.append(rep)
+    print(json.dumps({"summary": summarise(reps), "repeats": reps}, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -168,7 +168,7 @@ def test_broken_files_of_a_run_directory(tmp_path):
     one_error(run_cli("report", run_dir), str(run_dir / "values.json"), "delete it")
     fake_run(tmp_path / "run2")
     (tmp_path / "run2" / "summary.json").write_text('{"jobs": ')
-    one_error(run_cli("report", tmp_path / "run2"), "summary.json", "not valid JSON")
+    one_error(run_cli("report", tmp_path / "run2"), str(tmp_path / "run2" / "summary.json"))
     # a truncated store: status, report and run say so in one line
     run_dir = fake_run(tmp_path / "run3")
     store = run_dir / "store.sqlite"
@@ -177,8 +177,20 @@ def test_broken_files_of_a_run_directory(tmp_path):
         one_error(run_cli(*args), str(store), "delete it")
 
 
+KILLED_WRITER = """
+import os, signal, sys
+from diffattr.store import JobRecord, Store
+s = Store(sys.argv[1])
+s.put(JobRecord("k3", "fit", "11", "sft", {}, 0, behaviors={"fid[x]": 2.0}))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_a_read_only_run_directory_can_be_read_not_run(tmp_path):
     run_dir = fake_run(tmp_path / "run")
+    # a run killed after a commit: its last row is only in store.sqlite-wal
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(run_dir / "store.sqlite")], env=env())
+    assert (run_dir / "store.sqlite-wal").stat().st_size > 0
     before = sorted(p.name for p in run_dir.iterdir())
     prefix = read_only_prefix(run_dir)
 
@@ -194,6 +206,7 @@ def test_a_read_only_run_directory_can_be_read_not_run(tmp_path):
     try:
         res = cli("status", run_dir)
         assert res.returncode == 0 and "failed fit sft" in res.stdout, res.stderr[-1500:]
+        assert "│ fit  │    2 │      1 │       0 │" in res.stdout, res.stdout  # WAL row seen
         res = cli("report", run_dir, "--out", tmp_path / "report.html")
         assert res.returncode == 0, res.stderr[-1500:]
         assert (tmp_path / "report.html").stat().st_size > 1000

@@ -405,28 +405,16 @@ def report_cmd(
     typer.echo(f"wrote {write_report(run_dir, out)}")
 
 
-#: JSON files of a run directory that the report reads, beside values.json.
-REPORT_JSON = (
-    "summary.json",
-    "lds.json",
-    "compute_curve.json",
-    "counterfactual-top.json",
-    "counterfactual-bottom.json",
-)
-
-
 def check_report_inputs(run_dir: Path) -> None:
-    """What ``report`` reads, checked first: a broken file is one line naming it (the store
-    is opened read-only, so a read-only run directory or a running run are fine)."""
-    from diffattr.fileio import read_json
+    """The run's own files, checked first with the run's readers (``read_values``, a
+    read-only ``Store``): a broken one is one line naming it and saying what to do. The
+    evaluations' files are the report's to check (``report.inputs``)."""
     from diffattr.runner.values import read_values
     from diffattr.store import Store
 
     if not run_dir.is_dir():
         raise DiffattrError(f"{run_dir} is not a run directory (diffattr run makes one)")
     read_values(run_dir)
-    for name in REPORT_JSON:
-        read_json(run_dir / name, fix="delete it and rerun the command that wrote it")
     store = run_dir / "store.sqlite"
     if store.exists():
         with Store(store, readonly=True) as s:

@@ -6,8 +6,9 @@ so killing the process (SIGKILL included) loses at most the jobs in flight and n
 leaves a half-written row. One process writes (the run's driver, holding the run's lock,
 ``diffattr.runner.lock``); workers only compute.
 
-``Store(path, readonly=True)`` opens the file with SQLite's ``mode=ro`` URI (and
-``immutable=1`` when the folder is read-only and SQLite cannot create the WAL index there),
+``Store(path, readonly=True)`` opens the file with SQLite's ``mode=ro`` URI; where the
+folder is read-only and SQLite cannot create the WAL index there, it reads the file
+``immutable=1``, or a private copy of the file and its WAL when a killed run left one,
 so ``diffattr status`` and ``report`` work on a read-only run directory and beside a
 running writer. A file that is not a SQLite database, or a truncated one, is a one-line
 ``DiffattrError`` naming it: delete it and the run redoes its jobs.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -109,6 +112,7 @@ class Store:
             readonly = self.path.is_file() and not _writable(self.path)
         self.readonly = readonly
         self._con: sqlite3.Connection | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
         try:
             if readonly:
                 self._open_readonly()
@@ -159,7 +163,17 @@ class Store:
                 raise
             if self._con is not None:
                 self._con.close()
-            self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                # rows committed to the WAL of a killed run are not in the main file:
+                # read a private copy of both (nothing is written beside the original)
+                self._tmp = tempfile.TemporaryDirectory(prefix="diffattr-store-")
+                copy = Path(self._tmp.name) / self.path.name
+                shutil.copyfile(self.path, copy)
+                shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+                self._con = sqlite3.connect(copy, isolation_level=None)
+            else:
+                self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
             row = self._con.execute(query).fetchone()
         if row is not None:
             self._check_schema(json.loads(row[0]))
@@ -201,6 +215,9 @@ class Store:
         if self._con is not None:
             self._con.close()
             self._con = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Store:
         return self

@@ -70,3 +70,62 @@ def test_sigkill_never_leaves_half_rows(tmp_path):
         assert all(r.behaviors == {"fid[x]": 1.5} and r.status == "done" for r in recs)
         keys = [r.key for r in recs]
         assert len(keys) == len(set(keys))
+
+
+# ----------------------------------------------------------------------------- broken state
+
+import pytest  # noqa: E402
+
+from diffattr.errors import DiffattrError  # noqa: E402
+
+
+def _real_store(path, n=50):
+    with Store(path) as s:
+        for i in range(n):
+            s.put(_rec(f"k{i}"))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "header-only"])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_corrupt_store_is_a_one_line_error(tmp_path, damage, readonly):
+    path = _real_store(tmp_path / "store.sqlite", 400)
+    data = path.read_bytes()
+    assert len(data) > 8192
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+    elif damage == "garbage":
+        path.write_bytes(b"not a database " * 100)
+    else:
+        path.write_bytes(data[:100])
+    with pytest.raises(DiffattrError) as e:
+        with Store(path, readonly=readonly) as s:
+            s.records(status=None)
+            s.count()
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "delete it" in msg
+
+
+def test_readonly_store_reads_beside_the_writer_and_never_writes(tmp_path):
+    path = tmp_path / "store.sqlite"
+    writer = Store(path)
+    writer.put(_rec("a"))
+    with Store(path, readonly=True) as r:
+        assert r.readonly and r.done_keys() == {"a"}
+        writer.put(_rec("b"))  # the writer goes on while a reader is open
+        assert r.done_keys() == {"a", "b"}
+        with pytest.raises(DiffattrError, match="read-only"):
+            r.put(_rec("c"))
+        with pytest.raises(DiffattrError, match="read-only"):
+            r.set_meta("x", 1)
+    writer.close()
+    with Store(path, readonly=True) as r:  # no writer, no -shm: still readable
+        assert r.count() == 2
+
+
+def test_readonly_store_must_exist_and_a_folder_is_refused(tmp_path):
+    with pytest.raises(DiffattrError, match="not found"):
+        Store(tmp_path / "none.sqlite", readonly=True)
+    (tmp_path / "d.sqlite").mkdir()
+    with pytest.raises(DiffattrError, match="is a directory"):
+        Store(tmp_path / "d.sqlite")

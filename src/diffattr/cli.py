@@ -2,6 +2,17 @@
 
 Commands import what they use inside their body, so light commands (``init``, ``estimate``,
 ``status``, a misspelled ``run``) answer without loading torch or diffusers.
+
+Errors are one line on stderr, ``error: ...``, never wrapped to the terminal's width, exit
+status 2 (bad input or broken state: ``DiffattrError`` and usage errors); warnings meant for
+users (``DiffattrWarning``) are one ``warning: ...`` line each.
+
+Where files go: results go to ``--out``; without it to ``$DIFFATTR_HOME/run`` (``run``) or
+``$DIFFATTR_HOME/model`` (``train``), ``$DIFFATTR_HOME`` defaulting to ``./runs``. Caches
+go under the run directory (runs) or to ``diffattr.fileio.cache_home()``
+(``$DIFFATTR_HOME/cache``, else ``$XDG_CACHE_HOME/diffattr``, else ``~/.cache/diffattr``),
+never to the current directory, so a command whose ``--out`` points elsewhere works from a
+read-only directory.
 """
 
 from __future__ import annotations
@@ -17,10 +28,37 @@ from diffattr.errors import DiffattrError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Credit the training data of diffusion models (Shapley values via sparsified unlearning).",
 )
 
 SET_HELP = "any setting, KEY=VALUE with a TOML value (repeatable), e.g. method.steps=100"
+STRICT_HELP = "refuse a data CSV that lists an image more than once (default: a warning)"
+
+
+def _default_out(name: str) -> Path:
+    """``$DIFFATTR_HOME/<name>`` for a command given no ``--out``; a one-line error when
+    that would be written in an unwritable place (e.g. a read-only current directory)."""
+    import os
+
+    from diffattr.config import home
+
+    out = home() / name
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise DiffattrError(
+            f"no --out given and {existing.resolve()} is not writable; pass --out DIR or set "
+            "DIFFATTR_HOME"
+        )
+    return out
+
+
+def _strict_flag(strict: bool, data_name: str | None) -> dict[str, Any]:
+    if not strict:
+        return {}
+    if data_name not in (None, "folder"):
+        raise DiffattrError("--strict applies to folder / CSV data (--dataset folder)")
+    return {"data.strict": True}
 
 
 def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
@@ -67,9 +105,11 @@ def train_cmd(
     out: Path | None = typer.Option(
         None, "--out", help="model directory (default $DIFFATTR_HOME/model)"
     ),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """Train the full model theta* on all data; resumable; writes samples.png."""
-    from diffattr.config import build_config, home
+    from diffattr.config import build_config
+    from diffattr.fileio import cache_home, check_dir_path
     from diffattr.runner.plan import check_config
 
     cfg = build_config(
@@ -87,17 +127,25 @@ def train_cmd(
                 "train.lr": lr,
                 "train.seed": seed,
                 "device": device,
+                **_strict_flag(strict, dataset),
             },
         ),
     )
+    out = check_dir_path(out or _default_out("model"), "--out")
+    if out.exists() and any(out.iterdir()) and not (out / "diffattr.json").is_file():
+        raise DiffattrError(
+            f"--out {out} is a folder that holds no diffattr model; give a new or empty folder"
+        )
     check_config(cfg)
     from diffattr.data import load_dataset
+    from diffattr.data.digest import dataset_digest
 
-    out = out or home() / "model"
     family = cfg.family.build(cfg.device)
     ds = load_dataset(cfg.data)
     family.check_data(ds)
-    path = family.train_full(cfg, out, ds, family.training_set(ds, out.parent / "cache"))
+    cache = cache_home()
+    dataset_digest(ds, cache)
+    path = family.train_full(cfg, out, ds, family.training_set(ds, cache))
     typer.echo(f"model: {path}\nsamples: {path / 'samples.png'}")
 
 
@@ -154,7 +202,7 @@ def run_cmd(
     method: str | None = typer.Option(None, "--method", help="sft | retrain | ft | ga | lora"),
     estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
     subsets: int | None = typer.Option(None, "--subsets", help="coalitions per estimator (M)"),
-    executor: str | None = typer.Option(None, "--executor", help="inline | process | ray"),
+    executor: str | None = typer.Option(None, "--executor", help="inline | process | ray | slurm"),
     workers: int | None = typer.Option(None, "--workers"),
     ray_address: str | None = typer.Option(None, "--ray-address"),
     full_model: Path | None = typer.Option(None, "--full-model", help="use this trained model"),
@@ -166,10 +214,14 @@ def run_cmd(
         None, "--max-subsets", help="budget of coalitions for --until-stderr"
     ),
     sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the jobs; exit"),
 ) -> None:
-    """Attribute a global behavior of the model to its data contributors (resumable)."""
-    from diffattr.config import build_config, home
+    """Attribute a global behavior of the model to its data contributors (resumable).
+
+    One run writes to a run directory at a time (RUN_DIR/run.lock); diffattr status and
+    report read it meanwhile."""
+    from diffattr.config import build_config
 
     flags = {
         "data.name": dataset,
@@ -183,22 +235,35 @@ def run_cmd(
         "device": device,
         "attribution.until_stderr": until_stderr,
         "attribution.max_subsets": max_subsets,
+        **_strict_flag(strict, dataset),
     }
     if workers is not None:
         flags["executor.workers"] = workers
     if ray_address is not None:
         flags["executor.address"] = ray_address
     cfg = build_config(config, preset, _overrides(sets, **flags))
-    run_dir = out or home() / "run"
-    from diffattr.runner.plan import make_plan
+    run_dir = out or _default_out("run")
+    from diffattr.runner.lock import RunLock
+    from diffattr.runner.plan import check_run_dir, make_plan
 
-    plan = make_plan(cfg, run_dir)
-    typer.echo(plan.render(), err=True)
+    check_run_dir(run_dir)
     if dry_run:
+        typer.echo(make_plan(cfg, run_dir).render(), err=True)
         return
-    from diffattr.runner import run_attribution
+    created = not Path(run_dir).exists()
+    try:
+        with RunLock(run_dir):  # a second run on this directory stops here, before any work
+            typer.echo(make_plan(cfg, run_dir).render(), err=True)
+            from diffattr.runner import run_attribution
 
-    summary = run_attribution(cfg, run_dir)
+            summary = run_attribution(cfg, run_dir)
+    except DiffattrError:
+        if created:  # refused before any work: leave no empty run directory behind
+            try:
+                Path(run_dir).rmdir()
+            except OSError:
+                pass
+        raise
     print_ranking(summary.attributions, top=25)
     t = summary.timings
     typer.echo(
@@ -218,7 +283,7 @@ def run_cmd(
 
 @app.command("status")
 def status_cmd(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Show done, pending and failed jobs of a run."""
+    """Show done, pending and failed jobs of a run (read-only; works while it runs)."""
     from diffattr.runner.status import run_status
 
     run_status(run_dir)
@@ -334,9 +399,26 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", help="default RUN_DIR/report.html"),
 ) -> None:
     """Write a self-contained report.html with plots of the run and its evaluations."""
+    check_report_inputs(run_dir)
     from diffattr.report import write_report
 
     typer.echo(f"wrote {write_report(run_dir, out)}")
+
+
+def check_report_inputs(run_dir: Path) -> None:
+    """The run's own files, checked first with the run's readers (``read_values``, a
+    read-only ``Store``): a broken one is one line naming it and saying what to do. The
+    evaluations' files are the report's to check (``report.inputs``)."""
+    from diffattr.runner.values import read_values
+    from diffattr.store import Store
+
+    if not run_dir.is_dir():
+        raise DiffattrError(f"{run_dir} is not a run directory (diffattr run makes one)")
+    read_values(run_dir)
+    store = run_dir / "store.sqlite"
+    if store.exists():
+        with Store(store, readonly=True) as s:
+            s.count()
 
 
 def _register_commands() -> None:
@@ -355,26 +437,75 @@ _register_commands()
 
 def _error(message: str) -> None:
     """One line on stderr, never wrapped (pipes and logs keep it whole)."""
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {_one_line(message)}\n")
     sys.stderr.flush()
 
 
-def main() -> None:
-    import click
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """User-facing warnings as one ``warning: ...`` line; others as Python shows them."""
+    from diffattr.errors import DiffattrWarning
+
+    if issubclass(category, DiffattrWarning):
+        sys.stderr.write(f"warning: {_one_line(str(message))}\n")
+        sys.stderr.flush()
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def _cli_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(usage errors, exits, aborts) of typer -- which vendors click from 0.2x on -- and of
+    click itself where it is installed."""
+    import typer.exceptions as te
+
+    usage: list = [getattr(te, "TyperException", None)]
+    exits: list = [typer.Exit]
+    aborts: list = [typer.Abort, KeyboardInterrupt]
+    try:
+        import click
+
+        usage.append(click.exceptions.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return (
+        tuple(c for c in usage if c is not None),
+        tuple(set(exits)),
+        tuple(set(aborts)),
+    )
+
+
+_default_showwarning = None
+
+
+def main() -> None:
+    import warnings
+
+    global _default_showwarning
+    if _default_showwarning is None:
+        _default_showwarning = warnings.showwarning
+        warnings.showwarning = _show_warning
+    usage, exits, aborts = _cli_exceptions()
     try:
         rc = app(standalone_mode=False)
     except DiffattrError as e:
-        _error(str(e).replace("\n", " "))
+        _error(str(e))
         sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except exits as e:
+        sys.exit(e.exit_code)
+    except aborts:
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+    except usage as e:
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _error(f"{message}{hint}")
+        sys.exit(int(getattr(e, "exit_code", 2) or 2))
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

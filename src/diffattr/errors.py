@@ -3,3 +3,7 @@
 
 class DiffattrError(ValueError):
     """A user-facing error: bad input, missing file, impossible request."""
+
+
+class DiffattrWarning(UserWarning):
+    """A user-facing warning (e.g. an image listed twice): the CLI prints it as one line."""

@@ -3,21 +3,36 @@
 The store is the single source of truth for a run: estimators and evaluations read it,
 never in-memory results. Each row is committed in its own transaction when its job ends,
 so killing the process (SIGKILL included) loses at most the jobs in flight and never
-leaves a half-written row. One process writes (the run's driver); workers only compute.
+leaves a half-written row. One process writes (the run's driver, holding the run's lock,
+``diffattr.runner.lock``); workers only compute.
+
+``Store(path, readonly=True)`` opens the file with SQLite's ``mode=ro`` URI; where the
+folder is read-only and SQLite cannot create the WAL index there, it reads the file
+``immutable=1``, or a private copy of the file and its WAL when a killed run left one,
+so ``diffattr status`` and ``report`` work on a read-only run directory and beside a
+running writer. A file that is not a SQLite database, or a truncated one, is a one-line
+``DiffattrError`` naming it: delete it and the run redoes its jobs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from diffattr.errors import DiffattrError
+from diffattr.fileio import fault_point
 
 SCHEMA_VERSION = 1
 
@@ -78,11 +93,50 @@ class JobRecord:
 
 
 class Store:
-    """SQLite store in WAL mode; safe for one writer and many readers."""
+    """SQLite store in WAL mode; safe for one writer and many readers.
 
-    def __init__(self, path: str | Path) -> None:
+    ``readonly=None`` (the default) opens read-write unless the file or its folder cannot
+    be written (a read-only run directory), then read-only; ``True`` always read-only (the
+    file must exist), ``False`` always read-write (a one-line error where that is
+    impossible).
+    """
+
+    def __init__(self, path: str | Path, readonly: bool | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise DiffattrError(
+                f"{self.path} is a directory where the run's store (a SQLite file) belongs; "
+                "remove it"
+            )
+        if readonly is None:
+            readonly = self.path.is_file() and not _writable(self.path)
+        self.readonly = readonly
+        self._con: sqlite3.Connection | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        try:
+            if readonly:
+                self._open_readonly()
+            else:
+                self._open_readwrite()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise self._error(e) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_readwrite(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiffattrError(
+                f"cannot create {self.path.parent} for the run's store ({e.strerror or e})"
+            ) from None
+        if self.path.exists() and not _writable(self.path):
+            raise DiffattrError(
+                f"{self.path} is read-only: this command writes to the run directory; give a "
+                "writable --out (diffattr status and report read a read-only one)"
+            )
         self._con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=NORMAL")
@@ -90,11 +144,80 @@ class Store:
         stored = self.get_meta("schema_version")
         if stored is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(stored) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema {stored}, expected {SCHEMA_VERSION}")
+        else:
+            self._check_schema(stored)
+
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise DiffattrError(f"{self.path} not found: not a run directory (diffattr run)")
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+        query = "SELECT value FROM meta WHERE name = 'schema_version'"
+        try:
+            self._con = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            row = self._con.execute(query).fetchone()
+        except sqlite3.OperationalError as e:
+            # WAL needs its index file (-shm) beside the database; in a read-only folder
+            # SQLite cannot create it, and then reads the file as immutable (no writer can
+            # be changing a file in a folder nobody can write).
+            if not ("readonly" in str(e) or "unable to open" in str(e)):
+                raise
+            if self._con is not None:
+                self._con.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                # rows committed to the WAL of a killed run are not in the main file:
+                # read a private copy of both (nothing is written beside the original)
+                self._tmp = tempfile.TemporaryDirectory(prefix="diffattr-store-")
+                copy = Path(self._tmp.name) / self.path.name
+                shutil.copyfile(self.path, copy)
+                shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+                self._con = sqlite3.connect(copy, isolation_level=None)
+            else:
+                self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+            row = self._con.execute(query).fetchone()
+        if row is not None:
+            self._check_schema(json.loads(row[0]))
+
+    def _check_schema(self, stored: Any) -> None:
+        if int(stored) != SCHEMA_VERSION:
+            raise DiffattrError(
+                f"{self.path} has store schema {stored}, this diffattr reads {SCHEMA_VERSION}; "
+                "use the diffattr version that made it, or a new --out"
+            )
+
+    def _error(self, e: sqlite3.DatabaseError) -> DiffattrError:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, sqlite3.OperationalError) and "locked" in msg:
+            return DiffattrError(f"{self.path} is locked by another process ({msg}); try again")
+        if isinstance(e, sqlite3.OperationalError) and "readonly" in msg:
+            return DiffattrError(
+                f"{self.path} is read-only ({msg}); give a writable --out to run, or use "
+                "diffattr status / report to read it"
+            )
+        return DiffattrError(
+            f"{self.path} is not a readable run store ({msg}); delete it (and its -wal/-shm "
+            "files) and rerun: the run redoes its jobs"
+        )
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        if self._con is None:
+            raise DiffattrError(f"{self.path}: the store is closed")
+        try:
+            return self._con.execute(sql, args)
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+
+    def _writing(self) -> None:
+        if self.readonly:
+            raise DiffattrError(f"{self.path} is open read-only; this command cannot write to it")
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Store:
         return self
@@ -104,18 +227,33 @@ class Store:
 
     # -- meta -------------------------------------------------------------------------
     def set_meta(self, name: str, value: Any) -> None:
-        self._con.execute(
-            "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, json.dumps(value))
-        )
+        self._writing()
+        self._q("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, json.dumps(value)))
 
     def get_meta(self, name: str, default: Any = None) -> Any:
-        row = self._con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        row = self._q("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except json.JSONDecodeError:
+            raise DiffattrError(
+                f"{self.path}: meta entry {name!r} is not valid JSON; delete the store and rerun"
+            ) from None
 
     # -- jobs -------------------------------------------------------------------------
     def put(self, rec: JobRecord) -> None:
         """Insert or replace one job row atomically (a failed job may be retried)."""
+        self._writing()
         rec.finished = rec.finished or time.time()
+        fault_point("store.put")
+        try:
+            self._put(rec)
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+        fault_point("store.committed")
+
+    def _put(self, rec: JobRecord) -> None:
         with self._con:  # one transaction
             self._con.execute("BEGIN IMMEDIATE")
             self._con.execute(
@@ -140,11 +278,11 @@ class Store:
             )
 
     def get(self, key: str) -> JobRecord | None:
-        row = self._con.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        row = self._q("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return None if row is None else _record(row)
 
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:
-        rows = self._con.execute("SELECT key FROM jobs WHERE status = 'done'").fetchall()
+        rows = self._q("SELECT key FROM jobs WHERE status = 'done'").fetchall()
         done = {r[0] for r in rows}
         return done if keys is None else done & set(keys)
 
@@ -155,7 +293,7 @@ class Store:
         if status is not None:
             sql += " WHERE status = ?"
             args.append(status)
-        rows = [_record(r) for r in self._con.execute(sql + " ORDER BY finished", args)]
+        rows = [_record(r) for r in self._q(sql + " ORDER BY finished", args).fetchall()]
         if keys is None:
             return rows
         wanted = list(keys)
@@ -164,10 +302,8 @@ class Store:
 
     def count(self, status: str | None = None) -> int:
         if status is None:
-            return self._con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-        return self._con.execute(
-            "SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)
-        ).fetchone()[0]
+            return self._q("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        return self._q("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
 
 
 def _record(row: tuple) -> JobRecord:
@@ -188,3 +324,8 @@ def _record(row: tuple) -> JobRecord:
         extra=json.loads(row[13]) if row[13] else {},
         finished=row[14],
     )
+
+
+def _writable(path: Path) -> bool:
+    """Whether ``path`` and its folder can be written (WAL creates files beside it)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)

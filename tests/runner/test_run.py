@@ -97,7 +97,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
     cfg = small_cfg(full_model, **{"attribution.subsets": 26})
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(cfg.to_toml())
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    import torch
+
+    # the test's thread count: an oversubscribed OpenMP pool on shared cores is very slow
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(torch.get_num_threads()))
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         _cli("run", str(cfg_path), "--out", str(run_dir)),

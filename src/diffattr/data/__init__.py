@@ -12,6 +12,7 @@ _EXPORTS = {
     "Players": "diffattr.data.players:Players",
     "load_dataset": "diffattr.data.load:load_dataset",
     "dataset_key": "diffattr.data.load:dataset_key",
+    "dataset_digest": "diffattr.data.digest:dataset_digest",
 }
 
 __all__ = sorted(_EXPORTS)

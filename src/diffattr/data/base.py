@@ -90,7 +90,8 @@ class ImageDataset:
             contributors=None
             if self.contributors is None
             else [self.contributors[i] for i in idx.tolist()],
-            meta=dict(self.meta),
+            # a subset is other content: no digest, no files to key a cached digest by
+            meta={k: v for k, v in self.meta.items() if k not in ("digest", "files")},
             semantic_labels=None if self.semantic_labels is None else self.semantic_labels[idx],
             semantic_names=self.semantic_names,
         )

@@ -76,6 +76,7 @@ def load_cifar10(
         labels=torch.as_tensor(lab),
         ids=[f"cifar10-{split}-{i}" for i in keep],
         class_names=names,
+        meta={"files": [str((d / f).resolve()) for f in ["batches.meta", *files]]},
     )
 
 
@@ -114,6 +115,7 @@ def load_cifar100(
         labels=torch.as_tensor(lab),
         ids=[f"cifar100-{split}-{i}" for i in keep],
         class_names=names,
+        meta={"files": [str((d / f).resolve()) for f in ("meta", split)]},
     )
 
 

@@ -75,8 +75,12 @@ def load_fashion_mnist(
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise DiffattrError(f"unknown split {split!r}; use 'train' or 'test'")
-    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    files = [
+        _find(directory, f"{prefix}-{kind}-idx{d}-ubyte")
+        for kind, d in (("images", 3), ("labels", 1))
+    ]
+    images = read_idx(files[0])
+    labels = read_idx(files[1]).astype(np.int64)
     if images.ndim != 3 or labels.shape[0] != images.shape[0]:
         raise DiffattrError(f"Fashion-MNIST files in {directory} do not match each other")
     rows = np.arange(len(labels))
@@ -92,6 +96,7 @@ def load_fashion_mnist(
         labels=torch.as_tensor(labels),
         ids=[f"fashion-mnist-{split}-{r}" for r in rows[keep]],
         class_names=names,
+        meta={"files": [str(f.resolve()) for f in files]},
     )
 
 

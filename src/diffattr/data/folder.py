@@ -5,18 +5,24 @@ digit or the art style), independently of who contributed it. It is kept as the 
 ``semantic_labels`` and never changes the players: ``labels`` and ``contributors`` stay the
 contributors. The behaviors use it to train a quality classifier (``label-cnn``) that does
 not reward a contributor merely for being easy to tell apart.
+
+CSV files are read with the ``csv`` module as UTF-8 (a byte-order mark is ignored), so
+names with quotes, commas, newlines or any unicode round-trip; another encoding is a
+one-line error. An image listed more than once (e.g. under two contributors) is a warning
+with the count, or an error with ``strict``.
 """
 
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from diffattr.data.base import ImageDataset, require_file, resize, to_unit_range
-from diffattr.errors import DiffattrError
+from diffattr.errors import DiffattrError, DiffattrWarning
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -65,42 +71,81 @@ def _entries_from_dirs(root: Path) -> list[Entry]:
     return out
 
 
-def _entries_from_csv(csv_path: Path) -> list[Entry]:
+def _entries_from_csv(csv_path: Path, strict: bool = False) -> list[Entry]:
     base = csv_path.parent
     out: list[Entry] = []
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"path", "contributor"} <= set(reader.fieldnames):
-            raise DiffattrError(
-                f"{csv_path} must have a header with columns path,contributor (and optionally "
-                "label)"
-            )
-        has_label = "label" in reader.fieldnames
-        for line, row in enumerate(reader, start=2):
-            rel, who = (row.get("path") or "").strip(), (row.get("contributor") or "").strip()
-            if not rel or not who:
-                raise DiffattrError(f"{csv_path}:{line}: empty path or contributor")
-            label = None
-            if has_label:
-                label = (row.get("label") or "").strip()
-                if not label:
-                    raise DiffattrError(
-                        f"{csv_path}:{line}: empty label (give every row a label, or drop "
-                        "the label column)"
-                    )
-            p = (base / rel).resolve()
-            if not p.is_file():
-                raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
-            out.append((p, who, label))
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"path", "contributor"} <= set(
+                h.strip() for h in reader.fieldnames
+            ):
+                raise DiffattrError(
+                    f"{csv_path} must have a header with columns path,contributor (and "
+                    "optionally label)"
+                )
+            reader.fieldnames = [h.strip() for h in reader.fieldnames]
+            has_label = "label" in reader.fieldnames
+            for row in reader:
+                line = reader.line_num
+                rel = (row.get("path") or "").strip()
+                who = (row.get("contributor") or "").strip()
+                if not rel or not who:
+                    raise DiffattrError(f"{csv_path}:{line}: empty path or contributor")
+                label = None
+                if has_label:
+                    label = (row.get("label") or "").strip()
+                    if not label:
+                        raise DiffattrError(
+                            f"{csv_path}:{line}: empty label (give every row a label, or drop "
+                            "the label column)"
+                        )
+                p = (base / rel).resolve()
+                if not p.is_file():
+                    raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
+                out.append((p, who, label))
+    except UnicodeDecodeError as e:
+        raise DiffattrError(
+            f"{csv_path} is not UTF-8 text (byte {e.start}); save it as UTF-8 and rerun"
+        ) from None
+    except csv.Error as e:
+        raise DiffattrError(f"{csv_path}: malformed CSV ({e}); fix the file") from None
     if not out:
         raise DiffattrError(f"{csv_path} lists no images")
+    _check_duplicates(csv_path, out, strict)
     return out
+
+
+def _check_duplicates(csv_path: Path, entries: list[Entry], strict: bool) -> None:
+    """An image listed more than once: a warning with the count, or an error (strict)."""
+    owners: dict[Path, list[str]] = {}
+    for p, who, _ in entries:
+        owners.setdefault(p, []).append(who)
+    dups = {p: w for p, w in owners.items() if len(w) > 1}
+    if not dups:
+        return
+    extra = sum(len(w) - 1 for w in dups.values())
+    p, who = next(iter(dups.items()))
+    example = f"{p.name} under {', '.join(repr(w) for w in who)}"
+    msg = (
+        f"{csv_path}: {len(dups)} image(s) listed more than once ({extra} extra row(s); e.g. "
+        f"{example})"
+    )
+    if strict:
+        raise DiffattrError(f"{msg}; list each image once (data.strict is set)")
+    warnings.warn(
+        f"{msg}; each row trains as a separate image of its contributor (set data.strict = "
+        "true, --strict, to refuse this)",
+        DiffattrWarning,
+        stacklevel=3,
+    )
 
 
 def load_folder(
     path: str | Path | None,
     image_size: int | None = None,
     channels: int | None = None,
+    strict: bool = False,
 ) -> ImageDataset:
     """Load images with their contributors from a folder tree or a CSV file.
 
@@ -110,11 +155,12 @@ def load_folder(
             folder; ``label`` becomes the dataset's ``semantic_labels``).
         image_size: resize to this square size; without it all images must share one size.
         channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
+        strict: refuse a CSV that lists an image more than once (default: a warning).
     """
     if path is None:
         raise DiffattrError("the folder dataset needs --data DIR_OR_CSV")
     root = require_file(Path(path), "image folder or CSV", "pass an existing path with --data")
-    entries = _entries_from_csv(root) if root.is_file() else _entries_from_dirs(root)
+    entries = _entries_from_csv(root, strict) if root.is_file() else _entries_from_dirs(root)
     if channels is None:
         channels = _detect_channels(entries[0][0])
     if channels not in (1, 3):
@@ -153,7 +199,12 @@ def load_folder(
         ids=ids,
         class_names=names,
         contributors=[w for _, w, _ in entries],
-        meta={"source": str(root)},
+        meta={
+            "source": str(root),
+            # what the images were read from: the content digest's cache key
+            "files": ([str(root.resolve())] if root.is_file() else [])
+            + [str(p) for p, _, _ in entries],
+        },
         **_semantic(entries),
     )
 
@@ -178,8 +229,11 @@ def has_semantic_labels(path: str | Path) -> bool:
     p = Path(path)
     if not p.is_file():
         return False
-    with open(p, newline="") as f:
-        header = next(csv.reader(f), [])
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # the loader says what is wrong with the file
     return "label" in [h.strip() for h in header]
 
 
@@ -187,4 +241,6 @@ def load(settings, split: str = "train") -> ImageDataset:
     """``[data] name = "folder"``: a folder of contributor subfolders, or a CSV."""
     if split != "train":
         raise DiffattrError("the folder dataset has a single split")
-    return load_folder(settings.path, settings.image_size, settings.channels)
+    return load_folder(
+        settings.path, settings.image_size, settings.channels, getattr(settings, "strict", False)
+    )

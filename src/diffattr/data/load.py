@@ -7,6 +7,9 @@ from typing import Any
 from diffattr.data.base import ImageDataset
 from diffattr.data.settings import DATASETS, DataSettings
 
+#: Settings that never change what a dataset holds (excluded from its key).
+NOT_CONTENT = {"players", "strict"}
+
 
 def load_dataset(settings: DataSettings | dict | str | None = None, split: str = "train"):
     """Load the dataset a ``DataSettings`` names (train split unless ``split='test'``)."""
@@ -16,9 +19,11 @@ def load_dataset(settings: DataSettings | dict | str | None = None, split: str =
         settings = DATASETS.parse(settings, "data")
     dataset = settings.load(split)
     assert isinstance(dataset, ImageDataset)
+    dataset.meta.setdefault("settings", dataset_key(settings))
     return dataset
 
 
 def dataset_key(settings: DataSettings) -> dict[str, Any]:
-    """The fields that identify a dataset's content (for cache and job keys)."""
-    return settings.model_dump(mode="json", exclude={"players"})
+    """The settings that identify a dataset (for cache and job keys). What the files hold
+    is ``dataset_digest`` (``diffattr.data.digest``)."""
+    return settings.model_dump(mode="json", exclude=NOT_CONTENT)

@@ -127,6 +127,9 @@ class FolderData(DataSettings):
     channels: Literal[1, 3] | None = Field(
         None, description="1 (grey) or 3 (RGB); default: from the first image"
     )
+    strict: bool = Field(
+        False, description="refuse a CSV that lists an image twice (default: a warning)"
+    )
 
     def has_semantic_labels(self) -> bool:
         import csv

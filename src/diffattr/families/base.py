@@ -258,15 +258,30 @@ class ModelFamily(ABC):
 
         out = Path(out_dir)
         meta = model_meta(cfg, dataset, kind="full")
+        if out.exists() and not out.is_dir():
+            raise DiffattrError(
+                f"{out} is a file where the full model's directory belongs; remove it"
+            )
         if self.is_model_dir(out):
-            old = read_meta(out).get("config", {})
-            for section in ("data", "family", "train"):
-                if old.get(section) != meta["config"].get(section):
+            stored = read_meta(out)
+            old = stored.get("config", {})
+            old_digest = (stored.get("dataset") or {}).get("digest")
+            if old_digest is not None and old_digest != meta["dataset"]["digest"]:
+                raise DiffattrError(
+                    f"the data changed since {out} was trained (dataset digest {old_digest}, "
+                    f"now {meta['dataset']['digest']}); use a new --out or delete {out}"
+                )
+            # the digest says whether the data are the same; without one, the settings do
+            sections = ("family", "train") if old_digest else ("data", "family", "train")
+            for section in sections:
+                if _content(section, old.get(section)) != _content(
+                    section, meta["config"].get(section)
+                ):
                     raise DiffattrError(
                         f"{out} holds a model trained with other [{section}] settings; "
                         "pass another --out or delete it"
                     )
-            if read_meta(out).get("train_step") == cfg.train.steps:
+            if stored.get("train_step") == cfg.train.steps:
                 return out
         model = self.init_model(data, getattr(self.settings, "seed", 0))
         meta["parameters"] = self.parameter_count(model)
@@ -309,11 +324,24 @@ class ModelFamily(ABC):
         return out
 
 
+def _content(section: str, table: Any) -> Any:
+    """A config section without the data settings that never change what trains."""
+    if section != "data" or not isinstance(table, dict):
+        return table
+    from diffattr.data.load import NOT_CONTENT
+
+    return {k: v for k, v in table.items() if k not in NOT_CONTENT}
+
+
 def model_meta(cfg: RunConfig, dataset, **extra: Any) -> dict[str, Any]:
-    """The ``diffattr.json`` of a model a run made: its config and its dataset."""
+    """The ``diffattr.json`` of a model a run made: its config and its dataset (with the
+    dataset's content digest, which a reused model must match)."""
+    from diffattr.data.digest import dataset_digest
+
     return {
         "config": cfg.to_dict(),
         "dataset": {
+            "digest": dataset_digest(dataset),
             "name": dataset.name,
             "size": len(dataset),
             "image_size": dataset.image_size,

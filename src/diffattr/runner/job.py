@@ -33,6 +33,7 @@ class JobContext:
     work_dir: str  # the method's prepared, shared inputs (e.g. pruned + fine-tuned model)
     cache_dir: str | None = None  # encoded examples, feature extractors
     grids_dir: str | None = None  # if set, a PNG grid of each job's first samples goes here
+    run_dir: str | None = None  # the run directory (executors keep their logs under it)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,13 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
         rec.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
     rec.t_total = time.perf_counter() - t0
     return rec
+
+
+def execute_jobs(specs: list[JobSpec], ctx: JobContext, threads: int = 1) -> list[JobRecord]:
+    """Several jobs in one process (one array task of a cluster executor): their records,
+    in order; the worker state (data, prepared method) is built once for all of them."""
+    worker_init(threads)
+    return [execute_job(s, ctx) for s in specs]
 
 
 def worker_init(threads: int = 1) -> None:

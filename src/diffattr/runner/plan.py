@@ -1,9 +1,12 @@
 """The run plan: everything a run will do, resolved and checked before any training.
 
 ``check_config(cfg)`` runs the cheap checks (paths, device, full model, estimators'
-identifiability) that need no data; ``make_plan(cfg, run_dir)`` also loads the players and
-counts the jobs each estimator's sampler asks for. ``diffattr run`` prints the plan and
-``diffattr run --dry-run`` stops there.
+identifiability) that need no data; ``make_plan(cfg, run_dir)`` also loads the players,
+checks the data against the recipe (``check_recipe``), the run directory's layout
+(``check_run_dir``) and the data against what an existing run directory or full model was
+made from (``check_data_unchanged``), and counts the jobs each estimator's sampler asks for.
+``diffattr run`` prints the plan and ``diffattr run --dry-run`` stops there. ``Run`` calls
+the same checks before it trains anything.
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ from typing import Any
 
 from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
+from diffattr.fileio import check_dir_path
+
+#: Folders and files of a run directory (a file where a folder belongs is refused early).
+RUN_DIRS = ("full", "null", "shared", "cache", "grids", "slurm")
+RUN_FILES = ("store.sqlite", "values.json", "values.csv", "summary.json", "config.toml")
+#: The fewest images the behaviors' reference statistics (and the classifier feature
+#: spaces' held-out split) are computed from.
+MIN_IMAGES = 20
 
 
 def check_device(device: str) -> None:
@@ -61,6 +72,7 @@ def check_config(cfg: RunConfig) -> None:
                 "(diffattr.json missing)"
             )
     check_device(cfg.device)
+    cfg.executor.check()
     from diffattr.behaviors.settings import check_settings
 
     check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
@@ -127,23 +139,95 @@ def _short(d: dict[str, Any]) -> str:
     return f"{name} ({rest})" if rest else name
 
 
-def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
-    """Resolve the run: load the players, draw every estimator's coalitions, count the
-    jobs; raise a one-line error for anything that would fail later."""
-    from diffattr.data import Players, load_dataset
+def check_run_dir(run_dir: str | Path) -> Path:
+    """A one-line error when a file stands where the run directory or one of its folders
+    belongs (or a folder where one of its files belongs) -- before any work."""
+    run_dir = check_dir_path(run_dir, "--out")
+    for name in RUN_DIRS:
+        p = run_dir / name
+        if p.exists() and not p.is_dir():
+            raise DiffattrError(
+                f"{p} is a file where the run's {name}/ folder belongs; delete it (the run "
+                "redoes that part)"
+            )
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir():
+            raise DiffattrError(f"{p} is a folder where the run's {name} belongs; delete it")
+    return run_dir
 
-    check_config(cfg)
-    dataset = load_dataset(cfg.data)
-    players = Players.from_dataset(dataset, cfg.data.players)
+
+def check_recipe(cfg: RunConfig, dataset, players) -> None:
+    """The data can carry the recipe: at least 2 players and ``MIN_IMAGES`` images."""
     n = len(players)
     if n < 2:
         raise DiffattrError(
             f"the data have {n} {cfg.data.players}; attribution needs at least 2 players"
+            + (" (give each contributor a subfolder or a CSV row)" if n == 1 else "")
         )
+    if len(dataset) < MIN_IMAGES:
+        raise DiffattrError(
+            f"the data have {len(dataset)} images; the behaviors' reference statistics and the "
+            f"classifier's held-out split need at least {MIN_IMAGES}"
+        )
+
+
+def check_data_unchanged(
+    run_dir: str | Path, digest: str, full_model: str | Path | None = None
+) -> None:
+    """The data must be those an existing run directory (its store, its full model) and a
+    given full model were made from: a one-line error otherwise (never old numbers)."""
+    from diffattr.diffusion.checkpoint import meta_value
+    from diffattr.store import Store
+
+    run_dir = Path(run_dir)
+    fix = f"use a new --out or delete {run_dir}"
+    store = run_dir / "store.sqlite"
+    if store.is_file():
+        with Store(store, readonly=True) as s:
+            old = s.get_meta("data_digest")
+        if old is not None and old != digest:
+            raise DiffattrError(
+                f"the data changed since this run was made (dataset digest {old}, now "
+                f"{digest}); {fix}"
+            )
+    full = run_dir / "full"
+    old = meta_value(full, "dataset", "digest") if full.is_dir() else None
+    if old is not None and old != digest:
+        raise DiffattrError(
+            f"the data changed since this run was made ({full} was trained on dataset "
+            f"{old}, the data now are {digest}); {fix}"
+        )
+    if full_model is not None:
+        old = meta_value(full_model, "dataset", "digest")
+        if old is not None and old != digest:
+            raise DiffattrError(
+                f"full model {full_model} was trained on other data (dataset digest {old}, the "
+                f"data now are {digest}); retrain it on these data (diffattr train) or restore "
+                "the data it was trained on"
+            )
+
+
+def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
+    """Resolve the run: load the players, draw every estimator's coalitions, count the
+    jobs; raise a one-line error for anything that would fail later (all before any
+    training, and without writing anything)."""
+    from diffattr.data import Players, load_dataset
+    from diffattr.data.digest import dataset_digest
+
+    check_config(cfg)
+    run_dir = check_run_dir(run_dir)
+    dataset = load_dataset(cfg.data)
+    players = Players.from_dataset(dataset, cfg.data.players)
+    check_recipe(cfg, dataset, players)
+    n = len(players)
     family = cfg.family.build("cpu")
     family.check_data(dataset)
     if cfg.attribution.full_model:
         family.check_model(cfg.attribution.full_model, dataset)
+    cache = run_dir / "cache"
+    digest = dataset_digest(dataset, cache if cache.is_dir() else None)
+    check_data_unchanged(run_dir, digest, cfg.attribution.full_model)
     masks: set[str] = set()
     ests = []
     a = cfg.attribution
@@ -161,11 +245,6 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         notes.append(
             f"adaptive stopping: rounds of {a.round_subsets or a.subsets} more coalitions until "
             f"every standard error is below {a.until_stderr}, at most {a.max_subsets}"
-        )
-    if len(dataset) < 20:
-        raise DiffattrError(
-            f"the data have {len(dataset)} images; the behaviors' reference statistics need "
-            "at least 20"
         )
     return PlanSummary(
         cfg=cfg,

@@ -14,6 +14,12 @@
 Every phase skips what is on disk or in the store, so a killed run resumes where it
 stopped; evaluations (``diffattr.evaluate``) compose the same phases for other methods,
 held-out subsets and budgets.
+
+Results follow the data: the dataset's content digest (``diffattr.data.digest``) is part of
+every job key and of the shared work's folder, recorded in the full model's
+``diffattr.json`` and in the store; data changed under an existing run directory is a
+one-line error before any work. A ``Run`` that writes holds the run directory's lock
+(``diffattr.runner.lock``) until ``close()``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class Prepared:
     ctx: JobContext
     prepare_cost: float  # seconds the method's one-time preparation took (when it ran)
     timings: dict[str, float] = field(default_factory=dict)
+    data_digest: str = ""  # content digest of the dataset (part of every job key)
 
     @property
     def n_players(self) -> int:
@@ -125,19 +132,34 @@ class Run:
         self._prepared: dict[str, Prepared] = {}
         self._store: Store | None = None
         self._base: tuple | None = None
+        self._lock = None
+        self._digest: str | None = None
 
     # ------------------------------------------------------------------ plumbing
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.run_dir / "store.sqlite")
+            self.acquire()
+            self._store = Store(self.run_dir / "store.sqlite", readonly=False)
         return self._store
+
+    def acquire(self) -> None:
+        """Take the run directory's lock (one writer per run directory); idempotent."""
+        if self._lock is None:
+            from diffattr.runner.lock import RunLock
+            from diffattr.runner.plan import check_run_dir
+
+            check_run_dir(self.run_dir)
+            self._lock = RunLock(self.run_dir).acquire()
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Run:
         return self
@@ -160,19 +182,24 @@ class Run:
         if self._base is not None:
             return self._base
         from diffattr.data import Players, load_dataset
+        from diffattr.diffusion.checkpoint import recover_folder
 
         cfg = self.cfg
+        self.acquire()
+        recover_folder(self.run_dir)  # what a killed run was writing: put back or removed
         family = cfg.family.build(cfg.device)
         dataset = load_dataset(cfg.data)
         players = Players.from_dataset(dataset, cfg.data.players)
         family.check_data(dataset)
+        if cfg.attribution.full_model:
+            family.check_model(cfg.attribution.full_model, dataset)
+        self._check_data(dataset, players)
         t = time.perf_counter()
         data = family.training_set(dataset, self.cache_dir)
         self._time("encode", time.perf_counter() - t)
         t = time.perf_counter()
         if cfg.attribution.full_model:
             full_dir = Path(cfg.attribution.full_model)
-            family.check_model(full_dir, dataset)
         else:
             full_dir = family.train_full(
                 cfg, self.run_dir / "full", dataset, data, progress=self.progress
@@ -181,6 +208,26 @@ class Run:
         null_dir = family.make_null(cfg, self.run_dir / "null", dataset, data)
         self._base = (family, dataset, players, data, full_dir, null_dir)
         return self._base
+
+    def _check_data(self, dataset, players) -> None:
+        """Before any work: the data carry the recipe and are those this run directory
+        (and a given full model) were made from; then record their digest in the store."""
+        from diffattr.data.digest import dataset_digest
+        from diffattr.runner.plan import check_data_unchanged, check_recipe
+
+        check_recipe(self.cfg, dataset, players)
+        digest = dataset_digest(dataset, self.cache_dir)
+        check_data_unchanged(self.run_dir, digest, self.cfg.attribution.full_model)
+        if self.store.get_meta("data_digest") is None:
+            self.store.set_meta("data_digest", digest)
+        self._digest = digest
+
+    @property
+    def data_digest(self) -> str:
+        """The content digest of the run's dataset (loads the data on first use)."""
+        if self._digest is None:
+            self._base_models()
+        return self._digest
 
     def prepare(self, method: MethodSettings | str | None = None) -> Prepared:
         """Phase 1: the full and null models and ``method``'s one-time shared work."""
@@ -191,13 +238,14 @@ class Run:
             return self._prepared[settings.name]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         family, dataset, players, data, full_dir, null_dir = self._base_models()
-        work_dir = (
-            self.run_dir
-            / "shared"
-            / f"{settings.name}-{settings_digest(settings.shared_settings())}"
-        )
+        shared = {**settings.shared_settings(), "data_digest": self.data_digest}
+        work_dir = self.run_dir / "shared" / f"{settings.name}-{settings_digest(shared)}"
         t = time.perf_counter()
-        build_method(settings, family, full_dir, work_dir).prepare(data, progress=self.progress)
+        from diffattr.diffusion.checkpoint import recover_folder
+
+        recover_folder(work_dir)
+        with _no_empty_dirs(work_dir):
+            build_method(settings, family, full_dir, work_dir).prepare(data, progress=self.progress)
         seconds = time.perf_counter() - t
         self._time(f"prepare_{settings.name}", seconds)
         # The one-time cost of the shared preparation, kept beside it: evaluations that find
@@ -216,6 +264,7 @@ class Run:
             work_dir=str(work_dir),
             cache_dir=str(self.cache_dir),
             grids_dir=str(self.run_dir / "grids"),
+            run_dir=str(self.run_dir),
         )
         prepared = Prepared(
             method=settings,
@@ -227,6 +276,7 @@ class Run:
             base_id=FullModel(full_dir, family).digest(),
             ctx=ctx,
             prepare_cost=cost,
+            data_digest=self.data_digest,
         )
         self._prepared[settings.name] = prepared
         return prepared
@@ -252,6 +302,7 @@ class Run:
             sample=cfg.sample.model_dump(),
             behaviors=cfg.behaviors.to_dict(),
             data=dataset_key(cfg.data),
+            data_digest=p.data_digest,
             kind="reference" if kind == "reference" else "model",
         )
 
@@ -666,6 +717,25 @@ class Run:
                 if k != "at":
                     total[k] = round(total.get(k, 0.0) + float(v), 3)
         return total
+
+
+class _no_empty_dirs:
+    """Remove ``path`` (and its parent) on the way out if this block created it and left
+    it empty -- a preparation that failed early leaves no empty ``shared/<method>-*``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.made = [p for p in (self.path, self.path.parent) if not p.exists()]
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        for p in self.made:
+            try:
+                p.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
 
 
 def fit_table(est: EstimatorSettings, table) -> list:

@@ -238,3 +238,33 @@ def test_check_model_before_any_work(tmp_path, ae_dir, digits):
     assert family_of(byo).settings == settings
     assert family_for_dir(tmp_path / "ddpm").name == "unconditional"
     assert family_for_dir(tmp_path) is None
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def test_baseline_target_is_latent_with_decoded_pixels(ae_dir):
+    import numpy as np
+
+    from diffattr.baselines import attribute
+    from diffattr.data.players import Players
+
+    small = load_dataset({"name": "digits", "classes": [0, 1]})
+    fam = family(ae_dir)
+    data = fam.training_set(small).subset(np.arange(6))
+    unet = fam.init_model(data, 0)
+    target = fam.baseline_target(unet, data, num_samples=3, seed=2, ddim_steps=3)
+    assert target.x0_train.shape == (6, 2, 4, 4) and target.x0_gen.shape == (3, 2, 4, 4)
+    assert target.pixels_train().shape == (6, 1, 8, 8) and target.pixels_gen().shape == (3, 1, 8, 8)
+    torch.testing.assert_close(target.pixels_gen(), fam.sample(unet, 3, seed=2, ddim_steps=3))
+    torch.testing.assert_close(
+        target.scheduler.alphas_cumprod, fam.noise_scheduler().alphas_cumprod
+    )
+    # Journey-TRAK's trajectory follows the family's schedule and ends at the samples
+    traj = target.get_trajectory(2)
+    assert traj.states.shape == (2, 3, 2, 4, 4)
+    players = Players(("a", "b"), (np.arange(3), np.arange(3, 6)), "contributor", 6)
+    grad = {"projection_dim": 16, "timesteps": 2, "journey_points": 2, "projector": "basic"}
+    for table in ({"name": "journey-trak", **grad}, {"name": "pixel-similarity"}):
+        (a,) = attribute(table, target, players, behaviors=["fid"])
+        assert a.values.shape == (2,) and np.isfinite(a.values).all()

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffattr.baselines.target import DiffusionTarget, Trajectory, _check_ends_at
 from diffattr.diffusion.checkpoint import (
     META,
     read_meta,
@@ -132,33 +133,33 @@ def latent_factor(config: dict) -> int:
 # --------------------------------------------------------------------------- baselines target
 
 
-def _latent_target_class():
-    """``DiffusionTarget`` whose DDIM trajectory follows the family's noise schedule."""
-    from diffattr.baselines.target import DiffusionTarget, Trajectory, _check_ends_at
+@dataclass
+class LatentTarget(DiffusionTarget):
+    """``DiffusionTarget`` of a latent UNet: its DDIM trajectory (Journey-TRAK) follows the
+    family's noise schedule (``scheduler_config``), not the pixel default."""
 
-    @dataclass
-    class LatentTarget(DiffusionTarget):
-        scheduler_config: dict | None = None
+    scheduler_config: dict | None = None
 
-        def get_trajectory(self, points: int | None = None) -> Trajectory:
-            if self.trajectory is not None or self.scheduler_config is None:
-                return super().get_trajectory(points)
-            if self.ddim_steps is None or self.sample_seed is None:
-                return super().get_trajectory(points)
-            traj = record_latent_trajectory(
-                self.model,
-                self.n_gen,
-                ddim_steps=self.ddim_steps,
-                seed=self.sample_seed,
-                start=self.sample_start,
-                shape=tuple(self.x0_gen.shape[1:]),
-                scheduler_config=self.scheduler_config,
-                device=self.device,
-            )
-            _check_ends_at(traj, self.x0_gen)
-            return traj if points is None else traj.select(points)
-
-    return LatentTarget
+    def get_trajectory(self, points: int | None = None) -> Trajectory:
+        if (
+            self.trajectory is not None
+            or self.scheduler_config is None
+            or self.ddim_steps is None
+            or self.sample_seed is None
+        ):
+            return super().get_trajectory(points)
+        traj = record_latent_trajectory(
+            self.model,
+            self.n_gen,
+            ddim_steps=self.ddim_steps,
+            seed=self.sample_seed,
+            start=self.sample_start,
+            shape=tuple(self.x0_gen.shape[1:]),
+            scheduler_config=self.scheduler_config,
+            device=self.device,
+        )
+        _check_ends_at(traj, self.x0_gen)
+        return traj if points is None else traj.select(points)
 
 
 @torch.no_grad()
@@ -176,7 +177,6 @@ def record_latent_trajectory(
 ):
     """Every DDIM state of ``num_samples`` latent samples under ``scheduler_config`` (the
     same noise and steps as ``LatentFamily.sample``); final latents unclamped."""
-    from diffattr.baselines.target import Trajectory
     from diffattr.diffusion.unet import make_ddim
 
     sched = make_ddim(ddim_steps, scheduler_config)
@@ -438,7 +438,7 @@ class LatentFamily(ModelFamily):
         """Latents as ``x0_*`` (what the UNet was trained on), decoded pixels as
         ``images_*`` (the training images as the model sees them: their decoded latents)."""
         z_gen = self.sample_latents(model, num_samples, seed=seed, ddim_steps=ddim_steps)
-        return _latent_target_class()(
+        return LatentTarget(
             model=model,
             scheduler=self.noise_scheduler(),
             x0_train=data.x0,

@@ -22,12 +22,20 @@ def tiny_autoencoder(kind: str = "kl", channels: int = 1, latent: int = 2, seed:
     )
     torch.manual_seed(seed)
     if kind == "vq":
-        return VQModel(**common, num_vq_embeddings=16, scaling_factor=1.0)
+        return VQModel(**common, num_vq_embeddings=16)
     return AutoencoderKL(**common, mid_block_add_attention=False, scaling_factor=0.5)
 
 
 def save_autoencoder(path, **kw):
+    """Saved with ``save_pretrained``; a VQModel's config.json then loses ``scaling_factor``,
+    as the hub's CompVis LDM VQ-VAE configs have none."""
+    import json
+
     tiny_autoencoder(**kw).save_pretrained(path, safe_serialization=True)
+    if kw.get("kind") == "vq":
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.pop("scaling_factor", None)
+        (path / "config.json").write_text(json.dumps(cfg))
     return path
 
 

@@ -148,6 +148,9 @@ def test_model_dir_is_an_ldm_pipeline(tmp_path, digits, kind, monkeypatch):
     index = json.loads((path / "model_index.json").read_text())
     assert index["_class_name"] == "LDMPipeline"
     assert index["vqvae"][1] == ("VQModel" if kind == "vq" else "AutoencoderKL")
+    # a VQModel whose config.json records no scale (the CompVis LDMs) is used at scale 1,
+    # and the scale in use is written into the saved vqvae/ config
+    assert fam.scaling_factor == (1.0 if kind == "vq" else 0.5)
     pipe = LDMPipeline.from_pretrained(path)
     assert pipe.vqvae.config.scaling_factor == fam.scaling_factor
     # diffusers' pipeline, started from our per-sample noise, draws our samples
@@ -180,6 +183,10 @@ def test_own_autoencoder_is_adopted_from_a_model_dir(tmp_path, digits):
     data = fam.training_set(digits, tmp_path / "cache")
     unet = fam.init_model(data, 0)
     fam.save(tmp_path / "m", ModelState(unet), {})
+    assert fam.scaling_factor == pytest.approx(1 / fam.autoencoder_record["report"]["latent_std"])
+    uncached = FAMILIES.parse(fam.settings.to_dict()).build("cpu")
+    uncached.training_set(digits)  # trained again, kept in memory only: the same scale
+    assert uncached.scaling_factor == pytest.approx(fam.scaling_factor)
     fresh = FAMILIES.parse(fam.settings.to_dict()).build("cpu")
     fresh.load(tmp_path / "m")
     assert fresh.scaling_factor == fam.scaling_factor

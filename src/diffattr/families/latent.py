@@ -249,7 +249,7 @@ class LatentFamily(ModelFamily):
     def _use_autoencoder(self, ae: nn.Module, files: Path | None, record: dict) -> None:
         self._ae = ae.to(self.device).eval().requires_grad_(False)
         self._ae_files = files
-        raw = {}
+        raw = dict(ae.config) if files is None else {}
         if files is not None and (files / "config.json").is_file():
             try:
                 raw = json.loads((files / "config.json").read_text())
@@ -258,6 +258,9 @@ class LatentFamily(ModelFamily):
         scale = raw.get("scaling_factor")
         self._ae_scale = float(scale) if isinstance(scale, int | float) else None
         self.autoencoder_record = record
+        # the scale in use goes into its config at once: saved model directories decode as
+        # the run did, and the latent cache key is the same in every process
+        self._ae.register_to_config(scaling_factor=self.scaling_factor)
 
     @property
     def autoencoder(self) -> nn.Module:
@@ -479,9 +482,6 @@ class LatentFamily(ModelFamily):
         """The autoencoder into ``out`` (its weights linked or copied from where they were
         read; config.json with the scaling factor in use); returns its class name."""
         ae = self.autoencoder
-        scale = self.scaling_factor
-        if getattr(ae.config, "scaling_factor", None) != scale:
-            ae.register_to_config(scaling_factor=scale)
         out.mkdir(parents=True, exist_ok=True)
         copied = False
         if self._ae_files is not None:

@@ -193,3 +193,20 @@ def test_byo_ddpm_pipeline_runs(tmp_path, ddpm_dir):
         summary = run.attribute()
     assert summary.failed == 0 and not summary.errors
     assert "fid[autoencoder]" in {a.behavior for a in summary.attributions}
+
+
+@pytest.mark.parametrize("preset", ["latent-quick", "latent"])
+def test_latent_presets_plan(tmp_path, preset):
+    from pathlib import Path
+
+    from diffattr.config import build_config
+    from diffattr.data.settings import FASHION_MNIST_DIR
+    from diffattr.runner.plan import make_plan
+
+    if not Path(FASHION_MNIST_DIR).is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    cfg = build_config(None, preset)
+    assert cfg.family.name == "latent" and cfg.method.ratio == 0.5
+    plan = make_plan(cfg, tmp_path / "run")
+    assert plan.n_players == 10
+    assert plan.behavior_keys == ["diversity-entropy[fashion-mnist-cnn]", "fid[fashion-mnist-cnn]"]

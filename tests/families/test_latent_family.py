@@ -243,6 +243,14 @@ def test_check_model_before_any_work(tmp_path, ae_dir, digits):
     settings = family_for_dir(byo)
     assert settings.name == "latent" and settings.autoencoder == str(byo)
     assert family_of(byo).settings == settings
+    # retraining a model the package did not train builds its own UNet layout
+    assert settings.architecture == str(byo.resolve())
+    fresh = settings.build().init_model(data, seed=3)
+    byo_unet = family(byo).load(byo).model
+    assert fresh.config.block_out_channels == byo_unet.config.block_out_channels
+    assert [p.shape for p in fresh.parameters()] == [p.shape for p in byo_unet.parameters()]
+    with pytest.raises(DiffattrError, match="has no unet/config.json"):
+        family(ae_dir, architecture=str(tmp_path / "none")).check_data(digits)
     assert family_for_dir(tmp_path / "ddpm").name == "unconditional"
     assert family_for_dir(tmp_path) is None
 

@@ -311,7 +311,7 @@ class LatentFamily(ModelFamily):
                     f"{dataset.image_size} must be divisible by {factor} (set [data] image_size)"
                 )
         _, side, _ = self.latent_shape(dataset)
-        arch = LATENT_ARCHITECTURES[self.settings.architecture]
+        arch = self.architecture()
         unet_factor = 2 ** (len(arch["block_out_channels"]) - 1)
         if side % unet_factor:
             raise DiffattrError(
@@ -353,12 +353,38 @@ class LatentFamily(ModelFamily):
         from diffusers import UNet2DModel
 
         _, channels, size, _ = data.x0.shape
-        arch = dict(LATENT_ARCHITECTURES[self.settings.architecture])
+        arch = self.architecture()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return UNet2DModel(
                 sample_size=int(size), in_channels=int(channels), out_channels=int(channels), **arch
             )
+
+    def architecture(self) -> dict[str, Any]:
+        """``UNet2DModel`` keyword arguments of fresh models (retraining, the null model): the
+        preset, or the layout in a local model directory's ``unet/config.json``."""
+        name = self.settings.architecture
+        if self.settings.architecture_is_preset():
+            return dict(LATENT_ARCHITECTURES[name])
+        d = Path(name).expanduser()
+        path = d / "unet" / "config.json" if (d / "unet").is_dir() else d / "config.json"
+        if not path.is_file():
+            raise DiffattrError(
+                f"family.architecture: {d} has no unet/config.json or config.json (give a "
+                f"preset: {', '.join(LATENT_ARCHITECTURES)}, or a model directory)"
+            )
+        cfg = _unet_config(path.parent, "family.architecture")
+        import inspect
+
+        from diffusers import UNet2DModel
+
+        known = set(inspect.signature(UNet2DModel.__init__).parameters) - {
+            "self",
+            "sample_size",
+            "in_channels",
+            "out_channels",
+        }
+        return {k: v for k, v in cfg.items() if k in known}
 
     def predict_noise(self, model: nn.Module, x_t, t, cond: Any) -> torch.Tensor:
         return model(x_t, t).sample

@@ -99,8 +99,6 @@ LATENT_ARCHITECTURES: dict[str, dict[str, Any]] = {
     ),
 }
 
-LatentArchitecture = Literal[tuple(LATENT_ARCHITECTURES)]  # type: ignore[valid-type]
-
 
 class OwnAutoencoderSettings(Settings):
     """The recipe of the package's own ``AutoencoderKL`` (``autoencoder = "train"``; the
@@ -140,9 +138,10 @@ class LatentSettings(FamilySettings):
         description="latent scale (default: the autoencoder config's scaling_factor, else 1 "
         "as for the LDM VQ-VAE; the package's own: 1/std of its latents)",
     )
-    architecture: LatentArchitecture = Field(
+    architecture: str = Field(
         "latent-tiny",
-        description=f"UNet2DModel layout: {' | '.join(LATENT_ARCHITECTURES)}",
+        description=f"UNet2DModel layout: {' | '.join(LATENT_ARCHITECTURES)}, or a local "
+        "directory whose unet/config.json (or config.json) gives it, e.g. your full model",
     )
     beta_schedule: Literal["scaled_linear", "linear"] = Field(
         "scaled_linear", description="noise schedule (the LDM: scaled_linear 0.0015 -> 0.0195)"
@@ -170,6 +169,19 @@ class LatentSettings(FamilySettings):
         if not v.strip():
             raise ValueError("give 'train' or a local autoencoder directory")
         return v
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture(cls, v: str) -> str:
+        if v in LATENT_ARCHITECTURES or "/" in v or "\\" in v:
+            return v
+        raise ValueError(
+            f"unknown architecture {v!r}; choose one of: {', '.join(LATENT_ARCHITECTURES)}, "
+            "or give a local model directory (a path)"
+        )
+
+    def architecture_is_preset(self) -> bool:
+        return self.architecture in LATENT_ARCHITECTURES
 
     def own_autoencoder(self) -> OwnAutoencoderSettings:
         """The recipe of the package's own autoencoder (the ``ae_*`` settings)."""
@@ -250,5 +262,11 @@ def family_for_dir(model_dir) -> FamilySettings | None:
             if isinstance(cfg.get(key), int | float):
                 schedule[key] = float(cfg[key])
     return FAMILIES.parse(
-        {"name": "latent", "autoencoder": str(model_dir), **schedule}, f"{model_dir}: family"
+        {
+            "name": "latent",
+            "autoencoder": str(model_dir),
+            "architecture": str(Path(model_dir).resolve()),
+            **schedule,
+        },
+        f"{model_dir}: family",
     )

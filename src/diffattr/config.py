@@ -358,6 +358,41 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "attribution": {"subsets": 100},
         "method": {"name": "sft", "finetune_steps": 1000, "steps": 200, "ema": "carry"},
     },
+    # The latent-diffusion demo (the paper's CelebA-HQ branch in miniature): Fashion-MNIST at
+    # 16 px (200 images per class, 10 class contributors), the package's own AutoencoderKL
+    # (4x4x4 latents, trained once and cached), a latent UNet with attention, sFT with
+    # head-grouped pruning at 0.5, diversity entropy and FID in the offline classifier's
+    # space. About 6 CPU-minutes (see BENCHMARKS.md).
+    "latent-quick": {
+        "data": {"name": "fashion-mnist", "image_size": 16, "limit_per_class": 200},
+        "family": {"name": "latent", "autoencoder": "train", "architecture": "latent-tiny"},
+        "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "checkpoint_every": 500},
+        "sample": {"num_samples": 256, "ddim_steps": 20, "batch_size": 256},
+        "attribution": {"subsets": 24},
+        "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 300, "steps": 100},
+        "methods": {"ft": {"steps": 100}, "lora": {"steps": 100}},
+        "behaviors": {"measure": ["diversity-entropy", "fid"]},
+    },
+    # A larger latent run (a GPU, or hours on a CPU): Fashion-MNIST at 32 px (600 per class),
+    # 8x8x4 latents of a wider own autoencoder, the latent-small UNet, the paper's sampling
+    # protocol for diversity (1,000 images) with 50 DDIM steps, M = 48.
+    "latent": {
+        "data": {"name": "fashion-mnist", "image_size": 32, "limit_per_class": 600},
+        "family": {
+            "name": "latent",
+            "autoencoder": "train",
+            "architecture": "latent-small",
+            "ae_width": 32,
+            "ae_steps": 3000,
+            "ae_batch_size": 64,
+        },
+        "train": {"steps": 6000, "batch_size": 128, "lr": 5e-4, "checkpoint_every": 1000},
+        "sample": {"num_samples": 1000, "ddim_steps": 50, "batch_size": 500},
+        "attribution": {"subsets": 48},
+        "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 1000, "steps": 300},
+        "methods": {"ft": {"steps": 300}, "lora": {"steps": 300}},
+        "behaviors": {"measure": ["diversity-entropy", "fid"]},
+    },
 }
 
 

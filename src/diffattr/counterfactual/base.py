@@ -35,6 +35,7 @@ from diffattr.diffusion.checkpoint import read_meta
 from diffattr.diffusion.ema import EMA
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
+from diffattr.families.settings import pipeline_class
 
 
 @dataclass
@@ -47,21 +48,35 @@ class CounterfactualResult:
 
 
 class FullModel:
-    """The full model theta*: its directory, its recipe (``diffattr.json``) and weights."""
+    """The full model theta*: its directory, its recipe and weights.
 
-    def __init__(self, directory: str | Path, family: ModelFamily) -> None:
+    The recipe (what fine-tunes and retraining follow) is the one ``diffattr.json`` records;
+    a model the package did not train (a diffusers pipeline directory, no ``diffattr.json``)
+    takes ``train``, the run's ``[train]``.
+    """
+
+    def __init__(
+        self, directory: str | Path, family: ModelFamily, train: TrainConfig | None = None
+    ) -> None:
         self.dir = Path(directory)
         self.family = family
-        if not family.is_model_dir(self.dir):
+        own = family.is_model_dir(self.dir)
+        if not own and pipeline_class(self.dir) is None:
             raise DiffattrError(
-                f"{self.dir} is not a diffattr model directory (make one with `diffattr train`)"
+                f"{self.dir} is neither a diffattr model directory nor a diffusers pipeline "
+                "directory (make one with `diffattr train`)"
             )
-        self.meta = read_meta(self.dir)
+        self.meta = read_meta(self.dir) if own else {}
         config = self.meta.get("config", {})
         train_cfg = self.meta.get("train_config") or config.get("train")
-        if not train_cfg:
-            raise DiffattrError(f"{self.dir}/diffattr.json records no training recipe")
-        self.train = TrainConfig(**train_cfg)
+        if train_cfg:
+            self.train = TrainConfig(**train_cfg)
+        elif train is not None:
+            self.train = train
+        else:
+            raise DiffattrError(
+                f"{self.dir} records no training recipe; give the run's [train] for it"
+            )
         self.dataset_size = self.meta.get("dataset", {}).get("size")
         self._loaded: dict[bool, ModelState] = {}
 
@@ -99,6 +114,7 @@ class CounterfactualMethod(ABC):
         family: the model family of the run.
         full_dir: the full model theta* (a model directory).
         work_dir: where ``prepare`` caches shared work; read-only for ``run``.
+        train: the run's ``[train]``: the recipe of a full model that records none.
     """
 
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
@@ -109,12 +125,13 @@ class CounterfactualMethod(ABC):
         family: ModelFamily,
         full_dir: str | Path,
         work_dir: str | Path,
+        train: TrainConfig | None = None,
     ) -> None:
         if not isinstance(settings, self.Settings):
             raise DiffattrError(f"{type(self).__name__} needs {self.Settings.__name__}")
         self.settings = settings
         self.family = family
-        self.full = FullModel(full_dir, family)
+        self.full = FullModel(full_dir, family, train)
         self.work_dir = Path(work_dir)
         self.device = family.device
 
@@ -216,10 +233,15 @@ def fine_tune(
 
 
 def build_method(
-    settings: MethodSettings, family: ModelFamily, full_dir: str | Path, work_dir: str | Path
+    settings: MethodSettings,
+    family: ModelFamily,
+    full_dir: str | Path,
+    work_dir: str | Path,
+    train: TrainConfig | None = None,
 ) -> CounterfactualMethod:
-    """The method object of ``settings`` (its class is ``settings.implementation``)."""
-    return settings.implementation_class()(settings, family, full_dir, work_dir)
+    """The method object of ``settings`` (its class is ``settings.implementation``);
+    ``train`` is the run's recipe, used when the full model records none."""
+    return settings.implementation_class()(settings, family, full_dir, work_dir, train)
 
 
 def make_method(

@@ -28,11 +28,17 @@ VERSION = 1
 
 
 def module_digest(module: nn.Module) -> str:
-    """Hash of a module's class, config (if any) and every parameter and buffer."""
+    """Hash of a module's class, config (if any) and every parameter and buffer.
+
+    Config keys starting with ``_`` (diffusers' ``_name_or_path``, ``_use_default_values``,
+    ``_diffusers_version``) say where and how a model was loaded, not what it computes, and
+    are left out: the same weights read from two directories have one digest.
+    """
     h = hashlib.sha256(type(module).__name__.encode())
     config = getattr(module, "config", None)
     if config is not None:
-        h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+        public = {k: v for k, v in dict(config).items() if not str(k).startswith("_")}
+        h.update(json.dumps(public, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
         a = t.detach().cpu().contiguous()

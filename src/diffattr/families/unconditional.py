@@ -26,7 +26,7 @@ from diffattr.diffusion.sample import generate
 from diffattr.diffusion.unet import check_image_size, make_scheduler, make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
-from diffattr.families.settings import UnconditionalSettings
+from diffattr.families.settings import UnconditionalSettings, pipeline_class
 from diffattr.sparsify.checkpoint import is_pruned_unet_dir, load_pruned_unet, save_pruned_unet
 from diffattr.sparsify.prune import prune_unet
 
@@ -168,13 +168,16 @@ class UnconditionalFamily(ModelFamily):
         return (d / "unet").is_dir() and (d / "diffattr.json").is_file()
 
     def load(self, directory: str | Path, training: bool = False) -> ModelState:
+        """A model directory written by this family, or a diffusers ``DDPMPipeline``
+        directory the package did not train (no ``diffattr.json``)."""
         d = Path(directory)
-        if not self.is_model_dir(d):
+        own = self.is_model_dir(d)
+        if not own and not (pipeline_class(d) == "DDPMPipeline" and (d / "unet").is_dir()):
             raise DiffattrError(
                 f"{d} is not a diffattr model directory (expected unet/ and diffattr.json; "
-                "make one with `diffattr train`)"
+                "make one with `diffattr train`) nor a diffusers DDPMPipeline directory"
             )
-        meta = read_meta(d)
+        meta = read_meta(d) if own else {}
         state = ModelState(model=load_unet(d / "unet", self.device), meta=meta, path=d)
         if training and (d / "training" / "unet").is_dir():
             state.raw = load_unet(d / "training" / "unet", self.device)
@@ -185,11 +188,21 @@ class UnconditionalFamily(ModelFamily):
         import json
 
         d = Path(directory)
-        if not self.is_model_dir(d):
-            raise DiffattrError(
-                f"full model {d} is not a diffattr model directory (expected unet/ and "
-                "diffattr.json)"
-            )
+        own = self.is_model_dir(d)
+        if not own:
+            layout = pipeline_class(d)
+            if layout == "LDMPipeline":
+                raise DiffattrError(
+                    f"full model {d} is a latent diffusion pipeline (LDMPipeline); use "
+                    "[family] name = 'latent'"
+                )
+            if layout != "DDPMPipeline" or not (d / "unet").is_dir():
+                raise DiffattrError(
+                    f"full model {d} is neither a diffattr model directory (unet/ and "
+                    "diffattr.json) nor a diffusers DDPMPipeline directory (model_index.json, "
+                    "unet/, scheduler/)"
+                )
+            _check_schedule(d)
         config_path = d / "unet" / "config.json"
         if is_pruned_unet_dir(d / "unet"):
             config_path = d / "unet" / "pruned.json"
@@ -206,8 +219,39 @@ class UnconditionalFamily(ModelFamily):
                 f"full model {d} generates {channels}-channel {size}x{size} images but the "
                 f"data are {dataset.channels}-channel {dataset.image_size}x{dataset.image_size}"
             )
-        recorded = read_meta(d).get("dataset", {}).get("size")
+        recorded = read_meta(d).get("dataset", {}).get("size") if own else None
         if recorded is not None and recorded != len(dataset):
             raise DiffattrError(
                 f"full model {d} was trained on {recorded} images but [data] has {len(dataset)}"
             )
+
+
+def _check_schedule(d: Path) -> None:
+    """A DDPMPipeline the package did not train must use the family's noise schedule (the
+    fine-tunes and retraining continue it)."""
+    import json
+    import math
+
+    path = d / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DiffattrError(f"{path} is unreadable ({e})") from None
+    ours = SCHEDULER_CONFIG
+    theirs = {k: cfg.get(k, ours[k]) for k in ("beta_schedule", "beta_start", "beta_end")}
+    theirs["num_train_timesteps"] = cfg.get("num_train_timesteps", 1000)
+    same = (
+        theirs["beta_schedule"] == ours["beta_schedule"]
+        and math.isclose(float(theirs["beta_start"]), ours["beta_start"], rel_tol=1e-6)
+        and math.isclose(float(theirs["beta_end"]), ours["beta_end"], rel_tol=1e-6)
+        and theirs["num_train_timesteps"] == ours["num_train_timesteps"]
+    )
+    if not same:
+        raise DiffattrError(
+            f"full model {d} was trained with the {theirs['beta_schedule']} schedule "
+            f"{theirs['beta_start']:g} -> {theirs['beta_end']:g} over "
+            f"{theirs['num_train_timesteps']} steps; the unconditional family trains with "
+            "linear 0.0001 -> 0.02 over 1000 steps"
+        )

@@ -1,10 +1,15 @@
-"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor[,label]`` rows.
+"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor[,label][,caption]``
+rows.
 
 The optional CSV column ``label`` says what each image shows (a semantic class, e.g. the
 digit or the art style), independently of who contributed it. It is kept as the dataset's
 ``semantic_labels`` and never changes the players: ``labels`` and ``contributors`` stay the
 contributors. The behaviors use it to train a quality classifier (``label-cnn``) that does
 not reward a contributor merely for being easy to tell apart.
+
+The optional column ``caption`` is the text of each image for text-to-image models
+(``ImageDataset.captions``); an empty cell means "no caption" (the family's ``prompt``
+setting fills it in).
 """
 
 from __future__ import annotations
@@ -65,17 +70,20 @@ def _entries_from_dirs(root: Path) -> list[Entry]:
     return out
 
 
-def _entries_from_csv(csv_path: Path) -> list[Entry]:
+def _entries_from_csv(csv_path: Path, captions: list[str | None] | None = None) -> list[Entry]:
+    """The CSV's rows; with ``captions`` (a list) each row's caption (None if empty) is
+    appended to it, or the list is left empty when the CSV has no caption column."""
     base = csv_path.parent
     out: list[Entry] = []
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"path", "contributor"} <= set(reader.fieldnames):
             raise DiffattrError(
                 f"{csv_path} must have a header with columns path,contributor (and optionally "
-                "label)"
+                "label, caption)"
             )
         has_label = "label" in reader.fieldnames
+        has_caption = "caption" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             rel, who = (row.get("path") or "").strip(), (row.get("contributor") or "").strip()
             if not rel or not who:
@@ -92,6 +100,8 @@ def _entries_from_csv(csv_path: Path) -> list[Entry]:
             if not p.is_file():
                 raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
             out.append((p, who, label))
+            if has_caption and captions is not None:
+                captions.append((row.get("caption") or "").strip() or None)
     if not out:
         raise DiffattrError(f"{csv_path} lists no images")
     return out
@@ -107,14 +117,16 @@ def load_folder(
     Args:
         path: a directory whose subfolders are contributors, or a CSV with columns
             ``path,contributor`` and optionally ``label`` (paths relative to the CSV's
-            folder; ``label`` becomes the dataset's ``semantic_labels``).
+            folder; ``label`` becomes the dataset's ``semantic_labels``) and ``caption``
+            (``captions``; an empty cell is None).
         image_size: resize to this square size; without it all images must share one size.
         channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
     """
     if path is None:
         raise DiffattrError("the folder dataset needs --data DIR_OR_CSV")
     root = require_file(Path(path), "image folder or CSV", "pass an existing path with --data")
-    entries = _entries_from_csv(root) if root.is_file() else _entries_from_dirs(root)
+    captions: list[str | None] = []
+    entries = _entries_from_csv(root, captions) if root.is_file() else _entries_from_dirs(root)
     if channels is None:
         channels = _detect_channels(entries[0][0])
     if channels not in (1, 3):
@@ -154,6 +166,7 @@ def load_folder(
         class_names=names,
         contributors=[w for _, w, _ in entries],
         meta={"source": str(root)},
+        captions=captions or None,
         **_semantic(entries),
     )
 

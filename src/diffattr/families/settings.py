@@ -91,8 +91,8 @@ class DemoBaseSettings(Settings):
     )
     per_class: int = Field(600, ge=1, description="pretraining images per class")
     vae_steps: int = Field(1500, ge=1, description="autoencoder training steps")
-    unet_steps: int = Field(4000, ge=1, description="UNet pretraining steps")
-    batch_size: int = Field(64, ge=1, description="pretraining batch size")
+    unet_steps: int = Field(3000, ge=1, description="UNet pretraining steps")
+    batch_size: int = Field(32, ge=1, description="pretraining batch size")
     lr: float = Field(2e-3, gt=0, description="pretraining Adam learning rate")
     caption_dropout: float = Field(
         0.1, ge=0, lt=1, description="share of captions replaced by the empty prompt"

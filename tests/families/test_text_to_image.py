@@ -349,3 +349,70 @@ def test_run_attributes_end_to_end_with_sft_on_pruned_lora(setup, tmp_path):
             ex = run.execute([spec], name)
             assert ex.failed == 0, ex.first_error
             assert np.isfinite(list(run.store.get(spec.key).behaviors.values())).all()
+
+
+def test_baseline_target_differentiates_only_the_adapters(setup):
+    """TRAK's per-example gradients (vmap through the LoRA hooks, and the loop) and
+    Journey-TRAK on the trajectory recorded with the family's own DDIM scheduler."""
+    from diffattr.baselines import local_scores
+
+    base, csv, root = setup
+    fam = family(base, guidance_scale=2.0)
+    data = fam.training_set(load_folder(csv), root / "cache")
+    model = random_b(fam.init_model(data, 0))
+    target = fam.baseline_target(model, data, num_samples=3, seed=0, ddim_steps=4)
+    assert target.x0_gen.shape == (3, 4, 4, 4) and target.images_gen.shape == (3, 1, 8, 8)
+    assert torch.allclose(
+        fam.decode(target.x0_gen), fam.sample(model, 3, seed=0, ddim_steps=4), atol=1e-5
+    )
+    table = {"name": "trak", "timesteps": 2, "projector": "none"}
+    vm = local_scores({**table, "per_example": "vmap"}, target)
+    lp = local_scores({**table, "per_example": "loop"}, target)
+    assert vm.details["train_features"]["grad_dim"] == sum(p.numel() for p in model.parameters())
+    np.testing.assert_allclose(vm.scores, lp.scores, rtol=1e-4, atol=1e-7)
+    journey = local_scores({"name": "journey-trak", "journey_points": 2, "timesteps": 2}, target)
+    assert journey.scores.shape == (3, 16) and np.isfinite(journey.scores).all()
+
+
+def test_mixed_precision_keeps_adapters_float32(setup):
+    base, csv, root = setup
+    fam = family(base, dtype="bfloat16")
+    data = fam.training_set(load_folder(csv), root / "cache")
+    assert fam.base.unet.dtype == torch.bfloat16 and fam.base.vae.dtype == torch.float32
+    model = fam.init_model(data, 0)
+    res = fam.fit(model, data, TrainConfig(steps=2, batch_size=4, lr=1e-2, checkpoint_every=2))
+    assert res.unet.A[0].dtype == torch.float32 and np.isfinite(res.losses).all()
+    x = fam.predict_noise(res.unet, torch.randn(2, 4, 4, 4), torch.tensor([1, 2]), data.cond[:2])
+    assert x.dtype == torch.float32
+    assert fam.sample(res.ema.model, 2, seed=0, ddim_steps=2).dtype == torch.float32
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_demo_base_is_a_cached_stable_diffusion_pipeline(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from diffattr.families import tiny_t2i
+    from diffattr.families.settings import DemoBaseSettings, T2IDemoData
+
+    demo = DemoBaseSettings(vae_steps=2, unet_steps=2, per_class=4, batch_size=4)
+    ds = T2IDemoData().load()
+    assert len(set(ds.contributors)) == 20 and ds.captions[0].startswith("a photo of a ")
+    assert {c.split()[-1] for c in ds.captions} == {"sandal", "sneaker", "ankle-boot"}
+    assert all(i.startswith("fashion-mnist-test-") for i in ds.ids)  # the base uses train
+    assert sorted(ds.meta["noisy_contributors"]) == [f"artist-{k}" for k in range(17, 21)]
+    fam = TextToImageSettings(demo=demo, rank=2).build()
+    data = fam.training_set(ds, tmp_path / "cache")
+    assert data.x0.shape == (len(ds), 4, 8, 8)
+    first = tiny_t2i.demo_base_dir(demo, tmp_path / "cache")
+    assert tiny_t2i.is_demo_base(first) and fam.base.path == first.resolve()
+    stamp = (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    tiny_t2i.ensure_demo_base(demo, tmp_path / "cache")  # cached: not rebuilt
+    assert (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+    other = DemoBaseSettings(vae_steps=3, unet_steps=2, per_class=4, batch_size=4)
+    assert tiny_t2i.demo_base_dir(other, tmp_path / "cache") != first
+    pipe = StableDiffusionPipeline.from_pretrained(first, safety_checker=None)
+    img = pipe("a photo of a sneaker", num_inference_steps=2, output_type="np").images
+    assert img.shape == (1, 16, 16, 1)

@@ -307,11 +307,44 @@ def test_one_line_errors(setup, tmp_path):
         fam.prune(fam.init_model(data, 0), SFTSettings(round_to=2), data)
 
 
+def tiny_clip(root: Path) -> tuple[dict, Path]:
+    """A local CLIP checkpoint (768-d projection, as ViT-L/14) and a LAION-style head."""
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPModel
+
+    small = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1}
+    text = {**small, "num_attention_heads": 2, "vocab_size": 64, "max_position_embeddings": 16}
+    vision = {**small, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
+    model.save_pretrained(root / "clip")
+    processor = {
+        "do_resize": True,
+        "size": {"shortest_edge": 32},
+        "resample": 3,
+        "do_center_crop": True,
+        "crop_size": {"height": 32, "width": 32},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }
+    (root / "clip" / "preprocessor_config.json").write_text(json.dumps(processor))
+    g = torch.Generator().manual_seed(0)
+    head = root / "sa_0_4_vit_l_14_linear.safetensors"
+    save_file({"weight": torch.randn(1, 768, generator=g), "bias": torch.tensor([5.0])}, head)
+    return {"name": "clip", "path": str(root / "clip")}, head
+
+
 def test_run_attributes_end_to_end_with_sft_on_pruned_lora(setup, tmp_path):
-    """train LoRA -> prune LoRA -> fine-tune -> sFT per coalition -> sample -> measure."""
+    """train LoRA -> prune LoRA -> fine-tune -> sFT per coalition -> sample -> measure, with
+    FID in a label-free space and the aesthetic score in (a local) CLIP space."""
     from diffattr.runner.run import Run
 
     base, csv, root = setup
+    clip, head = tiny_clip(tmp_path)
     cfg = RunConfig.from_dict(
         {
             "data": {"name": "folder", "path": str(csv)},
@@ -321,13 +354,23 @@ def test_run_attributes_end_to_end_with_sft_on_pruned_lora(setup, tmp_path):
             "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 8, "steps": 4},
             "methods": {"ft": {"steps": 4}, "retrain": {"steps": 6}},
             "attribution": {"subsets": 8, "estimators": ["shapley"]},
-            "behaviors": {"features": {"name": "autoencoder", "steps": 30, "dim": 4}},
+            "behaviors": {
+                "features": {"name": "autoencoder", "steps": 30, "dim": 4},
+                "measure": [
+                    "fid",
+                    {"name": "aesthetic-p90", "head": str(head), "features": clip},
+                ],
+            },
         }
     )
     with Run(cfg, tmp_path / "run", progress=False) as run:
         summary = run.attribute()
         assert summary.failed == 0 and not summary.errors, (summary.first_error, summary.errors)
         payload = json.loads((tmp_path / "run" / "values.json").read_text())
+        assert {a.behavior for a in summary.attributions} == {
+            "fid[autoencoder]",
+            "aesthetic-p90[clip]",
+        }
         for a in summary.attributions:
             assert len(a.values) == 4 and np.isfinite(a.values).all()
             diff = payload["v1"][a.behavior] - payload["v0"][a.behavior]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -295,6 +296,10 @@ def ensure_demo_base(
     if is_demo_base(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"diffattr: pretraining the text-to-image demo base in {out} (once per cache folder)",
+        file=sys.stderr,
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         info = build_demo_base(settings, tmp, device=device, progress=progress)

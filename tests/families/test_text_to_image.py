@@ -442,8 +442,10 @@ def test_demo_base_is_a_cached_stable_diffusion_pipeline(tmp_path):
 
     demo = DemoBaseSettings(vae_steps=2, unet_steps=2, per_class=4, batch_size=4)
     ds = T2IDemoData().load()
-    assert len(set(ds.contributors)) == 20 and ds.captions[0].startswith("a photo of a ")
-    assert {c.split()[-1] for c in ds.captions} == {"sandal", "sneaker", "ankle-boot"}
+    assert len(set(ds.contributors)) == 20 and set(ds.captions) == {"a photo of a shoe"}
+    assert ds.semantic_names == ["sandal", "sneaker", "ankle-boot"]
+    by_class = T2IDemoData(caption="class").load()
+    assert {c.split()[-1] for c in by_class.captions} == {"sandal", "sneaker", "ankle-boot"}
     assert all(i.startswith("fashion-mnist-test-") for i in ds.ids)  # the base uses train
     assert sorted(ds.meta["noisy_contributors"]) == [f"artist-{k}" for k in range(17, 21)]
     fam = TextToImageSettings(demo=demo, rank=2).build()

@@ -195,13 +195,16 @@ class TextToImageSettings(FamilySettings):
 
 
 class T2IDemoData(DataSettings):
-    """The embedded demo's LoRA data: captioned Fashion-MNIST footwear split among artists.
+    """The embedded demo's LoRA data: Fashion-MNIST footwear split among artists.
 
     Images of ``classes`` from the Fashion-MNIST *test* split (the demo base is pretrained on
-    training-split images of other classes), captioned "a photo of a <class>", split among
-    ``contributors`` artists (each draws one class, a number of images around
-    ``per_contributor``); the last ``noisy`` artists upload images corrupted by Gaussian
-    noise of standard deviation ``noise`` (low-quality contributors).
+    training-split images of other classes) split among ``contributors`` artists (each draws
+    one class, a number of images around ``per_contributor``); the last ``noisy`` artists
+    upload images corrupted by Gaussian noise of standard deviation ``noise`` (low-quality
+    contributors). Every image has the one ``caption``, as every ArtBench image has "a
+    Post-Impressionist painting": the LoRA learns what the prompt means from the artists
+    who are present, so fine-tuning on a coalition changes what the prompt generates. With
+    ``caption = "class"`` each image says "a photo of a <class>" instead.
     """
 
     name: Literal["t2i-demo"] = "t2i-demo"
@@ -219,6 +222,11 @@ class T2IDemoData(DataSettings):
     )
     noisy: int = Field(4, ge=0, description="artists whose images are corrupted")
     noise: float = Field(0.6, ge=0, description="noise standard deviation of those images")
+    caption: str = Field(
+        "a photo of a shoe",
+        description="the caption of every image (the style prompt), or 'class' for "
+        "'a photo of a <class>'",
+    )
     seed: int = Field(0, description="seed of the split")
 
     @field_validator("classes")

@@ -21,8 +21,10 @@ loads it; so does ``[family] base = DIR``):
 
 The base learns Fashion-MNIST's tops, trousers and bags (training split, ``DemoBaseSettings``
 classes); the demo's LoRA data (``[data] name = "t2i-demo"``, ``load_demo_data``) are
-*footwear* images of the test split split among 20 artists, so the LoRA teaches the base a
-new "style" as the paper's ArtBench LoRA teaches SD Post-Impressionism, and the base without
+*footwear* images of the test split split among 20 artists, all captioned "a photo of a
+shoe", a word the base never saw: the LoRA teaches the base what a shoe looks like from the
+artists present, as the paper's ArtBench LoRA teaches SD Post-Impressionism from the
+artists present under the one caption "a Post-Impressionist painting"; the base without
 LoRA is the null model. The base is cached under the run's cache folder, keyed by its recipe
 and the IDX files' content:
 
@@ -47,7 +49,7 @@ from diffattr.data.base import ImageDataset
 from diffattr.errors import DiffattrError
 
 #: Version of the demo recipe (part of the cache key).
-VERSION = 2
+VERSION = 3
 
 CLASS_NAMES = (
     "t-shirt",
@@ -166,7 +168,7 @@ def write_tokenizer(directory: Path, words: list[str], max_length: int = MAX_TOK
 
 
 def caption_words() -> list[str]:
-    words = {"a", "an", "photo", "of"}
+    words = {"a", "an", "photo", "of", "shoe", "painting"}
     for name in CLASS_NAMES:
         words.update(w for w in name.replace("-", " ").split())
     return sorted(words)
@@ -238,7 +240,7 @@ def load_demo_data(settings, split: str = "train") -> ImageDataset:
         meta={"source": s.path, "noisy_contributors": sorted(noisy)},
         semantic_labels=torch.tensor([class_order.index(c) for c in cls], dtype=torch.int64),
         semantic_names=[CLASS_NAMES[c] for c in class_order],
-        captions=[caption(CLASS_NAMES[c]) for c in cls],
+        captions=[caption(CLASS_NAMES[c]) if s.caption == "class" else s.caption for c in cls],
     )
 
 
@@ -270,6 +272,7 @@ def demo_key(settings) -> str:
         "settings": settings.model_dump(mode="json", exclude={"path"}),
         "data": idx_digest(settings.path),
         "configs": [VAE_CONFIG, UNET_CONFIG, TEXT_CONFIG, SCHEDULER, MAX_TOKENS, KL_WEIGHT],
+        "words": caption_words(),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -393,6 +393,50 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "methods": {"ft": {"steps": 300}, "lora": {"steps": 300}},
         "behaviors": {"measure": ["diversity-entropy", "fid"]},
     },
+    # Text-to-image: the embedded demo (a small Stable-Diffusion-style base the package
+    # pretrains on Fashion-MNIST tops, trousers and bags; a LoRA on the attention projections
+    # trained on the footwear of 20 artists, 4 of whom upload noisy images); v0 = the base
+    # without LoRA. sFT prunes the LoRA to half its parameters (the paper's ArtBench
+    # setting); FID and IS in the fashion-mnist-cnn space. About 10 minutes on 2 idle cores
+    # (see BENCHMARKS.md).
+    "t2i-quick": {
+        "data": {"name": "t2i-demo"},
+        "family": {
+            "name": "text-to-image",
+            "rank": 8,
+            "demo": {"vae_steps": 600, "unet_steps": 1200},
+        },
+        "train": {
+            "steps": 400,
+            "batch_size": 32,
+            "lr": 5e-3,
+            "ema_decay": 0.99,
+            "checkpoint_every": 400,
+        },
+        "sample": {"num_samples": 128, "ddim_steps": 15, "batch_size": 128},
+        "attribution": {"subsets": 40},
+        "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 100, "steps": 50},
+        "methods": {"ft": {"steps": 50}},
+        "behaviors": {"features": "fashion-mnist-cnn"},
+    },
+    # The same demo at the default sizes: a better base and LoRA, more samples and subsets
+    # (about 30 minutes on 2 idle cores).
+    "t2i": {
+        "data": {"name": "t2i-demo"},
+        "family": {"name": "text-to-image", "rank": 8},
+        "train": {
+            "steps": 1000,
+            "batch_size": 32,
+            "lr": 5e-3,
+            "ema_decay": 0.995,
+            "checkpoint_every": 500,
+        },
+        "sample": {"num_samples": 256, "ddim_steps": 25, "batch_size": 256},
+        "attribution": {"subsets": 64},
+        "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 200, "steps": 100},
+        "methods": {"ft": {"steps": 100}},
+        "behaviors": {"features": "fashion-mnist-cnn"},
+    },
 }
 
 

@@ -182,12 +182,6 @@ def test_byo_ddpm_pipeline_takes_the_runs_recipe(tmp_path, ddpm_dir):
         fam.check_model(ldm, digits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DiffattrError,
-    reason="needs the runner to pass the run's [train] to build_method (runner/run.py "
-    "Run.prepare and runner/job.py Worker.method); see the h-latent report",
-)
 def test_byo_ddpm_pipeline_runs(tmp_path, ddpm_dir):
     with Run(byo_cfg(ddpm_dir), tmp_path / "run", progress=False) as run:
         summary = run.attribute()

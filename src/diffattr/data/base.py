@@ -29,6 +29,8 @@ class ImageDataset:
             ``contributors``, which name who gave the image (the players of a folder/CSV
             dataset); the behaviors train their ``label-cnn`` feature space on these.
         semantic_names: names of the semantic labels (given with ``semantic_labels``).
+        captions: optional per-sample caption (the CSV ``caption`` column; None where a row
+            has none) for text-to-image models.
     """
 
     name: str
@@ -40,6 +42,7 @@ class ImageDataset:
     meta: dict = field(default_factory=dict)
     semantic_labels: torch.Tensor | None = None
     semantic_names: list[str] | None = None
+    captions: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -53,6 +56,8 @@ class ImageDataset:
             raise DiffattrError(f"{self.name}: one contributor per image is required")
         if n == 0:
             raise DiffattrError(f"{self.name}: the dataset is empty")
+        if self.captions is not None and len(self.captions) != n:
+            raise DiffattrError(f"{self.name}: one caption (or None) per image is required")
         if (self.semantic_labels is None) != (self.semantic_names is None):
             raise DiffattrError(f"{self.name}: semantic labels need their names (and back)")
         if self.semantic_labels is not None:
@@ -94,6 +99,7 @@ class ImageDataset:
             meta={k: v for k, v in self.meta.items() if k not in ("digest", "files")},
             semantic_labels=None if self.semantic_labels is None else self.semantic_labels[idx],
             semantic_names=self.semantic_names,
+            captions=None if self.captions is None else [self.captions[i] for i in idx.tolist()],
         )
 
 

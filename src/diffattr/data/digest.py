@@ -35,7 +35,8 @@ DIGEST_DIR = "data-digests"
 
 
 def content_digest(dataset: ImageDataset) -> str:
-    """sha256 (16 hex digits) of the dataset's pixels, labels, ids and contributors."""
+    """sha256 (16 hex digits) of the dataset's pixels, labels, ids, contributors, semantic
+    labels and captions."""
     h = hashlib.sha256()
 
     def part(name: str, data: bytes) -> None:
@@ -56,6 +57,8 @@ def content_digest(dataset: ImageDataset) -> str:
         sl = np.ascontiguousarray(dataset.semantic_labels.numpy(), dtype="<i8")
         part("semantic_labels", sl.tobytes())
         part("semantic_names", json.dumps(list(dataset.semantic_names or [])).encode())
+    if dataset.captions is not None:  # what a text-to-image model learns from
+        part("captions", json.dumps(list(dataset.captions)).encode())
     return h.hexdigest()[:16]
 
 

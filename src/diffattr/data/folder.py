@@ -1,4 +1,5 @@
-"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor[,label]`` rows.
+"""Image folders (one subfolder per contributor) or a CSV of ``path,contributor[,label][,caption]``
+rows.
 
 The optional CSV column ``label`` says what each image shows (a semantic class, e.g. the
 digit or the art style), independently of who contributed it. It is kept as the dataset's
@@ -10,6 +11,10 @@ CSV files are read with the ``csv`` module as UTF-8 (a byte-order mark is ignore
 names with quotes, commas, newlines or any unicode round-trip; another encoding is a
 one-line error. An image listed more than once (e.g. under two contributors) is a warning
 with the count, or an error with ``strict``.
+
+The optional column ``caption`` is the text of each image for text-to-image models
+(``ImageDataset.captions``); an empty cell means "no caption" (the family's ``prompt``
+setting fills it in).
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ def _entries_from_dirs(root: Path) -> list[Entry]:
     return out
 
 
-def _entries_from_csv(csv_path: Path, strict: bool = False) -> list[Entry]:
+def _entries_from_csv(
+    csv_path: Path, strict: bool = False, captions: list[str | None] | None = None
+) -> list[Entry]:
+    """The CSV's rows; with ``captions`` (a list) each row's caption (None if empty) is
+    appended to it, or the list is left empty when the CSV has no caption column."""
     base = csv_path.parent
     out: list[Entry] = []
     try:
@@ -82,10 +91,11 @@ def _entries_from_csv(csv_path: Path, strict: bool = False) -> list[Entry]:
             ):
                 raise DiffattrError(
                     f"{csv_path} must have a header with columns path,contributor (and "
-                    "optionally label)"
+                    "optionally label, caption)"
                 )
             reader.fieldnames = [h.strip() for h in reader.fieldnames]
             has_label = "label" in reader.fieldnames
+            has_caption = "caption" in reader.fieldnames
             for row in reader:
                 line = reader.line_num
                 rel = (row.get("path") or "").strip()
@@ -104,6 +114,8 @@ def _entries_from_csv(csv_path: Path, strict: bool = False) -> list[Entry]:
                 if not p.is_file():
                     raise DiffattrError(f"{csv_path}:{line}: image file not found: {base / rel}")
                 out.append((p, who, label))
+                if has_caption and captions is not None:
+                    captions.append((row.get("caption") or "").strip() or None)
     except UnicodeDecodeError as e:
         raise DiffattrError(
             f"{csv_path} is not UTF-8 text (byte {e.start}); save it as UTF-8 and rerun"
@@ -152,7 +164,8 @@ def load_folder(
     Args:
         path: a directory whose subfolders are contributors, or a CSV with columns
             ``path,contributor`` and optionally ``label`` (paths relative to the CSV's
-            folder; ``label`` becomes the dataset's ``semantic_labels``).
+            folder; ``label`` becomes the dataset's ``semantic_labels``) and ``caption``
+            (``captions``; an empty cell is None).
         image_size: resize to this square size; without it all images must share one size.
         channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
         strict: refuse a CSV that lists an image more than once (default: a warning).
@@ -160,7 +173,10 @@ def load_folder(
     if path is None:
         raise DiffattrError("the folder dataset needs --data DIR_OR_CSV")
     root = require_file(Path(path), "image folder or CSV", "pass an existing path with --data")
-    entries = _entries_from_csv(root, strict) if root.is_file() else _entries_from_dirs(root)
+    captions: list[str | None] = []
+    entries = (
+        _entries_from_csv(root, strict, captions) if root.is_file() else _entries_from_dirs(root)
+    )
     if channels is None:
         channels = _detect_channels(entries[0][0])
     if channels not in (1, 3):
@@ -205,6 +221,7 @@ def load_folder(
             "files": ([str(root.resolve())] if root.is_file() else [])
             + [str(p) for p, _, _ in entries],
         },
+        captions=captions or None,
         **_semantic(entries),
     )
 

@@ -8,6 +8,12 @@ images give a new entry, never stale latents.
 
     <cache_dir>/latents/<key>.safetensors   {"latents": (N, c, h, w) float32}
     <cache_dir>/latents/<key>.json          what the key hashes, and the latents' shape
+
+Text-to-image families also cache their captions' text-encoder embeddings the same way
+(``cached_text_embeddings``: one entry per text encoder and tokenised captions), so
+fine-tunes never run the text encoder either.
+
+    <cache_dir>/captions/<key>.safetensors  {"embeddings": (U, L, D), "index": (N,)}
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ def module_digest(module: nn.Module) -> str:
     """
     h = hashlib.sha256(type(module).__name__.encode())
     config = getattr(module, "config", None)
+    if config is not None and not isinstance(config, dict) and hasattr(config, "to_dict"):
+        config = config.to_dict()  # transformers' PretrainedConfig
     if config is not None:
         public = {k: v for k, v in dict(config).items() if not str(k).startswith("_")}
         h.update(json.dumps(public, sort_keys=True, default=str).encode())
@@ -160,3 +168,88 @@ def cached_latents(
         tmp.replace(weights)
         atomic_write_text(meta, json.dumps({**record, "shape": list(z.shape)}, indent=2))
     return z, {**record, "key": key, "cached": False}
+
+
+# --------------------------------------------------------------------------- caption embeddings
+
+
+def token_ids(tokenizer, texts: list[str], max_length: int | None = None) -> torch.Tensor:
+    """Token ids (N, L) of texts, padded to the tokenizer's ``model_max_length`` (or
+    ``max_length``) and truncated, as Stable Diffusion pipelines encode prompts."""
+    length = int(max_length or tokenizer.model_max_length)
+    out = tokenizer(
+        list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    )
+    return out.input_ids
+
+
+@torch.no_grad()
+def encode_text(
+    text_encoder: nn.Module,
+    ids: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """The text encoder's last hidden states (N, L, D) of token ids, float32 on the CPU
+    (Stable Diffusion's ``encoder_hidden_states``)."""
+    text_encoder = text_encoder.to(device).eval()
+    out = []
+    for s in range(0, len(ids), batch_size):
+        hidden = text_encoder(ids[s : s + batch_size].to(device))[0]
+        out.append(hidden.float().cpu())
+    return torch.cat(out)
+
+
+def cached_text_embeddings(
+    text_encoder: nn.Module,
+    tokenizer,
+    texts: list[str],
+    cache_dir: str | Path | None,
+    *,
+    max_length: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Embeddings (N, L, D) of ``texts`` (e.g. one caption per training image) from the
+    content-keyed cache under ``cache_dir``; the text encoder runs once per *distinct* text,
+    on a miss only. The key hashes the text encoder's weights and the token ids, so another
+    encoder or another tokenisation gives a new entry.
+
+        <cache_dir>/captions/<key>.safetensors   {"embeddings": (U, L, D), "index": (N,)}
+    """
+    from safetensors.torch import load_file, save_file
+
+    distinct = sorted(set(texts))
+    where = {t: i for i, t in enumerate(distinct)}
+    index = torch.tensor([where[t] for t in texts], dtype=torch.int64)
+    ids = token_ids(tokenizer, distinct, max_length)
+    record = {
+        "version": VERSION,
+        "text_encoder": module_digest(text_encoder),
+        "tokens": tensor_digest(ids.double()),
+        "index": tensor_digest(index.double()),
+    }
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    if cache_dir is not None:
+        stem = Path(cache_dir) / "captions" / key
+        weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        if weights.is_file() and meta.is_file():
+            try:
+                stored = load_file(str(weights))
+                table, idx = stored["embeddings"], stored["index"]
+                if table.shape[0] == len(distinct) and torch.equal(idx, index):
+                    return table[idx], {**record, "key": key, "cached": True}
+            except Exception:  # noqa: BLE001 - a broken entry is recomputed, not trusted
+                pass
+    table = encode_text(text_encoder, ids, batch_size=batch_size, device=device)
+    if not torch.isfinite(table).all():
+        raise DiffattrError("the text encoder gave non-finite embeddings for the captions")
+    if cache_dir is not None:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(f".{weights.name}.tmp")
+        save_file({"embeddings": table.contiguous(), "index": index}, str(tmp))
+        tmp.replace(weights)
+        info = {**record, "distinct": len(distinct), "shape": [len(texts), *table.shape[1:]]}
+        atomic_write_text(meta, json.dumps(info, indent=2))
+    return table[index], {**record, "key": key, "cached": False}

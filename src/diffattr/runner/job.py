@@ -86,7 +86,9 @@ class Worker:
         key = json.dumps({"name": name, **settings}, sort_keys=True)
         if key not in self._methods:
             parsed = METHODS.parse({**settings, "name": name}, "method")
-            m = build_method(parsed, self.family, self.ctx.full_dir, self.ctx.work_dir)
+            m = build_method(
+                parsed, self.family, self.ctx.full_dir, self.ctx.work_dir, self.cfg.train
+            )
             m.load()
             self._methods[key] = m
         return self._methods[key]

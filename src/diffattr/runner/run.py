@@ -245,7 +245,9 @@ class Run:
 
         recover_folder(work_dir)
         with _no_empty_dirs(work_dir):
-            build_method(settings, family, full_dir, work_dir).prepare(data, progress=self.progress)
+            build_method(settings, family, full_dir, work_dir, self.cfg.train).prepare(
+                data, progress=self.progress
+            )
         seconds = time.perf_counter() - t
         self._time(f"prepare_{settings.name}", seconds)
         # The one-time cost of the shared preparation, kept beside it: evaluations that find
@@ -273,7 +275,7 @@ class Run:
             full_dir=Path(full_dir),
             null_dir=Path(null_dir),
             work_dir=work_dir,
-            base_id=FullModel(full_dir, family).digest(),
+            base_id=FullModel(full_dir, family, self.cfg.train).digest(),
             ctx=ctx,
             prepare_cost=cost,
             data_digest=self.data_digest,

@@ -1,0 +1,993 @@
+"""``text-to-image``: the LoRA of a frozen Stable-Diffusion-style pipeline (the paper's
+ArtBench set-up: miniSD + a LoRA on every attention projection, credited to the artists).
+
+The base
+    A local diffusers directory with ``unet/`` (``UNet2DConditionModel``), ``vae/``
+    (``AutoencoderKL``), ``text_encoder/`` (CLIP), ``tokenizer/`` and ``scheduler/``, read
+    without downloads and without pickle (safetensors only), or ``demo``: the embedded model
+    the package builds and caches (``diffattr.families.tiny_t2i``). The UNet and text encoder
+    load in ``dtype`` (float16 / bfloat16 for GPU users); the autoencoder stays float32.
+
+The model
+    The family's model is :class:`LoRAAdapters`: the adapters and *nothing else*. The base
+    UNet is held by the family, and forward hooks on its target layers add
+    ``scale * B A dropout(x)`` of whichever adapters are active (``predict_noise`` activates
+    the model it is given). So everything the shared code copies is the LoRA: the training
+    loop's EMA (``diffusion.ema.EMA`` deep-copies the model), the methods' ``copy_module``,
+    checkpoints and per-example gradients — an EMA of a frozen 860 M-parameter UNet would
+    double the memory for weights that never change. The EMA of the adapters is kept (it is
+    cheap); ``train.ema_decay = 0`` samples the raw adapters, as diffusers' LoRA script does.
+    The null model (v0) is the base without LoRA: adapters with no layers.
+
+Examples
+    ``training_set`` encodes the images to VAE latents and the captions (a missing caption
+    takes ``prompt``) to text-encoder embeddings once, both cached under the run's cache
+    folder by content (``families.latents``): ``TrainingSet.x0`` = latents,
+    ``TrainingSet.cond`` = embeddings (N, L, D), so fine-tunes never run either encoder.
+
+Sampling
+    Deterministic DDIM (eta = 0) with the base's noise schedule; sample i starts from the
+    noise of (seed, i) (``diffusion.sample.initial_noise``) and is prompted with
+    ``prompts[i % len(prompts)]``; classifier-free guidance with the empty prompt when
+    ``guidance_scale > 1``; latents decoded by the base's autoencoder to [-1, 1].
+
+Pruning (sFT)
+    Whole rank-1 components of the LoRA (``diffattr.sparsify.lora``): ``[method] ratio`` is
+    the share of LoRA parameters removed (the paper keeps 50 %: ratio = 0.5) and ``pruner``
+    the importance (magnitude, taylor, diff-pruning, random); ``round_to`` has no meaning
+    here and is refused.
+
+A model directory (``save``) is what ``StableDiffusionPipeline.load_lora_weights(dir)``
+reads::
+
+    pytorch_lora_weights.safetensors   unet.<layer>.lora_A.weight / lora_B.weight (the
+                                       sampled, EMA adapters; absent for the null model),
+                                       with the LoRA config as adapter metadata
+    base.json                          the base directory and its digest
+    diffattr.json                      run config, dataset, and ``t2i``: rank, alpha,
+                                       targets, per-layer ranks, generation prompts
+    training/                          raw adapters and Adam state (to continue training)
+
+The scale alpha/r is folded into ``lora_B`` on disk and the metadata says alpha = rank per
+layer, so a pruned LoRA (ranks differ per layer) loads with the same scale in diffusers with
+or without the metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffattr.diffusion.checkpoint import (
+    read_meta,
+    read_training_state,
+    write_model_dir,
+    write_training_state,
+)
+from diffattr.errors import DiffattrError
+from diffattr.families.base import ModelFamily, ModelState, TrainingSet
+from diffattr.families.settings import TextToImageSettings
+
+WEIGHTS = "pytorch_lora_weights.safetensors"
+BASE_FILE = "base.json"
+PREFIX = "unet."
+
+#: Components of a Stable Diffusion pipeline directory and the file each must have.
+COMPONENTS = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "tokenizer": None,  # tokenizer.json, or vocab.json + merges.txt
+    "scheduler": "scheduler_config.json",
+}
+
+
+# --------------------------------------------------------------------------- the adapters
+
+
+class LoRAAdapters(nn.Module):
+    """The LoRA of a UNet: ``A_l`` (r_l x in_l) and ``B_l`` (out_l x r_l) for each named
+    linear layer l with r_l > 0, the nominal rank r, alpha and dropout.
+
+    The layer adds ``(alpha / r) * B_l A_l dropout(x)``; r stays the unpruned rank when
+    components are removed, so the remaining ones keep their contribution. The frozen UNet is
+    not part of this module.
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[str, int, int, int]],
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        pruned: bool = False,
+    ) -> None:
+        super().__init__()
+        self.targets = [(name, int(i), int(o)) for name, i, o, _ in layers]
+        self.layer_names = [name for name, _, _, r in layers if r > 0]
+        self.rank = int(rank)
+        self.alpha = float(alpha)
+        self.dropout = float(dropout)
+        self.pruned = bool(pruned)
+        kept = [(i, o, r) for _, i, o, r in layers if r > 0]
+        self.A = nn.ParameterList([nn.Parameter(torch.zeros(r, i)) for i, _, r in kept])
+        self.B = nn.ParameterList([nn.Parameter(torch.zeros(o, r)) for _, o, r in kept])
+        self.index = {name: j for j, name in enumerate(self.layer_names)}
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def ranks(self) -> dict[str, int]:
+        """Rank of every target layer (0 where no component is left)."""
+        out = {name: 0 for name, _, _ in self.targets}
+        for name, a in zip(self.layer_names, self.A):
+            out[name] = int(a.shape[0])
+        return out
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"layers={len(self.layer_names)}/{len(self.targets)}, rank={self.rank}, params={n}"
+
+    @torch.no_grad()
+    def reset(self, seed: int) -> LoRAAdapters:
+        """peft's initialisation: A Kaiming-uniform (a = sqrt 5), B zero (seeded)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for a in self.A:
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        for b in self.B:
+            b.zero_()
+        return self
+
+    def with_components(self, kept: list[torch.Tensor]) -> LoRAAdapters:
+        """A copy keeping the components ``kept[j]`` of layer j (in ``layer_names`` order)."""
+        from diffattr.sparsify.lora import prune_factors
+
+        A, B = prune_factors(list(self.A), list(self.B), kept)
+        ranks = {name: int(a.shape[0]) for name, a in zip(self.layer_names, A)}
+        layers = [(n, i, o, ranks.get(n, 0)) for n, i, o in self.targets]
+        out = LoRAAdapters(layers, self.rank, self.alpha, self.dropout, pruned=True)
+        with torch.no_grad():
+            for dst, src in zip(out.A, (a for a in A if a.shape[0] > 0)):
+                dst.copy_(src)
+            for dst, src in zip(out.B, (b for b in B if b.shape[1] > 0)):
+                dst.copy_(src)
+        return out.to(self.A[0].device if len(self.A) else "cpu")
+
+    def diffusers_state(self) -> dict[str, torch.Tensor]:
+        """``<layer>.lora_A.weight`` / ``lora_B.weight`` with the scale folded into B."""
+        out = {}
+        for name, a, b in zip(self.layer_names, self.A, self.B):
+            out[f"{name}.lora_A.weight"] = a.detach().float().cpu().contiguous()
+            out[f"{name}.lora_B.weight"] = (b.detach().float() * self.scale).cpu().contiguous()
+        return out
+
+    def adapter_metadata(self) -> dict[str, Any]:
+        """The peft ``LoraConfig`` of ``diffusers_state`` (scale 1 in every layer)."""
+        ranks = [int(a.shape[0]) for a in self.A]
+        if not ranks:
+            return {}
+        r = Counter(ranks).most_common(1)[0][0]
+        pattern = {n: k for n, k in zip(self.layer_names, ranks) if k != r}
+        return {
+            "r": r,
+            "lora_alpha": r,
+            "rank_pattern": pattern,
+            "alpha_pattern": dict(pattern),
+            "target_modules": list(self.layer_names),
+            "lora_dropout": self.dropout,
+            "init_lora_weights": True,
+        }
+
+
+def lora_layers(unet: nn.Module, target_modules: list[str]) -> list[tuple[str, int, int]]:
+    """(name, in, out) of the UNet's linear layers matched by ``target_modules`` (a name or
+    a dotted suffix); a target that matches nothing is a one-line error."""
+    found, used = [], set()
+    for name, m in unet.named_modules():
+        hit = [t for t in target_modules if name == t or name.endswith("." + t)]
+        if hit and isinstance(m, nn.Linear):
+            found.append((name, m.in_features, m.out_features))
+            used.update(hit)
+    missing = [t for t in target_modules if t not in used]
+    if missing:
+        raise DiffattrError(
+            f"[family] target_modules {missing} match no linear layer of the base UNet "
+            "(SD's attention projections are to_q, to_k, to_v, to_out.0)"
+        )
+    return found
+
+
+def write_lora(directory: Path, adapters: LoRAAdapters) -> None:
+    """``pytorch_lora_weights.safetensors`` in diffusers' format (nothing for no layers)."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    state = adapters.diffusers_state()
+    if not state:
+        return
+    StableDiffusionLoraLoaderMixin.save_lora_weights(
+        directory,
+        unet_lora_layers=state,
+        unet_lora_adapter_metadata=adapters.adapter_metadata(),
+        safe_serialization=True,
+    )
+
+
+def read_lora(
+    directory: Path,
+    targets: list[tuple[str, int, int]],
+    rank: int,
+    alpha: float,
+    dropout: float,
+    pruned: bool,
+) -> LoRAAdapters:
+    """Adapters from ``write_lora``'s file, checked against the base's layers and ``rank``
+    (a layer of another shape or a higher rank is a one-line error)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS
+    state: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        try:
+            state = dict(load_file(str(path)))
+        except (SafetensorError, OSError) as e:
+            raise DiffattrError(f"{path} is unreadable ({e}); delete the model to redo it") from e
+    layers, tensors = [], []
+    scale = alpha / rank
+    for name, i, o in targets:
+        a = state.pop(f"{PREFIX}{name}.lora_A.weight", None)
+        b = state.pop(f"{PREFIX}{name}.lora_B.weight", None)
+        if (a is None) != (b is None):
+            raise DiffattrError(f"{path}: layer {name} has only one of lora_A / lora_B")
+        if a is None:
+            layers.append((name, i, o, 0))
+            continue
+        r = int(a.shape[0])
+        if a.shape != (r, i) or b.shape != (o, r):
+            raise DiffattrError(
+                f"{path}: layer {name} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, "
+                f"but the base's layer maps {i} -> {o} features (another base?)"
+            )
+        if r > rank or (r != rank and not pruned):
+            raise DiffattrError(
+                f"{path}: layer {name} has LoRA rank {r}, but the LoRA's rank is {rank}"
+            )
+        layers.append((name, i, o, r))
+        tensors.append((a.float(), b.float() / scale))
+    if state:
+        extra = sorted(state)[0]
+        raise DiffattrError(
+            f"{path} holds weights for layers that are not LoRA targets of this base "
+            f"(e.g. {extra}); check [family] target_modules"
+        )
+    out = LoRAAdapters(layers, rank, alpha, dropout, pruned=pruned)
+    with torch.no_grad():
+        for (a, b), pa, pb in zip(tensors, out.A, out.B):
+            pa.copy_(a)
+            pb.copy_(b)
+    return out
+
+
+# --------------------------------------------------------------------------- the base
+
+
+@dataclass
+class BasePipeline:
+    """The frozen parts of a Stable-Diffusion-style pipeline, hooked for LoRA."""
+
+    path: Path
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    targets: list[tuple[str, int, int]]
+    active: LoRAAdapters | None = None
+    _digest: str | None = None
+    _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def digest(self) -> str:
+        """Content digest of the base directory (a demo base: its cache key)."""
+        if self._digest is None:
+            self._digest = base_digest(self.path)
+        return self._digest
+
+    def hook(self, name: str):
+        def add_lora(module: nn.Module, args: tuple, output: torch.Tensor):
+            ad = self.active
+            if ad is None:
+                return None
+            j = ad.index.get(name)
+            if j is None:
+                return None
+            x = args[0]
+            if ad.training and ad.dropout > 0:
+                x = F.dropout(x, ad.dropout, training=True)
+            a, b = ad.A[j], ad.B[j]
+            delta = F.linear(F.linear(x, a.to(x.dtype)), b.to(x.dtype))
+            return output + delta * ad.scale
+
+        return add_lora
+
+    @contextlib.contextmanager
+    def using(self, adapters: LoRAAdapters | None):
+        previous, self.active = self.active, adapters
+        try:
+            yield
+        finally:
+            self.active = previous
+
+    def embed(self, texts: tuple[str, ...], device) -> torch.Tensor:
+        """Text-encoder embeddings (len, L, D) of prompts, float32 on the CPU (memoised)."""
+        if texts not in self._embeddings:
+            from diffattr.families.latents import encode_text, token_ids
+
+            ids = token_ids(self.tokenizer, list(texts))
+            self._embeddings[texts] = encode_text(self.text_encoder, ids, device=device)
+        return self._embeddings[texts]
+
+
+def base_digest(path: Path) -> str:
+    """A demo base's key, or the digest of a pipeline directory's configs and weights."""
+    demo = Path(path) / "demo.json"
+    if demo.is_file():
+        try:
+            return "demo-" + str(json.loads(demo.read_text())["key"])
+        except (OSError, KeyError, json.JSONDecodeError):
+            pass
+    h = hashlib.sha256()
+    for comp in COMPONENTS:
+        root = Path(path) / comp
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.is_file() and p.suffix in (".json", ".txt", ".safetensors"):
+                h.update(str(p.relative_to(path)).encode())
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 24), b""):
+                        h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def check_base_dir(path: Path) -> None:
+    """A one-line error naming the first missing component of a pipeline directory."""
+    d = Path(path)
+    if not d.is_dir():
+        raise DiffattrError(
+            f"[family] base: {d} is not a directory (give a local diffusers Stable Diffusion "
+            "directory, or base = 'demo')"
+        )
+    for comp, marker in COMPONENTS.items():
+        sub = d / comp
+        if comp == "tokenizer":
+            ok = (sub / "tokenizer.json").is_file() or (
+                (sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()
+            )
+            what = f"{sub}/tokenizer.json or vocab.json + merges.txt"
+        else:
+            ok = (sub / marker).is_file()
+            what = f"{sub}/{marker}"
+        if not ok:
+            raise DiffattrError(
+                f"{d} has no {comp} ({what} missing); a Stable Diffusion pipeline directory "
+                "has unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+            )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DiffattrError(f"{path} is unreadable ({e})") from None
+
+
+_BASES: dict[tuple, BasePipeline] = {}
+
+
+def load_base(
+    path: str | Path, settings: TextToImageSettings, device: str | torch.device
+) -> BasePipeline:
+    """The frozen base of a pipeline directory, hooked for LoRA (cached per process: the
+    runner's and the workers' families of one run share it)."""
+    d = Path(path).expanduser().resolve()
+    key = (str(d), settings.dtype, str(device), tuple(settings.target_modules))
+    if key in _BASES:
+        return _BASES[key]
+    check_base_dir(d)
+    sched = _read_config(d / "scheduler" / "scheduler_config.json")
+    if sched.get("prediction_type", "epsilon") != "epsilon":
+        raise DiffattrError(
+            f"{d}/scheduler predicts {sched.get('prediction_type')!r}; the text-to-image family "
+            "trains epsilon-prediction models (Stable Diffusion 1.x)"
+        )
+    dtype = getattr(torch, settings.dtype)
+    import warnings
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    def one_line(comp: str, e: Exception) -> DiffattrError:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return DiffattrError(f"cannot load {comp} of {d} ({first}); safetensors weights only")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            unet = UNet2DConditionModel.from_pretrained(
+                d, subfolder="unet", use_safetensors=True, local_files_only=True, torch_dtype=dtype
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise one_line("the unet", e) from None
+        try:
+            vae = AutoencoderKL.from_pretrained(
+                d, subfolder="vae", use_safetensors=True, local_files_only=True
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise one_line("the vae", e) from None
+        try:
+            text_encoder = CLIPTextModel.from_pretrained(
+                d / "text_encoder", use_safetensors=True, local_files_only=True, dtype=dtype
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise one_line("the text_encoder", e) from None
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(d / "tokenizer", local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise one_line("the tokenizer", e) from None
+    unet = unet.to(device).eval().requires_grad_(False)
+    vae = vae.to(device).eval().requires_grad_(False)
+    text_encoder = text_encoder.to(device).eval().requires_grad_(False)
+    if unet.dtype != dtype or text_encoder.dtype != dtype:
+        unet, text_encoder = unet.to(dtype=dtype), text_encoder.to(dtype=dtype)
+    cross = unet.config.cross_attention_dim
+    if text_encoder.config.hidden_size != cross:
+        raise DiffattrError(
+            f"{d}: the text encoder gives {text_encoder.config.hidden_size}-wide embeddings "
+            f"but the UNet cross-attends to {cross}"
+        )
+    if vae.config.latent_channels != unet.config.in_channels:
+        raise DiffattrError(
+            f"{d}: the vae has {vae.config.latent_channels} latent channels but the UNet takes "
+            f"{unet.config.in_channels}"
+        )
+    targets = lora_layers(unet, list(settings.target_modules))
+    base = BasePipeline(d, unet, vae, text_encoder, tokenizer, sched, targets)
+    for name, _, _ in targets:
+        unet.get_submodule(name).register_forward_hook(base.hook(name))
+    _BASES.clear()  # one base per process at a time (they are large)
+    _BASES[key] = base
+    return base
+
+
+# --------------------------------------------------------------------------- the family
+
+
+class TextToImageFamily(ModelFamily):
+    """A LoRA on a frozen Stable-Diffusion-style pipeline; see the module docstring."""
+
+    settings: TextToImageSettings
+
+    def __init__(self, settings: TextToImageSettings, device: str | torch.device = "cpu") -> None:
+        super().__init__(settings, device)
+        self._base: BasePipeline | None = None
+        self._prompts: list[str] | None = None
+        self._image_size: int | None = None
+
+    # ------------------------------------------------------------------ the base
+
+    @property
+    def base(self) -> BasePipeline:
+        if self._base is None:
+            if self.settings.base != "demo":
+                self._base = load_base(self.settings.base, self.settings, self.device)
+            else:
+                raise DiffattrError(
+                    "the demo base is built in the run's cache folder: encode the data first "
+                    "(family.training_set(dataset, cache_dir)) or load a model directory"
+                )
+        return self._base
+
+    def ensure_base(self, cache_dir: str | Path | None = None, recorded: str | None = None):
+        """Load the base: a user's directory, or the demo base (built under ``cache_dir``,
+        or found where a model directory's ``base.json`` says)."""
+        if self._base is not None:
+            return self._base
+        if self.settings.base != "demo":
+            return self.base
+        from diffattr.families import tiny_t2i
+
+        if cache_dir is not None:
+            import sys
+
+            path = tiny_t2i.ensure_demo_base(
+                self.settings.demo, cache_dir, self.device, progress=sys.stderr.isatty()
+            )
+        elif recorded is not None:
+            path = Path(recorded)
+            want = tiny_t2i.demo_key(self.settings.demo)
+            if not tiny_t2i.is_demo_base(path) or base_digest(path) != f"demo-{want}":
+                raise DiffattrError(
+                    f"the demo base {path} of this model is missing or was built with other "
+                    "[family.demo] settings; run the run's prepare phase (diffattr run) again"
+                )
+        else:
+            return self.base  # raises: nowhere to find the demo base
+        self._base = load_base(path, self.settings, self.device)
+        return self._base
+
+    def base_channels(self) -> tuple[int, int]:
+        """(image channels, downsampling of image to the UNet's lowest resolution), read
+        from the configs without loading weights."""
+        if self.settings.base == "demo":
+            from diffattr.families import tiny_t2i
+
+            vae, unet = tiny_t2i.VAE_CONFIG, tiny_t2i.UNET_CONFIG
+        else:
+            d = Path(self.settings.base).expanduser()
+            check_base_dir(d)
+            vae = _read_config(d / "vae" / "config.json")
+            unet = _read_config(d / "unet" / "config.json")
+        factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+        factor *= 2 ** (len(unet.get("block_out_channels", [0])) - 1)
+        return int(vae.get("in_channels", 3)), factor
+
+    # ------------------------------------------------------------------ examples
+
+    def captions(self, dataset) -> list[str]:
+        """One caption per image: the dataset's, ``prompt`` where it has none."""
+        caps = dataset.captions if dataset.captions is not None else [None] * len(dataset)
+        missing = sum(1 for c in caps if c is None)
+        if missing and self.settings.prompt is None:
+            where = "has no caption column" if dataset.captions is None else "has empty captions"
+            raise DiffattrError(
+                f"the {dataset.name} data {where} ({missing} of {len(dataset)} images without a "
+                "caption) and [family] prompt is not set: add a 'caption' column to the CSV or "
+                'set family.prompt = "..."'
+            )
+        return [c if c is not None else str(self.settings.prompt) for c in caps]
+
+    def generation_prompts(self, captions: list[str] | None = None) -> list[str]:
+        s = self.settings
+        if s.prompts:
+            return list(s.prompts)
+        if s.prompt is not None:
+            return [s.prompt]
+        if captions:
+            return sorted(set(captions))
+        if self._prompts:
+            return list(self._prompts)
+        raise DiffattrError(
+            "no generation prompts: set [family] prompts or prompt, or encode the data first"
+        )
+
+    def check_data(self, dataset) -> None:
+        self.captions(dataset)
+        channels, factor = self.base_channels()
+        if dataset.channels != channels:
+            raise DiffattrError(
+                f"the base's autoencoder takes {channels}-channel images but the data are "
+                f"{dataset.channels}-channel (set [data] channels)"
+            )
+        if dataset.image_size % factor:
+            raise DiffattrError(
+                f"image size {dataset.image_size} must be a multiple of {factor} (the base's "
+                "autoencoder and UNet halve it); set [data] image_size"
+            )
+
+    def training_set(self, dataset, cache_dir: Path | None = None) -> TrainingSet:
+        """Latents and caption embeddings of ``dataset``, from the content-keyed caches."""
+        from diffattr.families.latents import cached_latents, cached_text_embeddings
+
+        captions = self.captions(dataset)
+        base = self.ensure_base(cache_dir=cache_dir)
+        self.check_data(dataset)
+        z, z_rec = cached_latents(
+            base.vae,
+            dataset.images,
+            cache_dir,
+            scaling_factor=base.scaling_factor,
+            sample=self.settings.latent_sample,
+            seed=self.settings.seed,
+            device=self.device,
+        )
+        emb, e_rec = cached_text_embeddings(
+            base.text_encoder, base.tokenizer, captions, cache_dir, device=self.device
+        )
+        if base.unet.dtype != torch.float32:
+            emb = emb.to(base.unet.dtype)
+        self._prompts = self.generation_prompts(captions)
+        self._image_size = dataset.image_size
+        info = {
+            "space": "latents",
+            "latents": z_rec,
+            "captions": e_rec,
+            "prompts": list(self._prompts),
+            "images": dataset.images,  # the full dataset's pixels (for the baselines)
+        }
+        return TrainingSet(z, emb, info)
+
+    # ------------------------------------------------------------------ models
+
+    def init_model(self, data: TrainingSet, seed: int) -> nn.Module:
+        s = self.settings
+        layers = [(n, i, o, s.rank) for n, i, o in self.base.targets]
+        ad = LoRAAdapters(layers, s.rank, s.lora_alpha(), s.dropout).reset(seed)
+        return ad.to(self.device)
+
+    def null_model(self, data: TrainingSet) -> nn.Module:
+        """The base without LoRA: adapters with no layers."""
+        s = self.settings
+        layers = [(n, i, o, 0) for n, i, o in self.base.targets]
+        return LoRAAdapters(layers, s.rank, s.lora_alpha(), s.dropout)
+
+    def predict_noise(self, model: nn.Module, x_t, t, cond) -> torch.Tensor:
+        base = self.base
+        dt = base.unet.dtype
+        if cond is None:
+            raise DiffattrError("the text-to-image family needs text embeddings (cond)")
+        with base.using(model if len(getattr(model, "A", ())) else None):
+            out = base.unet(x_t.to(dt), t, encoder_hidden_states=cond.to(dt)).sample
+        return out.float()
+
+    def guided_noise(self, model: nn.Module, x_t, t, cond) -> torch.Tensor:
+        """The noise prediction with classifier-free guidance (the empty prompt) when
+        ``guidance_scale > 1``."""
+        g = float(self.settings.guidance_scale)
+        if g == 1.0:
+            return self.predict_noise(model, x_t, t, cond)
+        null = self.base.embed(("",), self.device).to(cond.device, cond.dtype)
+        both = self.predict_noise(
+            model,
+            torch.cat([x_t, x_t]),
+            torch.cat([t, t]) if torch.as_tensor(t).ndim else t,
+            torch.cat([null.expand(len(cond), *null.shape[1:]), cond]),
+        )
+        eps_u, eps_c = both.chunk(2)
+        return eps_u + g * (eps_c - eps_u)
+
+    def noise_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler(**_init_config(DDPMScheduler, self.base.scheduler_config))
+
+    def ddim_scheduler(self, steps: int):
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler(**_init_config(DDIMScheduler, self.base.scheduler_config))
+        sched.set_timesteps(steps)
+        return sched
+
+    # ------------------------------------------------------------------ sampling
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        base = self.base
+        size = self._image_size or base.unet.config.sample_size * base.vae_factor
+        side = size // base.vae_factor
+        return (int(base.unet.config.in_channels), side, side)
+
+    def prompt_embeddings(self, num_samples: int, start: int = 0) -> torch.Tensor:
+        """Embeddings of the prompts of samples start .. start + n - 1 (prompt i % P)."""
+        prompts = tuple(self.generation_prompts())
+        table = self.base.embed(prompts, self.device)
+        idx = torch.arange(start, start + num_samples) % len(prompts)
+        return table[idx]
+
+    @torch.no_grad()
+    def generate_latents(
+        self,
+        model: nn.Module,
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int = 500,
+        start: int = 0,
+        progress: bool = False,
+        trajectory: list | None = None,
+    ) -> torch.Tensor:
+        """DDIM latents (N, c, h, w) on the CPU; with ``trajectory`` (a list) the states
+        x_t before every step, (steps, N, c, h, w), and the timesteps are appended to it."""
+        from tqdm.auto import tqdm
+
+        from diffattr.diffusion.sample import initial_noise
+
+        shape = self.latent_shape()
+        cond = self.prompt_embeddings(num_samples, start)
+        sched = self.ddim_scheduler(ddim_steps)
+        was_training = model.training
+        model.eval()
+        chunks, states = [], []
+        try:
+            for b0 in tqdm(
+                range(0, num_samples, batch_size), desc="sample", disable=not progress, leave=False
+            ):
+                b1 = min(b0 + batch_size, num_samples)
+                x = initial_noise(range(start + b0, start + b1), shape, seed).to(self.device)
+                x = x * sched.init_noise_sigma
+                c = cond[b0:b1].to(self.device)
+                steps = []
+                for t in sched.timesteps:
+                    if trajectory is not None:
+                        steps.append(x.float().cpu())
+                    eps = self.guided_noise(model, x, t.to(self.device), c)
+                    x = sched.step(eps, t, x, eta=0.0).prev_sample
+                chunks.append(x.float().cpu())
+                if trajectory is not None:
+                    states.append(torch.stack(steps))
+        finally:
+            model.train(was_training)
+        if trajectory is not None:
+            trajectory.append((torch.cat(states, 1), sched.timesteps.clone()))
+        return torch.cat(chunks)
+
+    def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        from diffattr.families.latents import decode
+
+        base = self.base
+        return decode(
+            base.vae,
+            latents,
+            scaling_factor=base.scaling_factor,
+            batch_size=batch_size,
+            device=self.device,
+        )
+
+    def sample(
+        self,
+        model: nn.Module,
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int = 500,
+        start: int = 0,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        z = self.generate_latents(
+            model,
+            num_samples,
+            seed=seed,
+            ddim_steps=ddim_steps,
+            batch_size=batch_size,
+            start=start,
+            progress=progress,
+        )
+        return self.decode(z, batch_size=min(batch_size, 64))
+
+    def baseline_target(
+        self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int
+    ):
+        """The LoRA (only its adapters are differentiated) with the caption embeddings of the
+        training images and of the generated ones, the DDIM trajectory of the generated
+        latents (recorded with the family's scheduler) and the pixels of both."""
+        from diffattr.baselines.target import DiffusionTarget, Trajectory
+
+        rec: list = []
+        z = self.generate_latents(
+            model, num_samples, seed=seed, ddim_steps=ddim_steps, trajectory=rec
+        )
+        states, timesteps = rec[0]
+        traj = Trajectory(
+            states=states,
+            timesteps=timesteps.long(),
+            steps=torch.arange(len(timesteps)),
+            final=z,
+            ddim_steps=ddim_steps,
+            seed=seed,
+        )
+        pixels = data.info.get("images")
+        if pixels is None or len(pixels) != len(data):
+            pixels = self.decode(data.x0)
+        h = hashlib.sha256(self.base.digest().encode())
+        for name, t in model.state_dict().items():
+            h.update(name.encode() + t.detach().float().cpu().numpy().tobytes())
+        return DiffusionTarget(
+            model=model,
+            scheduler=self.noise_scheduler(),
+            x0_train=data.x0,
+            x0_gen=z,
+            cond_train=data.cond.float(),
+            cond_gen=self.prompt_embeddings(num_samples),
+            eps_fn=self.guided_noise,
+            trajectory=traj,
+            ddim_steps=ddim_steps,
+            sample_seed=seed,
+            images_train=pixels,
+            images_gen=self.decode(z),
+            model_digest=h.hexdigest()[:24],
+            family="text-to-image",
+            device=self.device,
+        )
+
+    # ------------------------------------------------------------------ pruning
+
+    def prune(
+        self, model: nn.Module, settings: Any, examples: TrainingSet
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Remove whole rank-1 components until ``1 - settings.ratio`` of the LoRA's
+        parameters remain, by ``settings.pruner`` importance (``diffattr.sparsify.lora``)."""
+        from diffattr.sparsify.lora import accumulate_gradients, plan_pruning
+
+        if getattr(settings, "round_to", None) is not None:
+            raise DiffattrError(
+                "method.round_to has no meaning for LoRA pruning (whole rank-1 components are "
+                "removed); leave it unset"
+            )
+        if not isinstance(model, LoRAAdapters) or not len(model.A):
+            raise DiffattrError("there is no LoRA to prune (the model has no adapters)")
+        pruner = settings.pruner
+        grads, info = None, {}
+        if pruner in ("taylor", "diff-pruning"):
+            work = copy.deepcopy(model).to(self.device).eval().requires_grad_(True)
+            x0 = examples.x0.to(self.device)
+            cond = examples.cond.to(self.device)
+            gen = torch.Generator().manual_seed(int(settings.seed))
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            T = int(self.noise_scheduler().config.num_train_timesteps)
+            n = min(T, settings.prune_timesteps or T)
+            if pruner == "taylor":
+                steps = torch.linspace(0, T - 1, n).round().long().unique().tolist()
+            else:
+                steps = list(range(n))
+
+            def loss_at(t: int) -> torch.Tensor:
+                tt = torch.full((len(x0),), t, dtype=torch.long, device=self.device)
+                return self.loss(work, x0, tt, noise, cond)
+
+            params = list(work.A) + list(work.B)
+            stop = settings.thr if pruner == "diff-pruning" else None
+            g, losses = accumulate_gradients(params, loss_at, steps, stop_ratio=stop)
+            grads = (g[: len(work.A)], g[len(work.A) :])
+            info = {"timesteps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
+        plan = plan_pruning(
+            list(model.A),
+            list(model.B),
+            1.0 - float(settings.ratio),
+            pruner,
+            scale=model.scale,
+            grads=grads,
+            seed=int(settings.seed),
+            info=info,
+        )
+        pruned = model.with_components(plan.kept).to(self.device)
+        report = plan.to_dict()
+        report.update(round_to=None, macs_before=None, macs_after=None)
+        return pruned, report
+
+    # ------------------------------------------------------------------ persistence
+
+    def lora_meta(self, model: LoRAAdapters) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "rank": s.rank,
+            "alpha": s.lora_alpha(),
+            "target_modules": list(s.target_modules),
+            "dropout": s.dropout,
+            "pruned": bool(model.pruned),
+            "ranks": model.ranks(),
+            "lora_parameters": int(sum(p.numel() for p in model.parameters())),
+            "prompts": list(self._prompts) if self._prompts else None,
+            "image_size": self._image_size,
+            "base": str(self.base.path),
+        }
+
+    def save(self, directory: str | Path, state: ModelState, meta: dict[str, Any]) -> Path:
+        model = state.model
+        if not isinstance(model, LoRAAdapters):
+            raise DiffattrError(f"text-to-image models are LoRA adapters, not {type(model)}")
+        meta = {**meta, "t2i": self.lora_meta(model)}
+        base = {"path": str(self.base.path), "digest": self.base.digest()}
+
+        def fill(tmp: Path) -> None:
+            write_lora(tmp, model)
+            (tmp / BASE_FILE).write_text(json.dumps(base, indent=2))
+            if state.raw is not None:
+                (tmp / "training").mkdir(parents=True, exist_ok=True)
+                write_lora(tmp / "training", state.raw)
+            write_training_state(tmp, state.optimizer_state, state.ema_step, state.raw is not None)
+
+        return write_model_dir(directory, fill, meta)
+
+    def is_model_dir(self, directory: str | Path) -> bool:
+        d = Path(directory)
+        return (d / "diffattr.json").is_file() and (d / BASE_FILE).is_file()
+
+    def _lora_record(self, directory: Path) -> dict[str, Any]:
+        if not self.is_model_dir(directory):
+            raise DiffattrError(
+                f"{directory} is not a text-to-image model directory (expected {BASE_FILE} and "
+                "diffattr.json; make one with diffattr run)"
+            )
+        t2i = read_meta(directory).get("t2i")
+        if not isinstance(t2i, dict):
+            raise DiffattrError(f"{directory}/diffattr.json has no text-to-image record")
+        s = self.settings
+        if int(t2i.get("rank", -1)) != s.rank:
+            raise DiffattrError(
+                f"the LoRA in {directory} has rank {t2i.get('rank')} but [family] rank = {s.rank}"
+            )
+        if float(t2i.get("alpha", -1)) != s.lora_alpha():
+            raise DiffattrError(
+                f"the LoRA in {directory} has alpha {t2i.get('alpha')} but [family] alpha gives "
+                f"{s.lora_alpha()}"
+            )
+        if list(t2i.get("target_modules") or []) != list(s.target_modules):
+            raise DiffattrError(
+                f"the LoRA in {directory} targets {t2i.get('target_modules')} but [family] "
+                f"target_modules = {list(s.target_modules)}"
+            )
+        return t2i
+
+    def load(self, directory: str | Path, training: bool = False) -> ModelState:
+        d = Path(directory)
+        t2i = self._lora_record(d)
+        base = self.ensure_base(recorded=t2i.get("base"))
+        if self._prompts is None and t2i.get("prompts"):
+            self._prompts = list(t2i["prompts"])
+        if self._image_size is None and t2i.get("image_size"):
+            self._image_size = int(t2i["image_size"])
+        s = self.settings
+        pruned = bool(t2i.get("pruned"))
+
+        def read(where: Path) -> LoRAAdapters:
+            ad = read_lora(where, base.targets, s.rank, s.lora_alpha(), s.dropout, pruned)
+            return ad.to(self.device)
+
+        state = ModelState(model=read(d).eval().requires_grad_(False), meta=read_meta(d), path=d)
+        if training and (d / "training" / "state.json").is_file():
+            state.raw = read(d / "training")
+            state.optimizer_state, state.ema_step = read_training_state(d, self.device)
+        return state
+
+    def check_model(self, directory: str | Path, dataset) -> None:
+        d = Path(directory)
+        self._lora_record(d)
+        meta = read_meta(d)
+        recorded = meta.get("dataset", {})
+        if recorded.get("size") is not None and recorded["size"] != len(dataset):
+            raise DiffattrError(
+                f"full model {d} was trained on {recorded['size']} images but [data] has "
+                f"{len(dataset)}"
+            )
+        size = recorded.get("image_size")
+        if size is not None and size != dataset.image_size:
+            raise DiffattrError(
+                f"full model {d} was trained on {size}x{size} images but the data are "
+                f"{dataset.image_size}x{dataset.image_size}"
+            )
+        try:
+            digest = json.loads((d / BASE_FILE).read_text()).get("digest")
+        except (OSError, json.JSONDecodeError):
+            digest = None
+        if digest is not None and self._base is not None and digest != self._base.digest():
+            raise DiffattrError(
+                f"full model {d} is a LoRA of another base ({digest}) than [family] base "
+                f"({self._base.digest()})"
+            )
+
+
+def _init_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a scheduler config that ``cls.__init__`` takes."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in config.items() if k in params and not k.startswith("_")}

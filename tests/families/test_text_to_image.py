@@ -343,7 +343,8 @@ def test_run_attributes_end_to_end_with_sft_on_pruned_lora(setup, tmp_path):
     FID in a label-free space and the aesthetic score in (a local) CLIP space."""
     from diffattr.runner.run import Run
 
-    base, csv, root = setup
+    base, _, _ = setup
+    csv = write_csv(tmp_path, per=5)  # a run needs 20 images (reference statistics)
     clip, head = tiny_clip(tmp_path)
     cfg = RunConfig.from_dict(
         {

@@ -43,8 +43,10 @@ BASELINES = [
     {"name": "pixel-similarity", "aggregation": "max"},
     {"name": "feature-similarity", "aggregation": "mean"},
     {"name": "feature-similarity", "aggregation": "max"},
-    {"name": "property-heuristic", "aggregation": "mean"},
-    {"name": "property-heuristic", "aggregation": "max"},
+    # FID / IS are set-level: measured on each player's whole data, or on chunks of 50
+    {"name": "property-heuristic", "chunk_size": 0},
+    {"name": "property-heuristic", "chunk_size": 50, "aggregation": "mean"},
+    {"name": "property-heuristic", "chunk_size": 50, "aggregation": "max"},
 ]
 
 
@@ -140,8 +142,15 @@ def one_repeat(args, r: int) -> dict:
         rplan = run.plan("retrain", [shapley])
         specs = [s for s in rplan.specs() if s.kind == "fit"]
         run.execute(specs, "retrain-shapley")
+        # (2(n - 1) rows are necessary, not sufficient: a draw with a repeated pair is
+        # rank-deficient; the first prefix that identifies the values is reported)
+        smallest = _first_identified(run, rplan, shapley, test_set, 2 * (n - 1))
+        out["retrain_shapley_smallest_identified_M"] = smallest
         for m in sorted(
-            {2 * (n - 1), *[_equal(m, p.prepare_cost, c_sft, c_retrain) for m in args.grid]}
+            {
+                smallest or 2 * (n - 1),
+                *[_equal(m, p.prepare_cost, c_sft, c_retrain) for m in args.grid],
+            }
         ):
             if m < 2 or m > len(rplan.fit["shapley"]):
                 continue
@@ -169,21 +178,22 @@ def one_repeat(args, r: int) -> dict:
                     **score(a.values, targets, a.behavior),
                 }
             )
-        # ft-Shapley at the same M
-        fplan = run.plan("ft", [ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})])
+        # ft-Shapley (the unpruned fine-tune) at the smallest identified M and at ft_subsets
+        ft_shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})
+        fplan = run.plan("ft", [ft_shapley])
         run.execute(fplan.specs(), "ft")
-        for a in run.estimate(
-            fplan, exclude_masks=test_set, estimators=[fplan_est(fplan)]
-        ).attributions:
-            out["results"].append(
-                {
-                    "method": "ft",
-                    "estimator": "shapley",
-                    "M": args.ft_subsets,
-                    "behavior": a.behavior,
-                    **score(a.values, targets, a.behavior),
-                }
-            )
+        smallest = _first_identified(run, fplan, ft_shapley, test_set, 2 * (n - 1))
+        for m in sorted({smallest or args.ft_subsets, args.ft_subsets}):
+            row = {"method": "ft", "estimator": "shapley", "M": m}
+            try:
+                attrs = fit_table(ft_shapley, run.table(fplan, "shapley", test_set, m))
+            except DiffattrError as e:
+                out["results"].append({**row, "error": str(e)})
+                continue
+            for a in attrs:
+                out["results"].append(
+                    {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
+                )
         # baselines on the full model
         if not args.no_baselines:
             for b in BASELINES:
@@ -192,7 +202,9 @@ def one_repeat(args, r: int) -> dict:
                 errors: list[str] = []
                 t = time.perf_counter()
                 est = run.estimate(bplan, estimators=[settings], errors=errors)
-                label = settings.name + (f"[{b['aggregation']}]" if "aggregation" in b else "")
+                label = settings.name + "".join(
+                    f"[{k}={b[k]}]" for k in ("chunk_size", "aggregation") if k in b
+                )
                 if errors:
                     out["results"].append(
                         {"method": "baseline", "estimator": label, "error": errors}
@@ -251,8 +263,15 @@ def ceilings(targets, behavior: str) -> dict:
     }
 
 
-def fplan_est(plan):
-    return ESTIMATORS.parse({"name": "shapley", "subsets": len(plan.fit["shapley"])})
+def _first_identified(run, plan, est, test_set, lo: int) -> int | None:
+    """The smallest prefix M >= lo (even, paired rows) whose fit is identified."""
+    for m in range(lo, len(plan.fit[est.name]) + 1, 2):
+        try:
+            fit_table(est, run.table(plan, est.name, test_set, m))
+            return m
+        except DiffattrError:
+            continue
+    return None
 
 
 def _equal(m: int, prep: float, c_sft: float, c_retrain: float) -> int:

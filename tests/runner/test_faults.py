@@ -25,7 +25,7 @@ from diffattr.errors import DiffattrError
 from diffattr.store import Store
 
 SCHEDULE = [
-    "random",  # a random moment once the store exists: start-up, data, full-model training
+    "random",  # a random moment once the run holds its lock: start-up, data, full-model training
     "model_dir.rename:1",  # the first full-model checkpoint (step 10 of 20), or the next
     "model_dir.rename:2",  # the next model written after resuming (training resumed)
     "model_dir.swap:1",  # a model half replaced: the old one must come back
@@ -81,8 +81,9 @@ def test_killed_again_and_again_resumes_to_the_uninterrupted_values(tmp_path):
                 stderr=subprocess.DEVNULL,
             )
             while p.poll() is None:
-                store = run_dir / "store.sqlite"
-                if (before == 0 and store.exists()) or len(_snapshot(run_dir)) > before:
+                # the lock is taken before any work; the store opens after the models
+                started = (run_dir / "run.lock").exists()
+                if (before == 0 and started) or len(_snapshot(run_dir)) > before:
                     break
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.0, 2.0))

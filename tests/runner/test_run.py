@@ -142,7 +142,8 @@ def test_ray_matches_inline(tmp_path, full_model):
     pytest.importorskip("ray")
     import torch
 
-    cfg = small_cfg(full_model)
+    # leave-one-out: 10 coalition jobs are enough to compare two executors
+    cfg = small_cfg(full_model, **{"attribution.estimators": ["loo"]})
     ray_cfg = cfg.with_overrides(executor={"name": "ray", "workers": 2})
     threads = torch.get_num_threads()
     # One thread everywhere, as each Ray worker: the driver prepares the shared models

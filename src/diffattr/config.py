@@ -397,8 +397,8 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     # pretrains on Fashion-MNIST tops, trousers and bags; a LoRA on the attention projections
     # trained on the footwear of 20 artists, 4 of whom upload noisy images); v0 = the base
     # without LoRA. sFT prunes the LoRA to half its parameters (the paper's ArtBench
-    # setting); FID and IS in the fashion-mnist-cnn space. About 10 minutes on 2 idle cores
-    # (see BENCHMARKS.md).
+    # setting); FID and IS in the fashion-mnist-cnn space. Sized for about 10 minutes on 2
+    # idle cores (not yet timed on main).
     "t2i-quick": {
         "data": {"name": "t2i-demo"},
         "family": {
@@ -420,7 +420,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "behaviors": {"features": "fashion-mnist-cnn"},
     },
     # The same demo at the default sizes: a better base and LoRA, more samples and subsets
-    # (about 30 minutes on 2 idle cores).
+    # (sized for about 30 minutes on 2 idle cores; not yet timed on main).
     "t2i": {
         "data": {"name": "t2i-demo"},
         "family": {"name": "text-to-image", "rank": 8},

@@ -279,14 +279,35 @@ def _equal(m: int, prep: float, c_sft: float, c_retrain: float) -> int:
     return int(math.floor((prep + m * c_sft) / c_retrain))
 
 
-def summarise(repeats: list[dict]) -> list[dict]:
+def _budget_label(rep: dict, r: dict, grid: list[int]) -> object:
+    """Retrain-Shapley's M depends on each repeat's measured costs: label it by what it
+    stands for (the smallest identified budget, or sFT's compute at M = m) so repeats pool."""
+    if r["method"] != "retrain" or r["estimator"] != "shapley":
+        return r.get("M")
+    c = rep["cost"]
+    labels = []
+    if r["M"] == rep.get("retrain_shapley_smallest_identified_M"):
+        labels.append("smallest identified")
+    for m in grid:
+        eq = _equal(
+            m, c["sft_prepare_seconds"], c["sft_seconds_per_job"], c["retrain_seconds_per_job"]
+        )
+        if r["M"] == eq:
+            labels.append(f"= sFT M {m}")
+    return " / ".join(labels) or r["M"]
+
+
+def summarise(repeats: list[dict], grid: list[int] | None = None) -> list[dict]:
     groups: dict[tuple, list[float]] = {}
+    budgets: dict[tuple, list[int]] = {}
     for rep in repeats:
         for r in rep["results"]:
             if "lds" not in r:
                 continue
-            key = (r["method"], r["estimator"], r.get("M"), r["behavior"])
+            label = _budget_label(rep, r, grid or [])
+            key = (r["method"], r["estimator"], label, r["behavior"])
             groups.setdefault(key, []).append(r["lds"])
+            budgets.setdefault(key, []).append(r.get("M"))
     out = []
     for (method, est, m, beh), v in sorted(groups.items(), key=lambda kv: str(kv[0])):
         a = np.array(v, dtype=float)
@@ -296,6 +317,7 @@ def summarise(repeats: list[dict]) -> list[dict]:
                 "estimator": est,
                 "M": m,
                 "behavior": beh,
+                "M_per_repeat": budgets[(method, est, m, beh)],
                 "repeats": len(a),
                 "lds_mean": float(np.nanmean(a)),
                 "lds_sd": float(np.nanstd(a, ddof=1)) if len(a) > 1 else float("nan"),
@@ -323,13 +345,24 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument(
+        "--summarise", action="store_true", help="only summarise the r*.json files under --out"
+    )
     args = ap.parse_args()
+    if args.summarise:
+        reps = [json.loads(f.read_text()) for f in sorted(args.out.glob("r*.json"))]
+        print(json.dumps({"summary": summarise(reps, args.grid), "repeats": reps}, default=float))
+        return
     reps = []
     for r in range(args.repeats):
         rep = one_repeat(args, r)
         (args.out / f"r{r}.json").write_text(json.dumps(rep, indent=1, default=float))
         reps.append(rep)
-    print(json.dumps({"summary": summarise(reps), "repeats": reps}, indent=1, default=float))
+    print(
+        json.dumps(
+            {"summary": summarise(reps, args.grid), "repeats": reps}, indent=1, default=float
+        )
+    )
 
 
 if __name__ == "__main__":

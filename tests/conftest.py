@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -51,3 +52,33 @@ def small_cfg(full_model, **extra):
     return RunConfig().with_overrides(
         **{**SMALL, "attribution.full_model": str(full_model), **extra}
     )
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch at one thread, as every pool / Ray / SLURM worker runs: the driver prepares the
+    shared models, and another thread count trains other floats."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tmp_path_factory, full_model):
+    """A tiny run with Shapley and LOO, its LDS (4 test subsets, 1 seed) and a top-40 %
+    counterfactual; shared by the evaluation and report tests (copy it before changing it)."""
+    from diffattr.evaluate.counterfactual import run_counterfactual
+    from diffattr.evaluate.lds import LDSProtocol, run_lds
+    from diffattr.runner import run_attribution
+
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    cfg = small_cfg(full_model, **{"attribution.estimators": ["shapley", "loo"]})
+    assert run_attribution(cfg, run_dir, progress=False).failed == 0
+    lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
+    cf = run_counterfactual(
+        run_dir, "top", 0.4, seeds=1, progress=False, estimators=["shapley"], ranked_by=["fid"]
+    ).to_dict()
+    return run_dir, lds, cf

@@ -1,28 +1,13 @@
 """End-to-end tests of the evaluation commands on a tiny digits run."""
 
 import json
+import shutil
 
 import numpy as np
-import pytest
 
-from conftest import small_cfg
 from diffattr.evaluate.common import held_out_masks
-from diffattr.evaluate.counterfactual import run_counterfactual
 from diffattr.evaluate.lds import LDSProtocol, run_lds
-from diffattr.runner import run_attribution
 from diffattr.store import Store
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory, full_model):
-    run_dir = tmp_path_factory.mktemp("eval") / "run"
-    cfg = small_cfg(full_model, **{"attribution.estimators": ["shapley", "loo"]})
-    assert run_attribution(cfg, run_dir, progress=False).failed == 0
-    lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
-    cf = run_counterfactual(
-        run_dir, "top", 0.4, seeds=1, progress=False, estimators=["shapley"], ranked_by=["fid"]
-    ).to_dict()
-    return run_dir, lds, cf
 
 
 def test_held_out_masks_are_distinct_datamodel_subsets():
@@ -69,14 +54,16 @@ def test_counterfactual_removes_top_players(evaluated_run):
     assert all(np.isfinite(c["mean"]) for c in res["relative_change_pct"].values())
 
 
-def test_lds_cli_fits_more_subsets(evaluated_run):
+def test_lds_cli_fits_more_subsets(evaluated_run, tmp_path):
     """`diffattr lds --subsets M` runs the extra coalitions and fits on them; the
     retrained test subsets are reused."""
     from typer.testing import CliRunner
 
     from diffattr.cli import app
 
-    run_dir, lds, _ = evaluated_run
+    shared, lds, _ = evaluated_run
+    run_dir = tmp_path / "run"  # a copy: the run is shared with other tests
+    shutil.copytree(shared, run_dir)
     before = next(r["fit_rows"] for r in lds["results"] if r["estimator"] == "shapley")
     args = ["lds", str(run_dir), "--test-subsets", "4", "--seeds", "1", "--estimator", "shapley"]
     result = CliRunner().invoke(app, [*args, "--subsets", "30", "--no-fidelity"])

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import small_cfg
 from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.report import write_report
@@ -562,22 +561,6 @@ def test_thousands_of_per_image_players_show_top_and_bottom(tmp_path):
 
 
 # ----------------------------------------------------------------- a tiny evaluated run
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory, full_model):
-    from diffattr.evaluate.counterfactual import run_counterfactual
-    from diffattr.evaluate.lds import LDSProtocol, run_lds
-    from diffattr.runner import run_attribution
-
-    run_dir = tmp_path_factory.mktemp("report") / "run"
-    cfg = small_cfg(full_model, **{"attribution.estimators": ["shapley", "loo"]})
-    assert run_attribution(cfg, run_dir, progress=False).failed == 0
-    lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
-    cf = run_counterfactual(
-        run_dir, "top", 0.4, seeds=1, progress=False, estimators=["shapley"], ranked_by=["fid"]
-    ).to_dict()
-    return run_dir, lds, cf
 
 
 def test_report_of_an_evaluated_run(evaluated_run, tmp_path):

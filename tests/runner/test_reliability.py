@@ -20,6 +20,7 @@ from tiny import (
 )
 from typer.testing import CliRunner
 
+from conftest import one_thread
 from diffattr.config import build_config
 from diffattr.runner import run_attribution
 from diffattr.store import Store
@@ -120,7 +121,6 @@ def test_caches_stay_out_of_a_read_only_working_directory(tmp_path, tiny):
 def test_slurm_local_cluster_matches_inline(tmp_path, tiny):
     pytest.importorskip("submitit")
     cfg = build_config(tiny[1])
-    inline = run_attribution(cfg, tmp_path / "inline", progress=False)
     slurm_cfg = cfg.with_overrides(
         executor={
             "name": "slurm",
@@ -130,7 +130,9 @@ def test_slurm_local_cluster_matches_inline(tmp_path, tiny):
             "poll_seconds": 0.2,
         }
     )
-    via = run_attribution(slurm_cfg, tmp_path / "slurm", progress=False)
+    with one_thread():  # as each SLURM task (cpus_per_job = 1)
+        inline = run_attribution(cfg, tmp_path / "inline", progress=False)
+        via = run_attribution(slurm_cfg, tmp_path / "slurm", progress=False)
     assert inline.failed == via.failed == 0
     a, b = read_values(tmp_path / "inline"), read_values(tmp_path / "slurm")
     assert [r["player"] for r in a] == [r["player"] for r in b]

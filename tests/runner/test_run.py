@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import small_cfg
+from conftest import one_thread, small_cfg
 from diffattr.estimators.settings import ESTIMATORS
 from diffattr.runner import run_attribution
 from diffattr.store import Store
@@ -93,6 +93,7 @@ def _cli(*args, env=None):
     return [sys.executable, "-m", "diffattr.cli", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
     cfg = small_cfg(full_model, **{"attribution.subsets": 26})
     cfg_path = tmp_path / "c.toml"
@@ -140,20 +141,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, full_model):
 
 def test_ray_matches_inline(tmp_path, full_model):
     pytest.importorskip("ray")
-    import torch
-
     # leave-one-out: 10 coalition jobs are enough to compare two executors
     cfg = small_cfg(full_model, **{"attribution.estimators": ["loo"]})
     ray_cfg = cfg.with_overrides(executor={"name": "ray", "workers": 2})
-    threads = torch.get_num_threads()
-    # One thread everywhere, as each Ray worker: the driver prepares the shared models
-    # and another thread count trains other floats.
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         inline = run_attribution(cfg, tmp_path / "inline", progress=False)
         via_ray = run_attribution(ray_cfg, tmp_path / "ray", progress=False)
-    finally:
-        torch.set_num_threads(threads)
     assert inline.failed == via_ray.failed == 0
     a, b = read_values(tmp_path / "inline"), read_values(tmp_path / "ray")
     np.testing.assert_allclose(

@@ -6,6 +6,13 @@ diverges if run long enough, so three guards keep it finite: gradient-norm clipp
 once the batch loss reaches ``loss_limit`` (1.0 is the loss of a model that predicts zero
 noise, i.e. knows nothing), and a roll-back to the last finite weights if a step produces a
 non-finite loss. With every player kept nothing is removed and the full model is returned.
+
+This is not the research code's ``ga`` (per the audit in the reference notes: Adam at lr
+1e-5, one pass over the removed data, the EMA stepped on the ascended weights). Here the
+defaults are 20 steps at lr 1e-4 with the guards above, and the *raw* ascended weights are
+sampled (no EMA: an EMA of a diverging trajectory mostly averages the start back in). To
+approximate the research recipe, set ``lr = 1e-5`` and ``steps`` to the removed data's
+size divided by the batch size.
 """
 
 from __future__ import annotations

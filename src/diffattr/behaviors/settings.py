@@ -65,6 +65,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from diffattr.data.settings import FASHION_MNIST_DIR
 from diffattr.errors import DiffattrError
 from diffattr.settings import Component, ComponentRegistry, Settings, format_validation_error
 
@@ -142,7 +143,7 @@ class FashionMnistCNNFeatures(FeatureSettings):
     def problems(self, dataset_name: str, has_semantic_labels: bool) -> str | None:
         if dataset_name == "fashion-mnist":
             return None
-        path = self.path or "/usr/share/datasets/fashion-mnist"
+        path = self.path or FASHION_MNIST_DIR
         return _missing(
             path,
             "Fashion-MNIST directory for fashion-mnist-cnn",

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from diffattr.data.base import ImageDataset, require_file, resize, select_classes, to_unit_range
+from diffattr.data.settings import FASHION_MNIST_DIR
 from diffattr.errors import DiffattrError
 
-DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_DIR = Path(FASHION_MNIST_DIR)
 CLASS_NAMES = [
     "t-shirt",
     "trouser",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from diffattr.data.settings import DATASETS, DataSettings
+from diffattr.data.settings import DATASETS, FASHION_MNIST_DIR, DataSettings
 from diffattr.diffusion.architectures import UNET_ARCHITECTURES
 from diffattr.settings import Component, ComponentRegistry, Settings
 
@@ -279,8 +279,6 @@ def family_for_dir(model_dir) -> FamilySettings | None:
 #: cross attention) of the UNet.
 LORA_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
-#: Where Debian's ``dataset-fashion-mnist`` puts the IDX files (the embedded demo's source).
-DEMO_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 #: Fashion-MNIST class ids the demo base is pretrained on (tops, trousers, bags) ...
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4, 6, 8)
@@ -300,7 +298,7 @@ class DemoBaseSettings(Settings):
     these settings and the IDX files' content.
     """
 
-    path: str = Field(DEMO_FASHION_MNIST_DIR, description="Fashion-MNIST IDX directory")
+    path: str = Field(FASHION_MNIST_DIR, description="Fashion-MNIST IDX directory")
     image_size: int = Field(16, ge=8, description="image size (a multiple of 4)")
     classes: list[int] = Field(
         default_factory=lambda: list(DEMO_BASE_CLASSES),
@@ -427,7 +425,7 @@ class T2IDemoData(DataSettings):
 
     name: Literal["t2i-demo"] = "t2i-demo"
     implementation: ClassVar[str] = "diffattr.families.tiny_t2i:load_demo_data"
-    path: str = Field(DEMO_FASHION_MNIST_DIR, description="Fashion-MNIST IDX directory")
+    path: str = Field(FASHION_MNIST_DIR, description="Fashion-MNIST IDX directory")
     image_size: int | None = Field(16, ge=4, description="image size (the demo base's)")
     classes: list[int] = Field(
         default_factory=lambda: list(DEMO_LORA_CLASSES),

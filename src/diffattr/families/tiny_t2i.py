@@ -46,23 +46,12 @@ import numpy as np
 import torch
 
 from diffattr.data.base import ImageDataset
+from diffattr.data.fashion_mnist import CLASS_NAMES
 from diffattr.errors import DiffattrError
 
 #: Version of the demo recipe (part of the cache key).
 VERSION = 3
 
-CLASS_NAMES = (
-    "t-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle-boot",
-)
 
 #: Token budget of a prompt: "<sot> a photo of a ankle - boot <eot>" is 9 tokens.
 MAX_TOKENS = 12

@@ -58,8 +58,11 @@ def small_cfg(full_model, **extra):
 def one_thread():
     """Torch at one thread, as every pool / Ray / SLURM worker runs: the driver prepares the
     shared models, and another thread count trains other floats."""
+    from diffattr.behaviors import clear_memory_cache
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    clear_memory_cache()  # no extractor or suite computed at another thread count
     try:
         yield
     finally:

@@ -247,7 +247,7 @@ def autoencoder_space(
         ext.save(directory)
         return ext
 
-    return remembered(key, device, make)  # type: ignore[return-value]
+    return remembered(key, device, make, features_dir(cache_dir, key))  # type: ignore[return-value]
 
 
 def build(settings, dataset, *, device="cpu", cache_dir: str | Path, seed: int = 0):

@@ -405,12 +405,21 @@ def clear_memory_cache() -> None:
     _DIGESTS.clear()
 
 
-def remembered(key: str, device: str | torch.device, make) -> FeatureExtractor:
-    """The extractor of ``key`` on ``device`` from memory, else ``make()`` (kept)."""
+def remembered(
+    key: str, device: str | torch.device, make, save_to: str | Path | None = None
+) -> FeatureExtractor:
+    """The extractor of ``key`` on ``device`` from memory, else ``make()`` (kept).
+
+    A trained space passes its cache folder as ``save_to``: one kept in memory from another
+    run's folder is written there too, so that this run's workers load these weights
+    instead of training their own (another thread count trains other floats)."""
     k = (key, str(torch.device(device)))
     if k not in _EXTRACTORS:
         _EXTRACTORS[k] = make()
-    return _EXTRACTORS[k]
+    ext = _EXTRACTORS[k]
+    if save_to is not None and not (Path(save_to) / ext.RECORD).is_file():
+        ext.save(Path(save_to))
+    return ext
 
 
 # ----------------------------------------------------------------------------- classifier spaces
@@ -459,7 +468,7 @@ def classifier_space(
         extractor.save(directory)
         return extractor
 
-    return remembered(key, device, make)  # type: ignore[return-value]
+    return remembered(key, device, make, features_dir(cache_dir, key))  # type: ignore[return-value]
 
 
 def _named_data(settings, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:

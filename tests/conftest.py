@@ -58,15 +58,19 @@ def small_cfg(full_model, **extra):
 def one_thread():
     """Torch at one thread, as every pool / Ray / SLURM worker runs: the driver prepares the
     shared models, and another thread count trains other floats."""
-    from diffattr.behaviors import clear_memory_cache
+    from diffattr.behaviors import clear_memory_cache, features, suite
 
     threads = torch.get_num_threads()
+    kept = [(d, dict(d)) for d in (features._EXTRACTORS, features._DIGESTS, suite._SUITES)]
     torch.set_num_threads(1)
     clear_memory_cache()  # no extractor or suite computed at another thread count
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        clear_memory_cache()  # and the session's caches back for the tests after this one
+        for d, copy in kept:
+            d.update(copy)
 
 
 @pytest.fixture(scope="session")

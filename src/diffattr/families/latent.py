@@ -61,9 +61,8 @@ from diffattr.families.settings import (
     LatentSettings,
     pipeline_class,
 )
-from diffattr.families.unconditional import load_unet, save_unet
+from diffattr.families.unconditional import load_unet, prune_family_unet, save_unet
 from diffattr.sparsify.checkpoint import is_pruned_unet_dir
-from diffattr.sparsify.prune import prune_unet
 
 AUTOENCODER_CLASSES = ("AutoencoderKL", "VQModel")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -489,18 +488,7 @@ class LatentFamily(ModelFamily):
         """Channel pruning of the latent UNet (``diffattr.sparsify.prune``): group norms keep
         whole groups and attention q/k/v are grouped by head (every head keeps the same
         number of its own most important dimensions)."""
-        pruned, report = prune_unet(
-            model,
-            ratio=settings.ratio,
-            pruner=settings.pruner,
-            example_images=examples.x0.to(self.device),
-            thr=settings.thr,
-            seed=settings.seed,
-            round_to=settings.round_to,
-            max_timesteps=settings.prune_timesteps,
-            loss_fn=lambda m, x0, t, noise: self.loss(m, x0, t, noise),
-        )
-        return pruned, report.to_dict()
+        return prune_family_unet(self, model, settings, examples)
 
     # ------------------------------------------------------------------ persistence
 

@@ -60,6 +60,26 @@ def load_unet(directory: Path, device: str | torch.device = "cpu") -> nn.Module:
     return unet.to(device)
 
 
+def prune_family_unet(
+    family: ModelFamily, model: nn.Module, settings: Any, examples: TrainingSet
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Channel pruning of a family's ``UNet2DModel`` with torch-pruning at the method's
+    settings (``diffattr.sparsify.prune``; attention q/k/v grouped by head), scored with
+    the family's own loss on ``examples``; shared by the pixel and latent families."""
+    pruned, report = prune_unet(
+        model,
+        ratio=settings.ratio,
+        pruner=settings.pruner,
+        example_images=examples.x0.to(family.device),
+        thr=settings.thr,
+        seed=settings.seed,
+        round_to=settings.round_to,
+        max_timesteps=settings.prune_timesteps,
+        loss_fn=lambda m, x0, t, noise: family.loss(m, x0, t, noise),
+    )
+    return pruned, report.to_dict()
+
+
 class UnconditionalFamily(ModelFamily):
     """A pixel-space UNet trained from scratch; the null model is its initialisation."""
 
@@ -130,18 +150,7 @@ class UnconditionalFamily(ModelFamily):
         self, model: nn.Module, settings: Any, examples: TrainingSet
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Channel pruning with torch-pruning (see ``diffattr.sparsify.prune``)."""
-        pruned, report = prune_unet(
-            model,
-            ratio=settings.ratio,
-            pruner=settings.pruner,
-            example_images=examples.x0.to(self.device),
-            thr=settings.thr,
-            seed=settings.seed,
-            round_to=settings.round_to,
-            max_timesteps=settings.prune_timesteps,
-            loss_fn=lambda m, x0, t, noise: self.loss(m, x0, t, noise),
-        )
-        return pruned, report.to_dict()
+        return prune_family_unet(self, model, settings, examples)
 
     # ------------------------------------------------------------------ persistence
 

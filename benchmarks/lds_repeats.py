@@ -346,6 +346,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument(
+        "--only",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these repeat indices (e.g. one per process); summarises every r*.json",
+    )
+    ap.add_argument(
         "--summarise", action="store_true", help="only summarise the r*.json files under --out"
     )
     args = ap.parse_args()
@@ -353,11 +360,10 @@ def main() -> None:
         reps = [json.loads(f.read_text()) for f in sorted(args.out.glob("r*.json"))]
         print(json.dumps({"summary": summarise(reps, args.grid), "repeats": reps}, default=float))
         return
-    reps = []
-    for r in range(args.repeats):
+    for r in args.only if args.only is not None else range(args.repeats):
         rep = one_repeat(args, r)
         (args.out / f"r{r}.json").write_text(json.dumps(rep, indent=1, default=float))
-        reps.append(rep)
+    reps = [json.loads(f.read_text()) for f in sorted(args.out.glob("r*.json"))]
     print(
         json.dumps(
             {"summary": summarise(reps, args.grid), "repeats": reps}, indent=1, default=float

@@ -50,6 +50,19 @@ class Executor(ABC):
         """Release workers or cluster connections."""
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads of each of ``workers`` local processes: the CPUs this process may use
+    split between them, capped by ``OMP_NUM_THREADS`` when the user sets it (two workers
+    with two threads each on a shared 2-core machine run several times slower than with
+    one)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cpus or 1) // max(1, workers))
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        threads = min(threads, int(cap))
+    return threads
+
+
 class InlineExecutor(Executor):
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
         for spec in specs:
@@ -63,7 +76,7 @@ class ProcessExecutor(Executor):
 
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
         workers = max(1, min(self.cfg.workers, len(specs)))
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads_per_worker(workers)
         with ProcessPoolExecutor(
             workers,
             mp_context=mp.get_context("spawn"),

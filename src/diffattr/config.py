@@ -397,8 +397,8 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     # pretrains on Fashion-MNIST tops, trousers and bags; a LoRA on the attention projections
     # trained on the footwear of 20 artists, 4 of whom upload noisy images); v0 = the base
     # without LoRA. sFT prunes the LoRA to half its parameters (the paper's ArtBench
-    # setting); FID and IS in the fashion-mnist-cnn space. Sized for about 10 minutes on 2
-    # idle cores (not yet timed on main).
+    # setting); FID and IS in the fashion-mnist-cnn space. About 8-12 CPU-minutes (23 min
+    # wall at 35-50 % of one core; BENCHMARKS.md "Text-to-image").
     "t2i-quick": {
         "data": {"name": "t2i-demo"},
         "family": {

@@ -10,11 +10,11 @@ control.
 It reuses a repeat directory of ``benchmarks/lds_repeats.py`` (the same arguments, so the
 same config and cached jobs): the sFT / ft coalition jobs, retrain-LOO and the baselines'
 features are already there; only the removal retrains are new. The method of each category
-is the one with the best mean LDS over behaviors in that run's ``r<repeat>.json``, unless
-``--estimators`` names them.
+is the one with the best mean LDS over behaviors in that run's ``r<repeat>.json`` (sFT-Shapley
+at the largest M is always added).
 
     python benchmarks/counterfactual_table.py --out runs/bench-lds-rep --repeat 0 \\
-        --seeds 3 [the lds_repeats.py arguments of that run]
+        --seeds 3 [the lds_repeats.py config arguments of that run: --grid ... --workers]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from diffattr.evaluate.common import held_out_masks, retrain_targets
 from diffattr.evaluate.counterfactual import removal_mask
 from diffattr.runner.run import Run, fit_table
 from diffattr.store import mask_to_str
-from lds_repeats import BASELINES, config
+from lds_repeats import BASELINES, add_config_args, config
 
 CATEGORIES = {
     "sft": lambda r: r["method"] == "sft",
@@ -40,8 +40,14 @@ CATEGORIES = {
     "gradient": lambda r: (
         r["method"] == "baseline"
         and r["estimator"].split("[")[0]
-        in {"trak", "d-trak", "journey-trak", "relative-influence", "renormalized-influence"}
-        | {"gradient-similarity"}
+        in {
+            "trak",
+            "d-trak",
+            "journey-trak",
+            "relative-influence",
+            "renormalized-influence",
+            "gradient-similarity",
+        }
     ),
     "similarity": lambda r: (
         r["method"] == "baseline"
@@ -95,16 +101,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.4)
     ap.add_argument("--random", type=int, default=3, help="random removals (control)")
-    # the lds_repeats.py arguments that define the run's config
-    ap.add_argument("--grid", type=int, nargs="+", default=[32, 64])
-    ap.add_argument("--other-max", type=int, default=64)
-    ap.add_argument("--banzhaf-max", type=int, default=32)
-    ap.add_argument("--train-steps", type=int, default=500)
-    ap.add_argument("--train-batch-size", type=int, default=64)
-    ap.add_argument("--samples", type=int, default=256)
-    ap.add_argument("--k", type=int, default=60)
-    ap.add_argument("--finetune-steps", type=int, default=300)
-    ap.add_argument("--workers", type=int, default=1)
+    add_config_args(ap)  # the lds_repeats.py arguments that define the repeat's config
     args = ap.parse_args()
     rep = json.loads((args.out / f"r{args.repeat}.json").read_text())
     chosen = best_per_category(rep)

@@ -327,23 +327,29 @@ def summarise(repeats: list[dict], grid: list[int] | None = None) -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--test-subsets", type=int, default=24)
-    ap.add_argument("--seeds", type=int, default=3)
+def add_config_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments ``config`` reads: a repeat's run directory is defined by them (other
+    scripts that reopen a repeat, e.g. counterfactual_table.py, take the same ones)."""
     ap.add_argument("--grid", type=int, nargs="+", default=[32, 64, 100, 140])
     ap.add_argument("--other-max", type=int, default=100)
     ap.add_argument("--banzhaf-max", type=int, default=64)
-    ap.add_argument("--retrain-max", type=int, default=24)
-    ap.add_argument("--ft-subsets", type=int, default=100)
     ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--train-batch-size", type=int, default=64)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--finetune-steps", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--test-subsets", type=int, default=24)
+    ap.add_argument("--seeds", type=int, default=3)
+    add_config_args(ap)
+    ap.add_argument("--retrain-max", type=int, default=24)
+    ap.add_argument("--ft-subsets", type=int, default=100)
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument(
         "--only",

@@ -11,6 +11,12 @@ fidelity to retraining. Per repeat and estimator the LDS is the mean over retrai
 
     python benchmarks/lds_repeats.py --out runs/bench-lds3 --repeats 3 --test-subsets 24 \\
         --seeds 3 --grid 32 64 100 140 > lds3.json
+
+The same table on Fashion-MNIST (16 px, 200 images per class contributor), sFT-Shapley and
+the sFT datamodel only, no retrain- or ft-Shapley (BENCHMARKS.md's command)::
+
+    python benchmarks/lds_repeats.py --out runs/bench-lds-fashion --data fashion-mnist \\
+        --estimators shapley datamodel --retrain-max 0 --ft-subsets 0 --only 0 ...
 """
 
 from __future__ import annotations
@@ -49,13 +55,22 @@ BASELINES = [
     {"name": "property-heuristic", "chunk_size": 50, "aggregation": "max"},
 ]
 
+SFT_ESTIMATORS = ["shapley", "shapley-cv", "datamodel", "banzhaf", "loo"]
+
 
 def config(args, r: int):
     grid_max = max(args.grid)
+    over: dict = {}  # digits: the preset's data table untouched (the cached repeats' keys)
+    if args.data == "fashion-mnist":
+        # 16 px, a class subset per contributor (the latent demo's resolution)
+        over = {"name": "fashion-mnist", "image_size": 16, "limit_per_class": args.per_class or 200}
+    elif args.per_class is not None:
+        over = {"name": "digits", "limit_per_class": args.per_class}
     return build_config(
         None,
         "default",
         {
+            **({"data": over} if over else {}),
             "family.seed": r,
             "train.seed": r,
             "train.steps": args.train_steps,
@@ -66,11 +81,15 @@ def config(args, r: int):
             "attribution.seed": r,
             "attribution.subsets": grid_max,
             "attribution.estimators": [
-                {"name": "shapley", "subsets": grid_max},
-                {"name": "shapley-cv", "subsets": grid_max},
-                {"name": "datamodel", "subsets": min(grid_max, args.other_max)},
-                {"name": "banzhaf", "subsets": min(grid_max, args.banzhaf_max)},
-                {"name": "loo"},
+                e
+                for e in [
+                    {"name": "shapley", "subsets": grid_max},
+                    {"name": "shapley-cv", "subsets": grid_max},
+                    {"name": "datamodel", "subsets": min(grid_max, args.other_max)},
+                    {"name": "banzhaf", "subsets": min(grid_max, args.banzhaf_max)},
+                    {"name": "loo"},
+                ]
+                if e["name"] in args.estimators
             ],
             "method": {"name": "sft", "finetune_steps": args.finetune_steps, "steps": args.k},
             "methods": {"ft": {"steps": args.k}},
@@ -137,33 +156,8 @@ def one_repeat(args, r: int) -> dict:
                                 **score(a.values, targets, a.behavior),
                             }
                         )
-        # retrain-Shapley: its smallest identified budget and sFT's equal compute
-        shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.retrain_max})
-        rplan = run.plan("retrain", [shapley])
-        specs = [s for s in rplan.specs() if s.kind == "fit"]
-        run.execute(specs, "retrain-shapley")
-        # (2(n - 1) rows are necessary, not sufficient: a draw with a repeated pair is
-        # rank-deficient; the first prefix that identifies the values is reported)
-        smallest = _first_identified(run, rplan, shapley, test_set, 2 * (n - 1))
-        out["retrain_shapley_smallest_identified_M"] = smallest
-        for m in sorted(
-            {
-                smallest or 2 * (n - 1),
-                *[_equal(m, p.prepare_cost, c_sft, c_retrain) for m in args.grid],
-            }
-        ):
-            if m < 2 or m > len(rplan.fit["shapley"]):
-                continue
-            row = {"method": "retrain", "estimator": "shapley", "M": m, "seconds": m * c_retrain}
-            try:
-                attrs = fit_table(shapley, run.table(rplan, "shapley", test_set, m))
-            except DiffattrError as e:
-                out["results"].append({**row, "error": str(e)})
-                continue
-            for a in attrs:
-                out["results"].append(
-                    {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
-                )
+        if args.retrain_max > 0:
+            _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain)
         # retrain-LOO (the paper's best baseline)
         loo = ESTIMATORS.parse("loo")
         lplan = run.plan("retrain", [loo])
@@ -178,47 +172,11 @@ def one_repeat(args, r: int) -> dict:
                     **score(a.values, targets, a.behavior),
                 }
             )
-        # ft-Shapley (the unpruned fine-tune) at the smallest identified M and at ft_subsets
-        ft_shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})
-        fplan = run.plan("ft", [ft_shapley])
-        run.execute(fplan.specs(), "ft")
-        smallest = _first_identified(run, fplan, ft_shapley, test_set, 2 * (n - 1))
-        for m in sorted({smallest or args.ft_subsets, args.ft_subsets}):
-            row = {"method": "ft", "estimator": "shapley", "M": m}
-            try:
-                attrs = fit_table(ft_shapley, run.table(fplan, "shapley", test_set, m))
-            except DiffattrError as e:
-                out["results"].append({**row, "error": str(e)})
-                continue
-            for a in attrs:
-                out["results"].append(
-                    {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
-                )
+        if args.ft_subsets > 0:
+            _ft_shapley(args, run, test_set, targets, out, n)
         # baselines on the full model
         if not args.no_baselines:
-            for b in BASELINES:
-                settings = ESTIMATORS.parse(b)
-                bplan = run.plan(estimators=[settings])
-                errors: list[str] = []
-                t = time.perf_counter()
-                est = run.estimate(bplan, estimators=[settings], errors=errors)
-                label = settings.name + "".join(
-                    f"[{k}={b[k]}]" for k in ("chunk_size", "aggregation") if k in b
-                )
-                if errors:
-                    out["results"].append(
-                        {"method": "baseline", "estimator": label, "error": errors}
-                    )
-                for a in est.attributions:
-                    out["results"].append(
-                        {
-                            "method": "baseline",
-                            "estimator": label,
-                            "behavior": a.behavior,
-                            "seconds": time.perf_counter() - t,
-                            **score(a.values, targets, a.behavior),
-                        }
-                    )
+            _baselines(run, targets, out)
         # fidelity of sFT and ft to retraining on the test subsets
         for method in ("sft", "ft"):
             fid, _ = method_fidelity(run, run.prepare(method), targets)
@@ -236,6 +194,74 @@ def one_repeat(args, r: int) -> dict:
         out["behaviors"] = behaviors
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain) -> None:
+    """Retrain-Shapley at its smallest identified budget and at sFT's equal compute."""
+    n = p.n_players
+    shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.retrain_max})
+    rplan = run.plan("retrain", [shapley])
+    run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-shapley")
+    # (2(n - 1) rows are necessary, not sufficient: a draw with a repeated pair is
+    # rank-deficient; the first prefix that identifies the values is reported)
+    smallest = _first_identified(run, rplan, shapley, test_set, 2 * (n - 1))
+    out["retrain_shapley_smallest_identified_M"] = smallest
+    equal = [_equal(m, p.prepare_cost, c_sft, c_retrain) for m in args.grid]
+    for m in sorted({smallest or 2 * (n - 1), *equal}):
+        if m < 2 or m > len(rplan.fit["shapley"]):
+            continue
+        row = {"method": "retrain", "estimator": "shapley", "M": m, "seconds": m * c_retrain}
+        _fit_rows(run, rplan, shapley, test_set, m, targets, row, out)
+
+
+def _ft_shapley(args, run, test_set, targets, out, n: int) -> None:
+    """ft-Shapley (the unpruned fine-tune) at its smallest identified M and at ft_subsets."""
+    ft_shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})
+    fplan = run.plan("ft", [ft_shapley])
+    run.execute(fplan.specs(), "ft")
+    smallest = _first_identified(run, fplan, ft_shapley, test_set, 2 * (n - 1))
+    for m in sorted({smallest or args.ft_subsets, args.ft_subsets}):
+        row = {"method": "ft", "estimator": "shapley", "M": m}
+        _fit_rows(run, fplan, ft_shapley, test_set, m, targets, row, out)
+
+
+def _fit_rows(run, plan, est, test_set, m: int, targets, row: dict, out: dict) -> None:
+    """Fit ``est`` on the first ``m`` rows of its table and append one LDS row per behavior
+    (or the refusal)."""
+    try:
+        attrs = fit_table(est, run.table(plan, est.name, test_set, m))
+    except DiffattrError as e:
+        out["results"].append({**row, "error": str(e)})
+        return
+    for a in attrs:
+        out["results"].append(
+            {**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)}
+        )
+
+
+def _baselines(run, targets, out: dict) -> None:
+    """Every gradient / similarity / heuristic baseline on the full model."""
+    for b in BASELINES:
+        settings = ESTIMATORS.parse(b)
+        bplan = run.plan(estimators=[settings])
+        errors: list[str] = []
+        t = time.perf_counter()
+        est = run.estimate(bplan, estimators=[settings], errors=errors)
+        label = settings.name + "".join(
+            f"[{k}={b[k]}]" for k in ("chunk_size", "aggregation") if k in b
+        )
+        if errors:
+            out["results"].append({"method": "baseline", "estimator": label, "error": errors})
+        for a in est.attributions:
+            out["results"].append(
+                {
+                    "method": "baseline",
+                    "estimator": label,
+                    "behavior": a.behavior,
+                    "seconds": time.perf_counter() - t,
+                    **score(a.values, targets, a.behavior),
+                }
+            )
 
 
 def ceilings(targets, behavior: str) -> dict:
@@ -339,6 +365,25 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--finetune-steps", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--data",
+        choices=["digits", "fashion-mnist"],
+        default="digits",
+        help="sklearn's 8x8 digits, or Fashion-MNIST at 16 px (Debian's package)",
+    )
+    ap.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=SFT_ESTIMATORS,
+        default=SFT_ESTIMATORS,
+        help="the sFT estimators to fit (default: all)",
+    )
+    ap.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help="images per class contributor (default: all of digits, 200 of Fashion-MNIST)",
+    )
 
 
 def main() -> None:
@@ -348,8 +393,10 @@ def main() -> None:
     ap.add_argument("--test-subsets", type=int, default=24)
     ap.add_argument("--seeds", type=int, default=3)
     add_config_args(ap)
-    ap.add_argument("--retrain-max", type=int, default=24)
-    ap.add_argument("--ft-subsets", type=int, default=100)
+    ap.add_argument(
+        "--retrain-max", type=int, default=24, help="retrained Shapley coalitions (0: skip)"
+    )
+    ap.add_argument("--ft-subsets", type=int, default=100, help="ft-Shapley coalitions (0: skip)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument(
         "--only",

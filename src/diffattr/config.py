@@ -334,8 +334,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 #: Run presets: plain config layers under a config file's keys.
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: digits, 10 class contributors, sFT, paired-kernel Shapley, FID
-    # and IS; sized to finish in about 12 minutes on a 2-core CPU (500 images with 25 DDIM
-    # steps per model instead of the paper's 100 steps: 1.6 s of a 13 s job).
+    # and IS; sized to finish in about 12-13 minutes on a 2-core CPU (500 images with 25 DDIM
+    # steps per model instead of the paper's 100 steps: 1.6 s of a 13-16 s job).
     "default": {
         "sample": {"num_samples": 500, "ddim_steps": 25},
         "attribution": {"subsets": 32},

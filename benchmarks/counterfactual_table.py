@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffattr.baselines.settings import GradientSettings
 from diffattr.behaviors.keys import BehaviorKey
 from diffattr.estimators.settings import ESTIMATORS
 from diffattr.evaluate.common import held_out_masks, retrain_targets
@@ -37,17 +38,10 @@ from lds_repeats import BASELINES, add_config_args, config
 CATEGORIES = {
     "sft": lambda r: r["method"] == "sft",
     "retrain": lambda r: r["method"] == "retrain",
+    # every baseline whose settings class is a gradient baseline (TRAK and its variants)
     "gradient": lambda r: (
         r["method"] == "baseline"
-        and r["estimator"].split("[")[0]
-        in {
-            "trak",
-            "d-trak",
-            "journey-trak",
-            "relative-influence",
-            "renormalized-influence",
-            "gradient-similarity",
-        }
+        and issubclass(ESTIMATORS.get(r["estimator"].split("[")[0]), GradientSettings)
     ),
     "similarity": lambda r: (
         r["method"] == "baseline"

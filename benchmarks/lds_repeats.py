@@ -99,8 +99,11 @@ def config(args, r: int):
 
 
 def score(values, targets, behavior) -> dict:
-    s = lds_over_seeds(values, targets.masks, targets.values(behavior), n_bootstrap=200)
-    return {"lds": s.mean, "per_seed": s.per_seed, "ci95_over_seeds": s.ci95}
+    """LDS (mean over retraining seeds), per seed, t-interval over seeds and bootstrap
+    interval over test subsets."""
+    return lds_over_seeds(
+        values, targets.masks, targets.values(behavior), n_bootstrap=1000
+    ).to_dict()
 
 
 def one_repeat(args, r: int) -> dict:

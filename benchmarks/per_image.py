@@ -27,10 +27,10 @@ from diffattr.config import build_config
 from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
 from diffattr.evaluate.common import held_out_masks, retrain_targets
-from diffattr.evaluate.lds import lds_over_seeds
 from diffattr.runner.run import Run, fit_table
 from diffattr.store import mask_to_str
 from lds_repeats import ceilings
+from lds_repeats import score as lds_score
 
 
 def main() -> None:
@@ -93,10 +93,7 @@ def main() -> None:
         out["seed_to_seed_spearman"] = ceilings(targets, behavior)["seed_to_seed_spearman"]
 
         def score(values):
-            # LDS, per seed, t-interval over seeds, bootstrap interval over test subsets
-            return lds_over_seeds(
-                values, targets.masks, targets.values(behavior), n_bootstrap=1000
-            ).to_dict()
+            return lds_score(values, targets, behavior)
 
         est = cfg.attribution.estimators[0]
         grid = args.grid or [args.sft_subsets // 4, args.sft_subsets // 2, args.sft_subsets]

@@ -35,7 +35,7 @@ def test_shapley_kernel_size_probs_match_the_kernel():
 
 def test_shapley_kernel_sizes_follow_the_kernel():
     n, m = 10, 12000
-    z = ShapleyKernelSampler(n, seed=3).sample(m)
+    z = ShapleyKernelSampler(n, seed=3, replace=True).sample(m)  # i.i.d. draws
     sizes = z.sum(axis=1)
     assert sizes.min() >= 1 and sizes.max() <= n - 1
     observed = np.bincount(sizes, minlength=n)[1:n]
@@ -46,7 +46,7 @@ def test_shapley_kernel_sizes_follow_the_kernel():
 
 
 def test_paired_rows_are_complements():
-    z = ShapleyKernelSampler(7, seed=1, paired=True).sample(201)
+    z = ShapleyKernelSampler(7, seed=1, paired=True, replace=True).sample(201)
     assert z.shape == (201, 7)
     np.testing.assert_array_equal(z[1::2], ~z[0:200:2])
     # the first row of each pair is an ordinary kernel draw of its own stream

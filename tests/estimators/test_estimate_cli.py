@@ -53,7 +53,7 @@ def test_full_table_gives_exact_values_and_writes_csv(tmp_path):
 def test_sampled_table_with_v0_v1_options(tmp_path):
     n = 6
     w = np.arange(1.0, n + 1)
-    z = ShapleyKernelSampler(n, seed=0, paired=True).sample(200)
+    z = ShapleyKernelSampler(n, seed=0, paired=True, replace=True).sample(200)
     table, out = tmp_path / "t.csv", tmp_path / "o.csv"
     write_table_csv(table, z, 2.0 + z @ w)
     result = runner.invoke(

@@ -96,19 +96,44 @@ def test_loo_and_aoi_stderr_is_nan_unless_both_sides_are_replicated():
     assert np.isnan(att4.stderr).all()
 
 
-def test_no_residual_degrees_of_freedom_means_no_standard_error():
+@pytest.mark.parametrize("endpoints", ["given", "fitted"])
+def test_too_few_residual_degrees_of_freedom_mean_no_standard_error(endpoints):
+    # the rule: distinct sampling units - fitted directions >= MIN_RESIDUAL_DOF, else NaN
+    from diffattr.estimators.kernel_shap import MIN_RESIDUAL_DOF
+
     n = 5
     w = np.arange(1.0, n + 1)
-    z = np.vstack([np.eye(n, dtype=bool)[:-1], ~np.eye(n, dtype=bool)[:-1]])
-    order = np.ravel(np.column_stack([np.arange(n - 1), np.arange(n - 1) + n - 1]))
-    z = z[order]  # n - 1 complementary pairs: exactly identified
-    att = fit("shapley", z, z @ w, v0=0.0, v1=w.sum())
-    np.testing.assert_allclose(att.values, w, atol=1e-12)
-    assert np.isnan(att.stderr).all()
-    # one more pair gives one degree of freedom: the stderr is a number (0 here: additive)
-    extra = np.zeros((2, n), dtype=bool)
-    extra[0, [0, 1]] = True
-    extra[1] = ~extra[0]
-    z2 = np.vstack([z, extra])
-    att2 = fit("shapley", z2, z2 @ w, v0=0.0, v1=w.sum())
-    assert np.isfinite(att2.stderr).all() and att2.stderr.max() < 1e-8
+    q = n - 1 if endpoints == "given" else n  # fitted directions (pairs: the intercept
+    # fits only the pair sums, which no value depends on)
+    pairs = all_pairs(n)  # the 15 distinct complementary pairs of 5 players
+    for units in (q, q + MIN_RESIDUAL_DOF - 1, q + MIN_RESIDUAL_DOF):
+        z = pairs[: 2 * units]
+        att = fit("shapley", z, z @ w, v0=0.0, v1=w.sum(), endpoints=endpoints)
+        np.testing.assert_allclose(att.values, w, atol=1e-10)  # additive: exact either way
+        if units - q < MIN_RESIDUAL_DOF:
+            assert np.isnan(att.stderr).all()
+            assert att.settings["stderr_method"].startswith("not estimable")
+        else:  # a number, and 0 is earned here: the game is additive
+            assert np.isfinite(att.stderr).all() and att.stderr.max() < 1e-8
+    # repeating units adds no degrees of freedom: 8 copies of q + 1 distinct pairs
+    z = np.vstack([pairs[: 2 * (q + 1)]] * 8)
+    att = fit("shapley", z, z @ w, v0=0.0, v1=w.sum(), endpoints=endpoints)
+    assert np.isnan(att.stderr).all() and att.settings["stderr_dof"] == 1
+
+
+def all_pairs(n: int) -> np.ndarray:
+    """Every (mask, complement) pair of ``n`` players once, rows 2j and 2j+1: the
+    singletons first (``n`` of them identify the values), then the larger ones."""
+    from itertools import combinations
+
+    firsts = []
+    for k in range(1, n // 2 + 1):
+        for c in combinations(range(n), k):
+            if 2 * k == n and 0 not in c:
+                continue
+            m = np.zeros(n, dtype=bool)
+            m[list(c)] = True
+            firsts.append(m)
+    out = np.empty((2 * len(firsts), n), dtype=bool)
+    out[0::2], out[1::2] = firsts, ~np.array(firsts)
+    return out

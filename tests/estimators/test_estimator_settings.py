@@ -31,6 +31,7 @@ NAMES = [
     "permutation-shapley",
     "shapley",
     "shapley-cv",
+    "tree-shapley",
 ]
 
 
@@ -40,13 +41,14 @@ def test_registry_names_and_default_samplers():
     defaults = {name: ESTIMATORS.parse(name).sampler.to_dict() for name in NAMES}
     assert defaults == {
         "aoi": {"name": "add-one-in"},
-        "banzhaf": {"name": "uniform", "p": 0.5},
-        "banzhaf-msr": {"name": "uniform", "p": 0.5},
-        "datamodel": {"name": "datamodel", "alpha": 0.5},
+        "banzhaf": {"name": "uniform", "p": 0.5, "replace": False},
+        "banzhaf-msr": {"name": "uniform", "p": 0.5, "replace": False},
+        "datamodel": {"name": "datamodel", "alpha": 0.5, "replace": False},
         "loo": {"name": "loo"},
         "permutation-shapley": {"name": "permutation"},
-        "shapley": {"name": "shapley-kernel", "paired": True},
+        "shapley": {"name": "shapley-kernel", "paired": True, "replace": False},
         "shapley-cv": {"name": "leverage", "balanced": True},
+        "tree-shapley": {"name": "uniform", "p": 0.5, "replace": False},
     }
     for name in NAMES:
         assert ESTIMATORS.get(name).uses_coalitions
@@ -131,11 +133,16 @@ def test_build_returns_the_estimator_holding_its_settings(value, cls):
 @pytest.mark.parametrize(
     ("value", "n", "rows"),
     [
-        ("shapley", 10, 18),
-        ({"name": "shapley", "sampler": "leverage"}, 10, 18),
-        ({"name": "shapley", "sampler": {"name": "shapley-kernel", "paired": False}}, 10, 9),
-        ({"name": "shapley", "paired": False}, 10, 9),
-        ("shapley-cv", 20, 38),
+        # fitted endpoints (the default) add one unknown, drop the constraint: n pairs, or
+        # n + 1 unpaired rows
+        ("shapley", 10, 20),
+        ({"name": "shapley", "sampler": "leverage"}, 10, 20),
+        ({"name": "shapley", "sampler": {"name": "shapley-kernel", "paired": False}}, 10, 11),
+        ({"name": "shapley", "paired": False}, 10, 11),
+        ("shapley-cv", 20, 40),
+        ({"name": "shapley", "endpoints": "given"}, 10, 18),
+        ({"name": "shapley", "endpoints": "given", "paired": False}, 10, 9),
+        ({"name": "shapley-cv", "endpoints": "given"}, 20, 38),
         ("permutation-shapley", 10, 9),
         ("banzhaf", 2000, 2002),
         ("banzhaf-msr", 2000, 2),
@@ -174,9 +181,9 @@ def test_check_rows_refuses_a_plan_before_any_training():
         settings.check_rows(10, m, where="estimators[0]")
     assert str(err.value) == (
         "estimators[0]: 10 coalitions cannot identify shapley values of 10 players; it needs "
-        "at least 18 (set subsets >= 18)"
+        "at least 20 (set subsets >= 20)"
     )
-    settings.check_rows(10, 18)
+    settings.check_rows(10, 20)
     loo = ESTIMATORS.parse({"name": "loo", "subsets": 3})
     assert loo.rows_for(48, 10) == 10  # the fixed LOO design
     assert ESTIMATORS.parse("banzhaf").rows_for(48, 10) == 48
@@ -215,7 +222,10 @@ def test_fit_table_returns_one_attribution_per_behavior():
     np.testing.assert_allclose(atts[0].values, w, atol=1e-9)
     np.testing.assert_allclose(atts[1].values, w[::-1], atol=1e-9)
     s = atts[0].settings
-    assert s["sampler"] == {"name": "shapley-kernel", "paired": True} and s["rows"] == 40
+    assert (
+        s["sampler"] == {"name": "shapley-kernel", "paired": True, "replace": False}
+        and s["rows"] == 40
+    )
     assert s["pairing"] == "pair_ids"
     # the array form returns a single attribution for one value column
     one = make_estimator("shapley").fit(z, y[:, 0], v0=0.0, v1=21.0)

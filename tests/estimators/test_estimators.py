@@ -172,7 +172,7 @@ def test_full_enumeration_tables_give_exact_values(name, kind):
 def test_kernel_shap_within_its_standard_error(paired):
     game = TableGame(8, seed=4)
     truth = shapley_from_table(game.table)
-    z = ShapleyKernelSampler(8, seed=1, paired=paired).sample(6000)
+    z = ShapleyKernelSampler(8, seed=1, paired=paired, replace=True).sample(6000)
     # 6000 draws hold all 254 coalitions; use_exact=False keeps the sampling estimator
     att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, use_exact=False)
     assert att.settings["paired"] is paired and att.settings["stderr_method"] == "sandwich"
@@ -192,7 +192,7 @@ def test_kernel_shap_standard_error_is_calibrated():
     game = TableGame(6, seed=8)
     estimates, stderrs = [], []
     for seed in range(30):
-        z = ShapleyKernelSampler(6, seed=seed, paired=True).sample(300)
+        z = ShapleyKernelSampler(6, seed=seed, paired=True, replace=True).sample(300)
         att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1)
         estimates.append(att.values)
         stderrs.append(att.stderr)
@@ -210,7 +210,7 @@ def test_kernel_shap_recovers_an_additive_game_exactly():
 
 def test_kernel_shap_ignores_empty_and_full_rows_and_reads_v0_v1_from_them():
     game = TableGame(6, seed=1)
-    z = ShapleyKernelSampler(6, seed=2, paired=True).sample(400)
+    z = ShapleyKernelSampler(6, seed=2, paired=True, replace=True).sample(400)
     att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1)
     ends = np.array([[False] * 6, [True] * 6])
     z2 = np.vstack([ends, z])
@@ -220,7 +220,7 @@ def test_kernel_shap_ignores_empty_and_full_rows_and_reads_v0_v1_from_them():
 
 
 def test_kernel_shap_errors():
-    z = ShapleyKernelSampler(6, seed=2).sample(50)
+    z = ShapleyKernelSampler(6, seed=2, replace=True).sample(50)
     y = np.arange(50.0)
     with pytest.raises(DiffattrError, match="needs v0"):
         fit("shapley", z, y, v1=1.0)
@@ -228,7 +228,7 @@ def test_kernel_shap_errors():
         fit("shapley", z, y, v0=1.0)
     unpaired = {"name": "shapley-kernel", "paired": False}
     with pytest.raises(
-        DiffattrError, match=r"4 rows over 6 players is not identified \(rank \d < 6"
+        DiffattrError, match=r"4 rows over 6 players is not identified \(rank \d < 7"
     ):
         fit("shapley", z[:4], y[:4], v0=0.0, v1=1.0, sampler=unpaired)
     with pytest.raises(DiffattrError, match="not used: 48 rows without their pair partner"):
@@ -281,7 +281,7 @@ def test_permutation_shapley_reads_chains_and_skips_other_rows():
 def test_banzhaf_estimators_within_their_standard_error(name):
     game = TableGame(10, seed=7)
     truth = banzhaf_from_table(game.table)
-    z = UniformSampler(10, seed=3).sample(4000)
+    z = UniformSampler(10, seed=3, replace=True).sample(4000)
     att = fit(name, z, game(z), use_exact=False)
     assert att.settings["exact"] is False
     assert (np.abs(att.values - truth) < 4 * att.stderr + 1e-9).all()
@@ -299,7 +299,7 @@ def test_banzhaf_regression_is_exact_on_additive_games_and_msr_is_unbiased():
 
 
 def test_banzhaf_errors_name_the_player():
-    z = UniformSampler(4, seed=0).sample(40)
+    z = UniformSampler(4, seed=0, replace=True).sample(40)
     z[:, 2] = True
     with pytest.raises(DiffattrError, match="player 'c' is in every row"):
         fit("banzhaf-msr", z, np.arange(40.0), names=["a", "b", "c", "d"])
@@ -313,13 +313,13 @@ def test_banzhaf_errors_name_the_player():
 def test_datamodel_recovers_a_linear_game():
     rng = np.random.default_rng(3)
     w = rng.normal(size=10)
-    z = UniformSampler(10, seed=1).sample(2000)
+    z = UniformSampler(10, seed=1, replace=True).sample(2000)
     y = 0.5 + z @ w + 0.05 * rng.normal(size=2000)
     att = fit("datamodel", z, y, n_bootstrap=30)
     np.testing.assert_allclose(att.values, w, atol=0.02)
     assert (att.stderr > 0).all() and (att.stderr < 0.01).all()
     # fixed-size coalitions identify the weights up to a common shift (module doc)
-    z = DatamodelSampler(10, seed=1, alpha=0.5).sample(2000)
+    z = DatamodelSampler(10, seed=1, alpha=0.5, replace=True).sample(2000)
     y = 0.5 + z @ w + 0.05 * rng.normal(size=2000)
     att = fit("datamodel", z, y)
     assert att.settings["fixed_size"] is True and np.isnan(att.stderr).all()
@@ -377,7 +377,7 @@ def test_loo_and_aoi_missing_rows_name_the_player():
 
 def test_multiple_behaviors_give_one_attribution_each():
     game_a, game_b = TableGame(6, seed=1), TableGame(6, seed=2)
-    z = ShapleyKernelSampler(6, seed=0, paired=True).sample(300)
+    z = ShapleyKernelSampler(6, seed=0, paired=True, replace=True).sample(300)
     y = np.column_stack([game_a(z), game_b(z)])
     atts = fit(
         "shapley",
@@ -416,6 +416,7 @@ def test_unknown_estimator_is_a_clear_error():
     assert {n for n in ESTIMATORS.names() if ESTIMATORS.get(n).uses_coalitions} == {
         "shapley",
         "shapley-cv",
+        "tree-shapley",
         "permutation-shapley",
         "banzhaf",
         "banzhaf-msr",
@@ -463,7 +464,7 @@ def test_attribution_ranking_io_roundtrip(tmp_path):
 def test_convergence_report_settles():
     game = TableGame(6, seed=3)
     game.table = 0.3 * game.table + all_subsets(6) @ np.arange(6.0)  # well-separated values
-    z = ShapleyKernelSampler(6, seed=0, paired=True).sample(4000)
+    z = ShapleyKernelSampler(6, seed=0, paired=True, replace=True).sample(4000)
     report = convergence_report(
         "shapley", z, game(z), v0=game.v0, v1=game.v1, steps=[4, 500, 4000], use_exact=False
     )

@@ -66,45 +66,59 @@ def rel_error(values: np.ndarray, truth: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("sampler", ["shapley-kernel", "leverage"])
-def test_too_few_pairs_is_an_error_not_a_pseudo_inverse(sampler):
+@pytest.mark.parametrize("endpoints", ["given", "fitted"])
+def test_too_few_pairs_is_an_error_not_a_pseudo_inverse(sampler, endpoints):
     # 5 pairs span at most 1 + 5 directions of R^10: the values are not determined
     w, v, v0, v1 = additive()
     z = ShapleyKernelSampler(N, 0, paired=True) if sampler != "leverage" else LeverageSampler(N)
     z = z.sample(10)
     with pytest.raises(DiffattrError) as err:
-        fit("shapley", z, v(z), v0=v0, v1=v1, sampler=sampler)
+        fit("shapley", z, v(z), v0=v0, v1=v1, sampler=sampler, endpoints=endpoints)
     msg = str(err.value)
     assert msg.startswith("KernelSHAP on 10 paired rows over 10 players is not identified (rank")
-    assert "< 10); sample at least" in msg and "\n" not in msg
-    assert make_estimator("shapley", sampler=sampler).min_rows(N) == 18
+    unknowns = N if endpoints == "given" else N + 1  # the fitted intercept
+    assert f"< {unknowns}); sample at least" in msg and "\n" not in msg
+    need = 2 * (N - 1) if endpoints == "given" else 2 * N
+    assert make_estimator("shapley", sampler=sampler, endpoints=endpoints).min_rows(N) == need
 
 
-def test_n_minus_one_pairs_identify_an_additive_game_exactly():
+@pytest.mark.parametrize("endpoints", ["given", "fitted"])
+def test_the_fewest_pairs_identify_an_additive_game_exactly(endpoints):
+    # n - 1 pairs with the given endpoints, n with fitted ones (one more unknown)
     w, v, v0, v1 = additive()
-    z = LeverageSampler(N, seed=0).sample(2 * (N - 1))
-    att = fit("shapley", z, v(z), v0=v0, v1=v1, sampler="leverage")
+    pairs = N - 1 if endpoints == "given" else N
+    for seed in range(20):  # the first draw that identifies the values (some do not)
+        z = LeverageSampler(N, seed=seed).sample(2 * pairs)
+        try:
+            att = fit("shapley", z, v(z), v0=v0, v1=v1, sampler="leverage", endpoints=endpoints)
+            break
+        except DiffattrError:
+            continue
     np.testing.assert_allclose(att.values, w, atol=1e-10)
     s = att.settings
-    assert s["identified"] is True and s["rank"] == N and s["solver"] == "cholesky"
-    assert s["pairs"] == N - 1 and s["rows_used"] == 18
+    assert s["identified"] is True and s["solver"] == "cholesky"
+    assert s["rank"] == (N if endpoints == "given" else N + 1)
+    assert s["pairs"] == pairs and s["rows_used"] == 2 * pairs
     # exactly determined: no residual degrees of freedom, so no standard error
-    assert np.isnan(att.stderr).all() and s["stderr_method"].startswith("none")
+    assert np.isnan(att.stderr).all() and s["stderr_method"].startswith("not estimable")
 
 
-def test_every_fit_is_exact_or_refused_at_the_identification_boundary():
+@pytest.mark.parametrize("endpoints", ["given", "fitted"])
+def test_every_fit_is_exact_or_refused_at_the_identification_boundary(endpoints):
     w, v, v0, v1 = additive()
     outcomes = []
+    pairs = N - 1 if endpoints == "given" else N
     for seed in range(20):
-        z = LeverageSampler(N, seed=seed).sample(2 * (N - 1))
+        z = LeverageSampler(N, seed=seed).sample(2 * pairs)
         try:
-            att = fit("shapley", z, v(z), v0=v0, v1=v1, sampler="leverage")
+            att = fit("shapley", z, v(z), v0=v0, v1=v1, sampler="leverage", endpoints=endpoints)
         except DiffattrError as e:
             assert "is not identified" in str(e)
             outcomes.append(False)
             continue
         np.testing.assert_allclose(att.values, w, atol=1e-9)
         outcomes.append(True)
-    assert 0 < sum(outcomes) < 20  # both happen at exactly n - 1 pairs
+    assert 0 < sum(outcomes) < 20  # both happen at exactly the fewest pairs
 
 
 def test_a_direction_the_rows_do_not_reach_is_found_by_rank():
@@ -172,13 +186,13 @@ def test_pair_ids_that_do_not_name_complements_are_an_error():
 
 def test_unpaired_rows_are_not_read_as_pairs():
     game = InteractionGame(8)
-    z = ShapleyKernelSampler(8, seed=1, paired=False).sample(300)
+    z = ShapleyKernelSampler(8, seed=1, paired=False, replace=True).sample(300)
     att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, use_exact=False)
     assert att.settings["paired"] is False and att.settings["rows_unpaired_dropped"] == 0
     assert att.settings["rows_used"] == 300
     assert (
         make_estimator("shapley", sampler={"name": "shapley-kernel", "paired": False}).min_rows(8)
-        == 7
+        == 9  # 8 values and the fitted intercept
     )
 
 
@@ -195,7 +209,8 @@ def test_leverage_weights_are_exact_on_the_full_design():
     att = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, sampler="leverage", use_exact=False)
     np.testing.assert_allclose(att.values, game.shapley, atol=1e-10)
     # the same design with uniform (kernel-sampling) weights is wrong: weights matter
-    plain = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, use_exact=False)
+    iid = {"name": "shapley-kernel", "replace": True}
+    plain = fit("shapley", z, game(z), v0=game.v0, v1=game.v1, sampler=iid, use_exact=False)
     assert np.abs(plain.values - game.shapley).max() > 1e-3
 
 
@@ -235,7 +250,7 @@ def test_leverage_estimates_are_close_to_exact_values_and_errors_calibrated(esti
 # --------------------------------------------------------------------------- equal budgets
 
 
-def _mean_error(game, estimator, sampler, m, seeds=12, noise=0.0):
+def _mean_error(game, estimator, sampler, m, seeds=12, noise=0.0, endpoints="fitted"):
     errs = []
     for seed in range(seeds):
         s = LeverageSampler(game.n if hasattr(game, "n") else N, seed=seed)
@@ -243,20 +258,33 @@ def _mean_error(game, estimator, sampler, m, seeds=12, noise=0.0):
             s = ShapleyKernelSampler(s.n_players, seed=seed, paired=True)
         z = s.sample(m)
         y = game(z) + noise * np.random.default_rng(seed + 100).normal(size=m)
-        att = fit(estimator, z, y, v0=game.v0, v1=game.v1, sampler=sampler, use_exact=False)
+        att = fit(
+            estimator,
+            z,
+            y,
+            v0=game.v0,
+            v1=game.v1,
+            sampler=sampler,
+            use_exact=False,
+            endpoints=endpoints,
+        )
         errs.append(rel_error(att.values, game.shapley))
     return float(np.mean(errs))
 
 
 def test_leverage_and_control_variates_need_fewer_coalitions_on_a_size_driven_game():
     game = SizeGame(N)
-    kernel = _mean_error(game, "shapley", "shapley-kernel", 100)
-    leverage = _mean_error(game, "shapley", "leverage", 100)
-    cv = _mean_error(game, "shapley-cv", "leverage", 100)
-    cv_half = _mean_error(game, "shapley-cv", "leverage", 50)
+    kernel = _mean_error(game, "shapley", "shapley-kernel", 100, endpoints="given")
+    leverage = _mean_error(game, "shapley", "leverage", 100, endpoints="given")
+    cv = _mean_error(game, "shapley-cv", "leverage", 100, endpoints="given")
+    cv_half = _mean_error(game, "shapley-cv", "leverage", 50, endpoints="given")
     assert leverage < 0.6 * kernel
     assert cv < 0.2 * leverage
     assert cv_half < kernel / 4  # half the coalitions, a fraction of the error
+    # fitted endpoints take much of the size trend out of plain KernelSHAP too
+    assert _mean_error(game, "shapley", "shapley-kernel", 100) < 0.3 * kernel
+    assert _mean_error(game, "shapley", "leverage", 100) < 0.4 * leverage
+    assert _mean_error(game, "shapley-cv", "leverage", 100) < 1.1 * cv
 
 
 def test_control_variates_do_not_hurt_where_there_is_nothing_to_control():

@@ -44,6 +44,8 @@ class CoalitionSampler(ABC):
     name: ClassVar[str] = ""
     #: Number of masks the design needs in full, or None for an unbounded random stream.
     n_required: int | None = None
+    #: Most rows the stream has (distinct designs run out), or None for no limit.
+    max_rows: int | None = None
     min_players: ClassVar[int] = 1
     #: Whether rows come in antithetic pairs: rows ``2j`` and ``2j + 1`` are a mask and its
     #: complement (see :meth:`pair_ids`).
@@ -68,6 +70,8 @@ class CoalitionSampler(ABC):
         stop = check_count(stop, "stop", 0)
         if self.n_required is not None:
             stop = min(stop, self.n_required)
+        if self.max_rows is not None:  # a design drawn without replacement runs out
+            stop = min(stop, self.max_rows)
         stop = max(stop, start)
         out = np.zeros((stop - start, self.n_players), dtype=bool)
         for k, r in enumerate(range(start, stop)):
@@ -95,6 +99,38 @@ class CoalitionSampler(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "sampler")
         return f"{type(self).__name__}({args})"
+
+
+class DistinctRows:
+    """Rows drawn without replacement from a stream of i.i.d. draws: row ``j`` takes draws
+    from its own generator ``unit_rng(seed, j)`` until one is not among rows ``0 .. j-1``.
+    Rows are made in order and kept, so row ``r`` is still a function of ``(seed, r)`` and a
+    prefix of any longer sample. ``capacity`` is the number of distinct rows there are."""
+
+    def __init__(self, seed: int, capacity: int, draw: Any, what: str) -> None:
+        self.seed, self.capacity, self.draw, self.what = seed, capacity, draw, what
+        self._rows: list[np.ndarray] = []
+        self._seen: set[bytes] = set()
+        self._n: int | None = None
+
+    def row(self, r: int) -> np.ndarray:
+        while len(self._rows) <= r:
+            j = len(self._rows)
+            if j >= self.capacity:
+                raise DiffattrError(
+                    f"the {self.what} sampler has drawn all {self.capacity} of its coalitions; "
+                    "there are no more"
+                )
+            rng = unit_rng(self.seed, j)
+            while True:
+                mask = self.draw(rng)
+                key = np.packbits(mask).tobytes()
+                if key not in self._seen:
+                    break
+            self._n = mask.shape[0]
+            self._seen.add(key)
+            self._rows.append(np.packbits(mask))
+        return np.unpackbits(self._rows[r], count=self._n).astype(bool)
 
 
 def uniform_subset(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

@@ -6,6 +6,10 @@ LDS test subsets, digest §5.1, use the same distribution). The floor is taken i
 rational arithmetic on the decimal ``alpha`` as written (``alpha = 0.57``, ``n = 100``
 keeps 57 players; the binary float ``0.57 * 100`` is ``56.99999999999999``), see
 :func:`kept_players`.
+
+``replace=False`` (default) draws distinct subsets (``diffattr.coalitions.base.DistinctRows``:
+a simple random sample of the ``C(n, size)`` subsets, still uniform), so no job repeats;
+``replace=True`` gives i.i.d. draws.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffattr.coalitions.base import CoalitionSampler, uniform_subset, unit_rng
+from diffattr.coalitions.base import CoalitionSampler, DistinctRows, uniform_subset, unit_rng
 from diffattr.errors import DiffattrError
 
 
@@ -35,7 +39,9 @@ class DatamodelSampler(CoalitionSampler):
     name: ClassVar[str] = "datamodel"
     min_players: ClassVar[int] = 2
 
-    def __init__(self, n_players: int, seed: int = 0, alpha: float = 0.5) -> None:
+    def __init__(
+        self, n_players: int, seed: int = 0, alpha: float = 0.5, replace: bool = False
+    ) -> None:
         super().__init__(n_players, seed)
         try:
             self.alpha = float(alpha)
@@ -49,9 +55,22 @@ class DatamodelSampler(CoalitionSampler):
                 f"datamodel alpha={self.alpha} keeps floor(alpha*n)={self.size} of "
                 f"{self.n_players} players; it must keep between 1 and {self.n_players - 1}"
             )
+        self.replace = bool(replace)
+        n, k = self.n_players, self.size
+        self._distinct = DistinctRows(
+            self.seed, math.comb(n, k), lambda rng: uniform_subset(rng, n, k), "datamodel"
+        )
+        self.max_rows = None if self.replace else self._distinct.capacity
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "alpha": self.alpha, "size": self.size}
+        return {
+            **super().settings(),
+            "alpha": self.alpha,
+            "size": self.size,
+            "replace": self.replace,
+        }
 
     def _row(self, r: int) -> np.ndarray:
+        if not self.replace:
+            return self._distinct.row(r)
         return uniform_subset(unit_rng(self.seed, r), self.n_players, self.size)

@@ -59,11 +59,13 @@ SAMPLERS: ComponentRegistry[SamplerSettings] = ComponentRegistry(
 
 class ShapleyKernelSamplerSettings(SamplerSettings):
     """Shapley-kernel coalitions (Lundberg & Lee 2017); ``paired``: complements interleaved
-    (Covert & Lee 2021), the default."""
+    (Covert & Lee 2021), the default; ``replace``: i.i.d. draws that may repeat a coalition
+    (the paper's design) instead of distinct ones (default; rows post-stratified by size)."""
 
     name: Literal["shapley-kernel"] = "shapley-kernel"
     implementation: ClassVar[str] = "diffattr.coalitions.shapley_kernel:ShapleyKernelSampler"
     paired: bool = True
+    replace: bool = Field(False, description="i.i.d. draws (may repeat) instead of distinct")
 
 
 class LeverageSamplerSettings(SamplerSettings):
@@ -83,6 +85,7 @@ class DatamodelSamplerSettings(SamplerSettings):
     name: Literal["datamodel"] = "datamodel"
     implementation: ClassVar[str] = "diffattr.coalitions.datamodel:DatamodelSampler"
     alpha: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of players kept")
+    replace: bool = Field(False, description="i.i.d. draws (may repeat) instead of distinct")
 
 
 class UniformSamplerSettings(SamplerSettings):
@@ -91,6 +94,9 @@ class UniformSamplerSettings(SamplerSettings):
     name: Literal["uniform"] = "uniform"
     implementation: ClassVar[str] = "diffattr.coalitions.banzhaf:UniformSampler"
     p: float = Field(0.5, gt=0.0, lt=1.0, description="probability of keeping a player")
+    replace: bool = Field(
+        False, description="i.i.d. draws (may repeat) instead of distinct ones (p = 0.5 only)"
+    )
 
 
 class LeaveOneOutSamplerSettings(SamplerSettings):

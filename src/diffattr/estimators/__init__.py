@@ -14,6 +14,8 @@ same in one call. Registry names:
 * ``shapley`` — KernelSHAP closed form (Covert & Lee 2021, eq. 7); ``shapley-kernel``
   rows (weight 1) or ``leverage`` rows (Musco & Witter 2025, post-stratified weights);
 * ``shapley-cv`` — KernelSHAP with size control variates (regression adjustment);
+* ``tree-shapley`` — Shapley values of a gradient-boosted-tree surrogate (SurrogateSHAP;
+  needs the ``tree`` extra);
 * ``permutation-shapley`` — permutation sampling, prefix-chain rows;
 * ``banzhaf`` — ±1/2-coded regression, uniform rows (Wang & Jia 2023);
 * ``banzhaf-msr`` — maximum sample reuse, uniform rows (Wang & Jia 2023);
@@ -61,6 +63,8 @@ _EXPORTS = {
     "ShapleySettings": "diffattr.estimators.settings:ShapleySettings",
     "estimator_settings": "diffattr.estimators.settings:estimator_settings",
     "ShapleyCV": "diffattr.estimators.shapley_cv:ShapleyCV",
+    "TreeShapley": "diffattr.estimators.tree_shapley:TreeShapley",
+    "TreeShapleySettings": "diffattr.estimators.settings:TreeShapleySettings",
     "CoalitionTable": "diffattr.estimators.table:CoalitionTable",
     "read_table_csv": "diffattr.estimators.table:read_table_csv",
     "write_table_csv": "diffattr.estimators.table:write_table_csv",

@@ -11,8 +11,10 @@ coalitions ``0 < |S| < n``, with the Shapley kernel ``mu(S) = (n-1) / (C(n,|S|) 
 
 Weights follow the sampler in the estimator's settings:
 
-* ``shapley-kernel`` rows are drawn from the kernel itself, so every row weighs ``1/M``
-  (Covert & Lee 2021, eq. 7);
+* ``shapley-kernel`` rows drawn i.i.d. from the kernel itself (``replace = true``) weigh
+  ``1/M`` each (Covert & Lee 2021, eq. 7); drawn without replacement (the default), they
+  are post-stratified by size class like leverage rows (inclusion is uniform within a
+  class, not across classes);
 * ``leverage`` rows (Musco & Witter 2025; ``diffattr.coalitions.LeverageSampler``) are
   post-stratified by class: :func:`leverage_weights`.
 
@@ -24,6 +26,22 @@ a size; ``shapley`` keeps Covert & Lee's weights for them, as the paper does.)
 
 Rows whose mask is empty or full are excluded (the kernel gives them no weight: they
 enter only through the constraint).
+
+Endpoints (``endpoints``). ``"given"`` is the fit above: the constraint carries the true
+``v0`` and ``v1``. With sampled rows, ``d phi / d v0 = -u`` with ``u = A^{-1} 1 / (1'A^{-1}
+1)``, whose entries are ``1/n`` only in the limit; at ``n = 10`` and ``M = 64`` they spread
+over more than their own size, so a ``v0`` (or ``v1``) far off the trend of the sampled
+coalitions -- an untrained null model -- hands its gap to players at random.
+``"fitted"`` (an endpoint control variate) fits the kernel-weighted regression with a free
+intercept and no constraint, ``min_{phi, b} sum_r w_r (y_r - b - z_r'phi)^2``, i.e. with
+both endpoints on the trend of the rows, then adds the same constant to every ``phi_i`` so
+that ``sum phi = v1 - v0`` holds exactly with the true endpoints. The limit is unchanged:
+over every coalition the free fit is the constrained one at the best endpoints ``(b, b +
+1'phi)`` (Charnes et al. 1988), i.e. the exact Shapley values of the game with ``v(∅)`` and
+``v(N)`` replaced, and replacing an endpoint moves every exact ``phi_i`` by the same amount
+(``v(∅)`` enters every player's marginal at ``S = ∅`` with weight ``1/n``), which the shift
+puts back. On a complete table it equals the exact values for any endpoints. It needs one
+more direction than ``"given"``: ``n`` distinct pairs (``n + 1`` unpaired rows).
 
 Identification. The constrained problem has one solution iff the rows and the all-ones
 vector span R^n (``rank [Z; 1'] = n``). ``A`` is replaced by ``A + c 1 1'``, which leaves
@@ -50,10 +68,16 @@ over sampling units ``u`` (rows, or pairs) and ``C = A^{-1} - A^{-1} 1 1' A^{-1}
 (1'A^{-1} 1)`` — the sandwich form Covert & Lee (2021, Sec. 4) use. ``Var(sum_u g_u)`` is
 estimated as if the ``U`` units were drawn with replacement (Hansen–Hurwitz), which for
 leverage rows ignores the stratification and is conservative, and scaled by
-``U / (U - (n-1))`` for the ``n - 1`` fitted directions. With no residual degrees of
-freedom (``U <= n - 1``) the standard error is NaN. ``n_bootstrap > 0`` replaces the closed
-form by a bootstrap over units; ``stderr=False`` skips standard errors (NaN) — the closed
-form costs about as much as the point estimate for large ``n``.
+``U / (U - q)`` for the ``q`` fitted directions (``n - 1``; with fitted endpoints ``n +
+1``, or ``n`` for pairs, whose intercept only fits the pair sums; their ``C`` is ``P
+G^{-1}`` restricted to the players, ``G`` the Gram matrix of ``(z, 1)`` and ``P = I - 1
+1'/n`` the shift). Rule: the residual degrees of freedom are the
+*distinct* sampling units minus ``q``; below :data:`MIN_RESIDUAL_DOF` the residuals cannot
+support a variance estimate (with one or two they are often exactly zero, and a repeated
+unit adds nothing), so the standard error is NaN and ``stderr_method`` says why.
+``n_bootstrap > 0`` replaces the closed form by a bootstrap over units; ``stderr=False``
+skips standard errors (NaN) — the closed form costs about as much as the point estimate
+for large ``n``.
 
 Large tables: with uniform weights ``Z'Z`` is accumulated chunk by chunk with BLAS
 ``syrk`` on 0/1 float32 blocks, which is exact while ``M < 2^24`` (counts are integers),
@@ -63,6 +87,7 @@ then held in float64; with paired rows only the first row of each pair enters th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +101,9 @@ from diffattr.estimators.settings import ShapleySettings
 from diffattr.estimators.table import CoalitionTable
 
 _CHUNK = 4096
+#: Fewest residual degrees of freedom (distinct sampling units minus fitted directions) for
+#: which a closed-form standard error is reported; below, it is NaN ("not estimable").
+MIN_RESIDUAL_DOF = 5
 #: Reciprocal condition number below which a system counts as not identified.
 RCOND_MIN = 1e-10
 #: Fraction of usable rows that must lie in consecutive complementary pairs for
@@ -260,6 +288,7 @@ class KernelRows:
     w: np.ndarray | None
     paired: bool
     info: dict[str, Any] = field(default_factory=dict)
+    strata: Strata | None = None  # post-stratified rows: the design of their variance
 
     @property
     def n_units(self) -> int:
@@ -273,6 +302,54 @@ class KernelRows:
 
     def weights(self) -> np.ndarray:
         return np.full(self.z.shape[0], 1.0 / self.z.shape[0]) if self.w is None else self.w
+
+
+@dataclass
+class Strata:
+    """The size classes of post-stratified units, for a stratified variance: ``ids`` the
+    stratum of each unit, ``scale`` ``(1 - f_h) U_h / (U_h - 1)`` per stratum (``f_h`` the
+    sampled fraction of the class's coalitions, 0 when a unit repeats: then the rows were
+    not drawn without replacement). Strata of one unit are pooled (scale without ``f_h``)."""
+
+    ids: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, z: np.ndarray, paired: bool) -> Strata | None:
+        n = z.shape[1]
+        first = z[0::2] if paired else z
+        sizes = first.sum(axis=1)
+        cls_ = np.minimum(sizes, n - sizes) if paired else sizes
+        if first.shape[0] == 0:
+            return None
+        labels, ids = np.unique(cls_, return_inverse=True)
+        ids = ids.reshape(-1)
+        counts = np.bincount(ids)
+        single = counts[ids] == 1
+        if single.any():  # pool one-unit strata into one (or into the largest, if alone)
+            target = labels.size if single.sum() > 1 else int(np.argmax(counts))
+            ids = np.where(single, target, ids)
+            labels = np.append(labels, -1) if single.sum() > 1 else labels
+        _, ids = np.unique(ids, return_inverse=True)
+        ids = ids.reshape(-1)
+        h = int(ids.max()) + 1
+        counts = np.bincount(ids, minlength=h).astype(np.float64)
+        if (counts < 2).any():
+            return None
+        scale = counts / (counts - 1.0)
+        named = first if not paired else np.where(first[:, :1], first, ~first)
+        packed = np.packbits(named, axis=1)
+        for j in range(h):
+            members = np.flatnonzero(ids == j)
+            sizes_j = np.unique(cls_[members])
+            if sizes_j.size != 1:
+                continue  # a pooled stratum: no finite-population correction
+            k = int(sizes_j[0])
+            total = math.comb(n, k) // (2 if paired and 2 * k == n else 1)
+            distinct = np.unique(packed[members], axis=0).shape[0]
+            if distinct == members.size:
+                scale[j] *= 1.0 - distinct / total
+        return cls(ids, scale)
 
 
 def leverage_weights(z: np.ndarray, paired: bool) -> tuple[np.ndarray, int]:
@@ -364,12 +441,17 @@ def kernel_rows(
     elif weighting != "kernel":
         raise DiffattrError(f"unknown KernelSHAP weighting {weighting!r}")
     info["weighting"] = weighting
-    return KernelRows(zk, yk, w, paired, info)
+    strata = Strata.of(zk, paired) if w is not None else None
+    return KernelRows(zk, yk, w, paired, info, strata)
 
 
 def weighting_of(settings: ShapleySettings) -> str:
-    """``"leverage"`` for leverage-sampled rows, else ``"kernel"`` (weight 1 per row)."""
-    return "leverage" if settings.sampler.name == "leverage" else "kernel"
+    """``"leverage"`` (post-stratified by size class) for leverage rows and for Shapley-kernel
+    rows drawn without replacement, else ``"kernel"`` (weight 1 per i.i.d. row)."""
+    sampler = settings.sampler
+    if sampler.name == "leverage" or not getattr(sampler, "replace", True):
+        return "leverage"
+    return "kernel"
 
 
 # --------------------------------------------------------------------------- solving
@@ -446,16 +528,21 @@ class _Solver:
 
 @dataclass
 class ConstrainedSolution:
-    """``theta`` ``(p, K)``; its first ``n_phi`` entries sum to the totals."""
+    """``theta`` ``(p, K)``; with ``constrained`` its first ``n_phi`` entries sum to the
+    totals, else it is the unconstrained least-squares solution (fitted endpoints)."""
 
     theta: np.ndarray
     solver: _Solver
     n_phi: int
+    constrained: bool = True
 
     def restricted_inverse(self) -> np.ndarray:
-        """``C = G^{-1} - G^{-1} e e' G^{-1} / (e'G^{-1}e)`` (the same for ``A`` and the
-        augmented ``A + c e e'``): ``theta_hat - theta ≈ C (r_hat - G theta)``."""
+        """``theta_hat - theta ≈ C (r_hat - G theta)``: ``C = G^{-1} - G^{-1} e e' G^{-1} /
+        (e'G^{-1}e)`` when constrained (the same for ``A`` and the augmented ``A + c e e'``),
+        ``G^{-1}`` when not."""
         p = self.solver.inverse()
+        if not self.constrained:
+            return p
         e = np.zeros(p.shape[0])
         e[: self.n_phi] = 1.0
         u = p @ e
@@ -498,35 +585,136 @@ def constrained_solve(
     return ConstrainedSolution(theta, solver, n_phi)
 
 
+def free_solve(
+    a: np.ndarray, rhs: np.ndarray, n_phi: int, overwrite_a: bool = False
+) -> ConstrainedSolution:
+    """``argmin theta' A theta - 2 rhs' theta`` without a constraint (fitted endpoints);
+    check ``solver.identified`` (NaN otherwise). ``n_phi``: how many leading entries are
+    player values."""
+    solver = _Solver(a if overwrite_a else a.copy(), overwrite=True)
+    p = a.shape[0]
+    if not solver.identified:
+        return ConstrainedSolution(np.full((p, rhs.shape[1]), np.nan), solver, n_phi, False)
+    return ConstrainedSolution(solver.solve(rhs), solver, n_phi, False)
+
+
+def efficient(phi: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """``phi`` ``(n, K)`` plus the same constant per column so that it sums to ``totals``
+    (the endpoint shift: exact Shapley values move that way when an endpoint changes)."""
+    return phi + (totals - phi.sum(axis=0)) / phi.shape[0]
+
+
+def with_intercept(
+    a: np.ndarray, b: np.ndarray, rows: KernelRows, chunk_rows: int = _CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted Gram matrix and right-hand side of ``(z, 1)`` from those of ``z``:
+    ``[[A, Z'w], [w'Z, 1'w]]`` and ``[Z'Wy; w'y]``."""
+    n = a.shape[0]
+    w = rows.weights()
+    zw = weighted_zt_y(rows.z, np.ones((rows.z.shape[0], 1)), rows.w, chunk_rows)[:, 0]
+    g = np.empty((n + 1, n + 1))
+    g[:n, :n] = a
+    g[:n, n] = g[n, :n] = zw
+    g[n, n] = float(w.sum())
+    rhs = np.vstack([b, (w[:, None] * rows.y).sum(axis=0, keepdims=True)])
+    return g, rhs
+
+
+def distinct_units(z: np.ndarray, paired: bool) -> int:
+    """Distinct sampling units of a table (a pair is named by its member holding player 0)."""
+    if z.shape[0] == 0:
+        return 0
+    first = z[0::2] if paired else z
+    if paired:
+        first = np.where(first[:, :1], first, ~first)
+    return int(np.unique(np.packbits(first, axis=1), axis=0).shape[0])
+
+
+def fitted_directions(n: int, fitted: bool, paired: bool) -> int:
+    """Directions a fit spends on the residuals: ``n - 1`` (given endpoints: ``n`` values,
+    one constraint), ``n + 1`` (fitted: ``n`` values and the intercept), or ``n`` for fitted
+    pairs, whose intercept fits only the pair sums, which no player value depends on."""
+    if not fitted:
+        return n - 1
+    return n if paired else n + 1
+
+
+def residual_dof(rows: KernelRows, q: int) -> int:
+    """Distinct sampling units minus ``q`` fitted directions (module doc's rule)."""
+    return distinct_units(rows.z, rows.paired) - q
+
+
 def not_identified(
-    m: int, n: int, rank: int, need: int, paired: bool, extra: str = ""
+    m: int, n: int, rank: int, need: int, paired: bool, extra: str = "", p: int | None = None
 ) -> DiffattrError:
-    """The one-line error of a rank-deficient KernelSHAP design."""
+    """The one-line error of a rank-deficient KernelSHAP design (``p`` unknowns; ``n``, or
+    ``n + 1`` with fitted endpoints)."""
+    p = n if p is None else p
     unit = 2 if paired else 1
-    more = max(need, m + unit * (n - rank))
+    more = max(need, m + unit * (p - rank))
     kind = "paired rows" if paired else "rows"
     return DiffattrError(
-        f"KernelSHAP on {m} {kind} over {n} players is not identified (rank {rank} < {n}); "
+        f"KernelSHAP on {m} {kind} over {n} players is not identified (rank {rank} < {p}); "
         f"sample at least {more} coalitions{extra}"
     )
 
 
+#: Largest strata x parameters for the stratified variance (per-stratum sums in memory).
+STRATIFIED_MAX_CELLS = 20_000_000
+
+
 def sandwich_variance(
-    x_chunks: Any, c: np.ndarray, n_units: int, q: int, single: bool = False
+    x_chunks: Any,
+    c: np.ndarray,
+    n_units: int,
+    q: int,
+    single: bool = False,
+    strata: Strata | None = None,
 ) -> np.ndarray | None:
-    """``diag(C Var(sum_u g_u) C)`` with ``Var`` estimated from the unit scores ``g_u``
-    (chunks of ``(units, p)``) as if drawn with replacement, scaled by ``U / (U - q)``;
-    None when ``U <= q`` (no residual degrees of freedom)."""
+    """``diag(C Var(sum_u g_u) C')`` with ``Var`` estimated from the unit scores ``g_u``
+    (chunks of ``(units, p)``; ``C`` is ``(n, p)``), scaled by ``U / (U - q)``; None when
+    ``U <= q`` (no residual degrees of freedom). Without ``strata`` the units count as
+    drawn with replacement (Hansen–Hurwitz); with them (post-stratified rows) the variance
+    is the stratified one, ``sum_h (1 - f_h) U_h s_h^2``: the between-class part (the size
+    trend) is not sampling noise under stratification, and a class drawn in full adds
+    none. Beyond :data:`STRATIFIED_MAX_CELLS` strata x parameters it falls back to
+    Hansen–Hurwitz (conservative)."""
     if n_units <= q or n_units < 2:
         return None
-    p = c.shape[0]
-    sigma, total, u = gram_float(x_chunks, p, single=single)
-    mean = total / u
-    sigma -= u * np.outer(mean, mean)
-    sigma /= u - 1  # sample covariance of the unit scores (ddof = 1)
+    p = c.shape[1]
+    if strata is not None and strata.scale.size * p <= STRATIFIED_MAX_CELLS:
+        sigma = _stratified_sigma(x_chunks, p, strata, single)
+    else:
+        sigma, total, u = gram_float(x_chunks, p, single=single)
+        mean = total / u
+        sigma -= u * np.outer(mean, mean)
+        sigma /= u - 1  # sample covariance of the unit scores (ddof = 1)
     var = np.einsum("ij,ij->i", c @ sigma, c)
     var *= n_units / (n_units - q)
     return np.clip(var, 0.0, None)
+
+
+def _stratified_sigma(x_chunks: Any, p: int, strata: Strata, single: bool) -> np.ndarray:
+    """``(1/U) sum_h scale_h (sum_{u in h} g_u g_u' - U_h gbar_h gbar_h')``: the stratified
+    counterpart of the sample covariance (so that ``C sigma C' / U`` is the variance)."""
+    h = strata.scale.size
+    sums = np.zeros((h, p))
+    root = np.sqrt(strata.scale)
+    offset = 0
+
+    def scaled():
+        nonlocal offset
+        for g in x_chunks:
+            ids = strata.ids[offset : offset + g.shape[0]]
+            np.add.at(sums, ids, g)
+            offset += g.shape[0]
+            yield g * root[ids][:, None]
+
+    gram, _, u = gram_float(scaled(), p, single=single)
+    counts = np.bincount(strata.ids, minlength=h).astype(np.float64)
+    means = sums / counts[:, None]
+    gram -= (means * (strata.scale * counts)[:, None]).T @ means
+    return gram / u
 
 
 class KernelShap(Estimator):
@@ -548,12 +736,27 @@ class KernelShap(Estimator):
         paired = self.settings.paired is True or (
             self.settings.paired == "auto" and self.settings.sampler.is_paired
         )
-        return 2 * (n_players - 1) if paired else n_players - 1
+        if self.settings.endpoints == "given":  # n unknowns, one constraint
+            return 2 * (n_players - 1) if paired else n_players - 1
+        # n + 1 unknowns, no constraint: a pair adds one direction beside the pair sums'
+        return 2 * n_players if paired else n_players + 1
 
     def _rows(self, table: CoalitionTable, v0: np.ndarray) -> KernelRows:
         return kernel_rows(
             table, v0, self.settings.paired, weighting_of(self.settings), self.settings.chunk_rows
         )
+
+    def _solve(self, rows: KernelRows, totals: np.ndarray) -> ConstrainedSolution:
+        """The fit of eq. 7 (``endpoints="given"``) or the free fit with an intercept as the
+        last entry (``"fitted"``; module doc); ``theta[:n]`` are the raw player values."""
+        chunk = self.settings.chunk_rows
+        a = weighted_gram(rows.z, rows.w, rows.paired, chunk)
+        b = weighted_zt_y(rows.z, rows.y, rows.w, chunk)
+        if self.settings.endpoints == "given":
+            return constrained_solve(a, b, totals, overwrite_a=True)
+        g, rhs = with_intercept(a, b, rows, chunk)
+        del a
+        return free_solve(g, rhs, rows.z.shape[1], overwrite_a=True)
 
     def _fit(self, table: CoalitionTable, v0: np.ndarray | None, v1: np.ndarray | None) -> Fit:
         assert v0 is not None and v1 is not None
@@ -566,25 +769,29 @@ class KernelShap(Estimator):
         rows = self._rows(table, v0)
         info = dict(rows.info)
         m = rows.z.shape[0]
-        chunk = self.settings.chunk_rows
+        fitted = self.settings.endpoints == "fitted"
+        p = n + 1 if fitted else n
         if m == 0:
-            raise not_identified(0, n, 1, self.min_rows(n), rows.paired, _dropped(info))
-        a = weighted_gram(rows.z, rows.w, rows.paired, chunk)
-        b = weighted_zt_y(rows.z, rows.y, rows.w, chunk)
-        sol = constrained_solve(a, b, totals, overwrite_a=True)
-        del a
+            raise not_identified(0, n, 1, self.min_rows(n), rows.paired, _dropped(info), p)
+        sol = self._solve(rows, totals)
         info.update(rows_used=m, solver=sol.solver.method, rank=sol.solver.rank)
         info["identified"] = sol.solver.identified
+        info["endpoints"] = self.settings.endpoints
         if not sol.solver.identified:
             raise not_identified(
-                m, n, sol.solver.rank, self.min_rows(n), rows.paired, _dropped(info)
+                m, n, sol.solver.rank, self.min_rows(n), rows.paired, _dropped(info), p
             )
-        phi = sol.theta
+        phi = efficient(sol.theta[:n], totals)
+        if fitted:
+            # the fitted endpoints, as values of the empty and the full coalition
+            info["fitted_v0"] = (sol.theta[n] + v0).tolist()
+            info["fitted_v1"] = (sol.theta[n] + sol.theta[:n].sum(axis=0) + v0).tolist()
         if self.settings.n_bootstrap > 0:
             se = self._bootstrap(rows, totals, k, n)
             info["stderr_method"] = "bootstrap"
         elif self.settings.stderr:
-            se, info["stderr_method"] = self._sandwich(rows, phi, sol)
+            se, info["stderr_method"] = self._sandwich(rows, sol)
+            info["stderr_dof"] = residual_dof(rows, fitted_directions(n, fitted, rows.paired))
         else:
             se = np.full((k, n), np.nan)
             info["stderr_method"] = "none"
@@ -592,46 +799,57 @@ class KernelShap(Estimator):
 
     def _bootstrap(self, rows: KernelRows, totals: np.ndarray, k: int, n: int) -> np.ndarray:
         weighting = "leverage" if rows.w is not None else "kernel"
-        chunk = self.settings.chunk_rows
 
         def refit(idx: np.ndarray) -> np.ndarray:
             r = rows.unit_rows(idx)
             zb = rows.z[r]
             wb = leverage_weights(zb, rows.paired)[0] if weighting == "leverage" else None
-            ab = weighted_gram(zb, wb, rows.paired, chunk)
-            bb = weighted_zt_y(zb, rows.y[r], wb, chunk)
-            sol = constrained_solve(ab, bb, totals)
+            sol = self._solve(KernelRows(zb, rows.y[r], wb, rows.paired), totals)
             if not sol.solver.identified:
                 raise DiffattrError("bootstrap resample not identified")
-            return sol.theta.T
+            return efficient(sol.theta[:n], totals).T
 
         return bootstrap_std(
             refit, rows.n_units, self.settings.n_bootstrap, self.settings.seed, (k, n)
         )
 
-    def _sandwich(
-        self, rows: KernelRows, phi: np.ndarray, sol: ConstrainedSolution
-    ) -> tuple[np.ndarray, str]:
-        """Unit scores ``g_u`` per behavior, then ``diag(C Var C)`` (module doc)."""
+    def _sandwich(self, rows: KernelRows, sol: ConstrainedSolution) -> tuple[np.ndarray, str]:
+        """Unit scores ``g_u`` per behavior, then ``diag(C Var C')`` (module doc); NaN with
+        fewer than :data:`MIN_RESIDUAL_DOF` residual degrees of freedom."""
         m, n = rows.z.shape
-        k = phi.shape[1]
+        theta = sol.theta
+        k = theta.shape[1]
+        fitted = not sol.constrained
+        q = fitted_directions(n, fitted, rows.paired)
         u = rows.n_units
+        se = np.full((k, n), np.nan)
+        dof = residual_dof(rows, q)
+        if dof < MIN_RESIDUAL_DOF:
+            return se, (
+                f"not estimable: {dof} residual degrees of freedom "
+                f"(distinct units - fitted directions < {MIN_RESIDUAL_DOF})"
+            )
         c = sol.restricted_inverse()
+        if fitted:  # players' rows of G^{-1}, then the shift P = I - 11'/n
+            c = c[:n]
+            c = c - c.mean(axis=0, keepdims=True)
         w = rows.weights()
         step = max(2, self.settings.chunk_rows - self.settings.chunk_rows % 2)
-        se = np.full((k, n), np.nan)
         for j in range(k):
 
             def units(j: int = j):
                 for s in range(0, m, step):
                     x = rows.z[s : s + step].astype(np.float64)
-                    r = rows.y[s : s + step, j] - x @ phi[:, j]
+                    r = rows.y[s : s + step, j] - x @ theta[:n, j]
+                    if fitted:
+                        r = r - theta[n, j]
+                        x = np.hstack([x, np.ones((x.shape[0], 1))])
                     g = x * (w[s : s + step] * r * u)[:, None]  # scaled by U: O(1) entries
                     yield g[0::2] + g[1::2] if rows.paired else g
 
-            var = sandwich_variance(units(), c, u, n - 1, single=n >= 512)
+            var = sandwich_variance(units(), c, u, q, single=n >= 512, strata=rows.strata)
             if var is None:
-                return se, "none: no residual degrees of freedom"
+                return se, "not estimable: no residual degrees of freedom"
             se[j] = np.sqrt(var / u)
         return se, "sandwich"
 

@@ -11,6 +11,18 @@ one player to the previous one; ``v0`` and ``v1`` close the chain. Rows that bel
 no complete chain (including all-0/all-1 rows and a trailing incomplete chain) are
 ignored and counted in ``settings["rows_ignored"]``. Row order matters here.
 
+Endpoints (``endpoints``). The first player of a chain gets ``v({i}) - v0`` and the last
+``v1 - v(N \\ {i})``, so an endpoint far off the trend of the coalitions (an untrained null
+model) is handed to whichever players happen to come first -- the same failure as
+KernelSHAP's (``diffattr.estimators.kernel_shap``). With ``"fitted"`` (default) the chains
+are read against the endpoints of the rows' trend -- the intercept ``b`` and ``b +
+1'beta`` of the kernel-weighted least-squares fit of the chain rows on ``(z, 1)``, rows
+post-stratified by size -- and the same constant is then added to every value so that
+they sum to ``v1 - v0``. Replacing an endpoint moves every exact Shapley value by the same
+amount, so the estimator stays unbiased for any fixed endpoints (exact in the limit); when
+the rows cannot identify the trend (fewer than ``n + 1`` distinct rows) the given
+endpoints are used and ``settings["endpoints"]`` says so.
+
 Standard error (running): ``std(marginals_i, ddof=1) / sqrt(T)`` over the ``T``
 permutations (NaN for ``T = 1``); ``n_bootstrap > 0`` bootstraps over permutations.
 """
@@ -23,6 +35,7 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
+from diffattr.estimators.kernel_shap import _Solver, leverage_weights
 from diffattr.estimators.settings import PermutationShapleySettings
 from diffattr.estimators.table import CoalitionTable
 
@@ -62,6 +75,23 @@ def chain_marginals(
     return out
 
 
+def trend_endpoints(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(b, b + 1'beta)`` of the least-squares fit ``y ≈ b + z'beta`` with rows weighted by
+    the Shapley kernel over their size's frequency (post-stratified), or None when the rows
+    do not identify it."""
+    n = z.shape[1]
+    if z.shape[0] < n + 1:
+        return None
+    w, _ = leverage_weights(z, paired=False)
+    d = np.hstack([z.astype(np.float64), np.ones((z.shape[0], 1))])
+    dw = d * w[:, None]
+    solver = _Solver(dw.T @ d)
+    if not solver.identified:
+        return None
+    theta = solver.solve(dw.T @ y)
+    return theta[n], theta[n] + theta[:n].sum(axis=0)
+
+
 class PermutationShapley(Estimator):
     """Permutation-sampling Shapley values; registry name ``permutation-shapley``.
 
@@ -93,10 +123,24 @@ class PermutationShapley(Estimator):
                 f"{n - 1} consecutive rows with coalition sizes 1..{n - 1}, each adding one "
                 "player (as the 'permutation' sampler writes them)"
             )
-        marg = chain_marginals(z, y, starts, v0, v1)
         t = starts.size
-        vals = marg.mean(axis=0)
         info: dict[str, Any] = {"permutations": t, "rows_ignored": int(m - t * (n - 1))}
+        e0, e1 = v0, v1
+        if self.settings.endpoints == "fitted":
+            rows = (starts[:, None] + np.arange(n - 1)).reshape(-1)
+            trend = trend_endpoints(z[rows], y[rows])
+            if trend is None:
+                info["endpoints"] = "given (the rows cannot identify a trend)"
+            else:
+                e0, e1 = trend
+                info["endpoints"] = "fitted"
+                info["fitted_v0"], info["fitted_v1"] = e0.tolist(), e1.tolist()
+        else:
+            info["endpoints"] = "given"
+        marg = chain_marginals(z, y, starts, e0, e1)
+        # the endpoint shift: every value moves by the same constant (exact values would)
+        marg += ((v1 - v0) - (e1 - e0))[None, :, None] / n
+        vals = marg.mean(axis=0)
         if self.settings.n_bootstrap > 0 and t >= 2:
             se = bootstrap_std(
                 lambda idx: marg[idx].mean(axis=0),

@@ -18,8 +18,8 @@ A run plan names an estimator by a string or a table::
     subsets = 64
 
 Registry names: ``shapley`` (KernelSHAP), ``shapley-cv`` (KernelSHAP with size control
-variates), ``permutation-shapley``, ``banzhaf``, ``banzhaf-msr``, ``datamodel``, ``loo``,
-``aoi``.
+variates), ``tree-shapley`` (a tree surrogate's Shapley values), ``permutation-shapley``,
+``banzhaf``, ``banzhaf-msr``, ``datamodel``, ``loo``, ``aoi``.
 
 What a run does with an estimator's settings ``s`` (``n`` players, the run's ``M`` and
 seed)::
@@ -149,6 +149,11 @@ class ShapleySettings(CoalitionEstimatorSettings):
     * ``paired``: ``"auto"`` (pairs from the table's ``pair_ids``, else from consecutive
       complementary rows when they make up at least 3/4 of the table), ``true`` (require
       pairs; a row whose partner is missing is dropped), ``false`` (independent rows);
+    * ``endpoints``: ``"fitted"`` (an endpoint control variate: the regression's own
+      intercept and total, then the same constant added to every value so that they sum
+      to ``v1 - v0``; exact in the limit, robust to a null model far off the coalitions'
+      trend) or ``"given"`` (the true ``v0``, ``v1`` in the constraint: Covert & Lee's
+      eq. 7, the paper's); see ``diffattr.estimators.kernel_shap``;
     * ``stderr``: closed-form sandwich standard errors (False: NaN, cheaper for huge n);
     * ``use_exact``: a table holding every coalition gives exact values;
     * ``chunk_rows``: rows per BLAS block.
@@ -159,6 +164,7 @@ class ShapleySettings(CoalitionEstimatorSettings):
     samplers: ClassVar[tuple[str, ...]] = ("shapley-kernel", "leverage")
     default_sampler: ClassVar[type[SamplerSettings]] = ShapleyKernelSamplerSettings
 
+    endpoints: Literal["fitted", "given"] = "fitted"
     paired: bool | Literal["auto"] = "auto"
     stderr: bool = True
     use_exact: bool = True
@@ -188,14 +194,51 @@ class ShapleyCVSettings(ShapleySettings):
     size_terms: int = Field(3, ge=0, le=4)
 
 
+class TreeShapleySettings(CoalitionEstimatorSettings):
+    """Shapley values of a gradient-boosted-tree surrogate of the coalition table
+    (SurrogateSHAP, Lu et al. 2026; ``diffattr.estimators.tree_shapley``): xgboost trees
+    fitted to the rows plus the empty and full coalitions, interventional TreeSHAP against
+    the all-absent background (shap), pairwise interaction values, efficiency restored
+    to ``v1 - v0``, a bootstrap standard error. Needs ``pip install 'diffattr[tree]'``.
+
+    * ``n_estimators``, ``max_depth``, ``learning_rate``, ``subsample``, ``reg_alpha``,
+      ``reg_lambda``, ``min_child_weight``: the trees (defaults: the research code's);
+    * ``n_bootstrap``: refits for the standard error (0: NaN); ``seed``: trees and
+      bootstrap;
+    * ``interactions``: compute pairwise interaction values (for at most
+      ``interactions_max_players`` players), stored in the attribution's settings;
+    * ``use_exact``: a table holding every coalition gives exact values.
+    """
+
+    name: Literal["tree-shapley"] = "tree-shapley"
+    implementation: ClassVar[str] = "diffattr.estimators.tree_shapley:TreeShapley"
+    samplers: ClassVar[tuple[str, ...]] = ("uniform", "shapley-kernel", "leverage", "datamodel")
+    default_sampler: ClassVar[type[SamplerSettings]] = UniformSamplerSettings
+
+    n_estimators: int = Field(900, ge=1)
+    max_depth: int = Field(5, ge=1, le=16)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    subsample: float = Field(0.8, gt=0.0, le=1.0)
+    reg_alpha: float = Field(0.0, ge=0.0)
+    reg_lambda: float = Field(1.0, ge=0.0)
+    min_child_weight: float = Field(1.0, ge=0.0)
+    n_bootstrap: int = Field(30, ge=0, description="bootstrap refits (0: no standard error)")
+    interactions: bool = True
+    interactions_max_players: int = Field(64, ge=2)
+    use_exact: bool = True
+
+
 class PermutationShapleySettings(CoalitionEstimatorSettings):
-    """Permutation-sampling Shapley values (Castro et al. 2009); ``use_exact``."""
+    """Permutation-sampling Shapley values (Castro et al. 2009); ``use_exact``;
+    ``endpoints`` as for ``shapley`` (``"fitted"``: the chains' marginals taken against the
+    endpoints of the rows' trend, then the constant shift to ``v1 - v0``)."""
 
     name: Literal["permutation-shapley"] = "permutation-shapley"
     implementation: ClassVar[str] = "diffattr.estimators.permutation:PermutationShapley"
     samplers: ClassVar[tuple[str, ...]] = ("permutation",)
     default_sampler: ClassVar[type[SamplerSettings]] = PermutationSamplerSettings
 
+    endpoints: Literal["fitted", "given"] = "fitted"
     use_exact: bool = True
 
 
@@ -267,6 +310,7 @@ class AddOneInSettings(CoalitionEstimatorSettings):
 for _cls in (
     ShapleySettings,
     ShapleyCVSettings,
+    TreeShapleySettings,
     PermutationShapleySettings,
     BanzhafSettings,
     BanzhafMSRSettings,
@@ -296,5 +340,6 @@ __all__ = [
     "PermutationShapleySettings",
     "ShapleyCVSettings",
     "ShapleySettings",
+    "TreeShapleySettings",
     "estimator_settings",
 ]

@@ -30,6 +30,10 @@ of ``shapley`` (kernel or leverage sampler; :mod:`diffattr.estimators.kernel_sha
 paired rows the fit uses each pair's difference, where only odd ``p`` (1, 3, ...) enter;
 unpaired rows use odd and even ``p``.
 
+Endpoints (``endpoints``, as for ``shapley``): ``"fitted"`` drops the constraint (and, for
+unpaired rows, adds a free intercept), then adds the same constant to every value so that
+they sum to ``v1 - v0``; ``"given"`` keeps the constraint with the true ``v0`` and ``v1``.
+
 How many control variates (0 .. ``size_terms`` per parity; 0 is plain KernelSHAP) is
 chosen per behavior by leave-one-out cross-validation over sampling units (pairs or rows):
 ``sum_u w_u (e_u / (1 - h_u))^2`` with ``h_u = w_u d_u' C d_u``, ``C`` the restricted
@@ -49,11 +53,15 @@ import numpy as np
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Fit, bootstrap_std
 from diffattr.estimators.kernel_shap import (
+    MIN_RESIDUAL_DOF,
     ConstrainedSolution,
     KernelRows,
     KernelShap,
     _dropped,
     constrained_solve,
+    distinct_units,
+    efficient,
+    free_solve,
     leverage_weights,
     not_identified,
     sandwich_variance,
@@ -119,12 +127,22 @@ class CandidateFit:
         return self.sol.solver.identified
 
 
-def fit_candidate(units: Units, totals: np.ndarray, powers: list[int]) -> CandidateFit:
-    """The constrained weighted regression with the size basis ``powers``."""
+def fit_candidate(
+    units: Units, totals: np.ndarray, powers: list[int], fitted: bool = False
+) -> CandidateFit:
+    """The weighted regression with the size basis ``powers``: constrained to the totals,
+    or (``fitted``) free, with an intercept for unpaired rows (pair differences have none).
+    The player values are ``theta[:n]`` (not yet shifted to the totals when ``fitted``)."""
     n = units.x.shape[1]
-    d = np.hstack([units.x, size_basis(units.sizes, n, powers)])
+    cols = [units.x]
+    if fitted and not units.paired:
+        cols.append(np.ones((units.x.shape[0], 1)))
+    d = np.hstack([*cols, size_basis(units.sizes, n, powers)])
     dw = d * units.w[:, None]
-    sol = constrained_solve(dw.T @ d, dw.T @ units.t, totals, n_phi=n)
+    if fitted:
+        sol = free_solve(dw.T @ d, dw.T @ units.t, n_phi=n)
+    else:
+        sol = constrained_solve(dw.T @ d, dw.T @ units.t, totals, n_phi=n)
     if not sol.solver.identified:
         return CandidateFit(powers, sol, d)
     resid = units.t - d @ sol.theta
@@ -137,18 +155,18 @@ def fit_candidate(units: Units, totals: np.ndarray, powers: list[int]) -> Candid
 
 
 def select(
-    units: Units, totals: np.ndarray, size_terms: int
+    units: Units, totals: np.ndarray, size_terms: int, fitted: bool = False
 ) -> tuple[list[CandidateFit], list[int]]:
     """The candidates (plain KernelSHAP first, then every identified one with control
     variates) and, per behavior, the index of the chosen one: the fewest terms within a
     relative ``1e-9`` of the best cross-validation score. Check ``fits[0].identified``."""
     sets = candidate_powers(size_terms, units.paired)
-    base = fit_candidate(units, totals, sets[0])
+    base = fit_candidate(units, totals, sets[0], fitted)
     if not base.identified:
         return [base], [0] * units.t.shape[1]
     fits = [base]
     for powers in sets[1:]:
-        f = fit_candidate(units, totals, powers)
+        f = fit_candidate(units, totals, powers, fitted)
         if f.identified:
             fits.append(f)
     k = units.t.shape[1]
@@ -184,16 +202,24 @@ class ShapleyCV(KernelShap):
         info = dict(rows.info)
         m = rows.z.shape[0]
         units = units_of(rows)
-        fits, chosen = select(units, totals, self.settings.size_terms)
+        fitted = self.settings.endpoints == "fitted"
+        fits, chosen = select(units, totals, self.settings.size_terms, fitted)
         if not fits[0].identified:
             rank = fits[0].sol.solver.rank
-            raise not_identified(m, n, rank, self.min_rows(n), rows.paired, _dropped(info))
-        phi = np.stack([fits[c].sol.theta[:n, j] for j, c in enumerate(chosen)])  # (K, n)
+            p = fits[0].design.shape[1]
+            raise not_identified(m, n, rank, self.min_rows(n), rows.paired, _dropped(info), p)
+        phi = np.stack(  # (K, n)
+            [
+                efficient(fits[c].sol.theta[:n, j : j + 1], totals[j : j + 1])[:, 0]
+                for j, c in enumerate(chosen)
+            ]
+        )
         info.update(
             rows_used=m,
             solver=fits[0].sol.solver.method,
             rank=fits[0].sol.solver.rank,
             identified=True,
+            endpoints=self.settings.endpoints,
             size_powers=[fits[c].powers for c in chosen] if k > 1 else fits[chosen[0]].powers,
             cv_scores=[[float(f.cv[j]) for f in fits] for j in range(k)],
         )
@@ -204,16 +230,26 @@ class ShapleyCV(KernelShap):
             se = np.full((k, n), np.nan)
             info["stderr_method"] = "sandwich"
             u = units.t.shape[0]
+            distinct = distinct_units(rows.z, rows.paired)
             for j, c in enumerate(chosen):
                 f = fits[c]
                 assert f.resid is not None
                 g = f.design * (units.w * f.resid[:, j] * u)[:, None]
-                q = n - 1 + len(f.powers)
-                var = sandwich_variance([g], f.sol.restricted_inverse(), u, q)
+                q = f.design.shape[1] - (0 if fitted else 1)
+                cmap = f.sol.restricted_inverse()[:n]
+                if fitted:
+                    cmap = cmap - cmap.mean(axis=0, keepdims=True)
+                var = None
+                if distinct - q >= MIN_RESIDUAL_DOF:
+                    var = sandwich_variance([g], cmap, u, q, strata=rows.strata)
                 if var is None:
-                    info["stderr_method"] = "none: no residual degrees of freedom"
+                    info["stderr_method"] = (
+                        f"not estimable: {distinct - q} residual degrees of freedom "
+                        f"(distinct units - fitted directions < {MIN_RESIDUAL_DOF})"
+                    )
+                    se[:] = np.nan
                     break
-                se[j] = np.sqrt(var[:n] / u)
+                se[j] = np.sqrt(var / u)
         else:
             se = np.full((k, n), np.nan)
             info["stderr_method"] = "none"
@@ -227,10 +263,16 @@ class ShapleyCV(KernelShap):
             zb = rows.z[r]
             wb = leverage_weights(zb, rows.paired)[0] if leverage else None
             ub = units_of(KernelRows(zb, rows.y[r], wb, rows.paired))
-            fits, chosen = select(ub, totals, self.settings.size_terms)
+            fitted = self.settings.endpoints == "fitted"
+            fits, chosen = select(ub, totals, self.settings.size_terms, fitted)
             if not fits[0].identified:
                 raise DiffattrError("bootstrap resample not identified")
-            return np.stack([fits[c].sol.theta[:n, j] for j, c in enumerate(chosen)])
+            return np.stack(
+                [
+                    efficient(fits[c].sol.theta[:n, j : j + 1], totals[j : j + 1])[:, 0]
+                    for j, c in enumerate(chosen)
+                ]
+            )
 
         return bootstrap_std(
             refit, rows.n_units, self.settings.n_bootstrap, self.settings.seed, (k, n)

@@ -47,7 +47,8 @@ def held_out_masks(n: int, alpha: float, count: int, seed: int) -> np.ndarray:
         )
     available = math.comb(n, size)
     want = min(count, available)
-    sampler = make_sampler("datamodel", n, seed + TEST_SEED_OFFSET, alpha=alpha)
+    # i.i.d. draws de-duplicated here (the stream every earlier test set was drawn from)
+    sampler = make_sampler("datamodel", n, seed + TEST_SEED_OFFSET, alpha=alpha, replace=True)
     seen: dict[str, np.ndarray] = {}
     start, block = 0, max(16, 2 * want)
     while len(seen) < want and start < 200 * max(want, 1) + 1000:

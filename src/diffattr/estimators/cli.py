@@ -8,6 +8,7 @@ in well under a second.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,15 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffattr.errors import DiffattrError
+from diffattr.errors import DiffattrError, DiffattrWarning
 from diffattr.estimators.attribution import Attribution, write_attributions_csv
+from diffattr.estimators.reliability import advice, assess, summary
 from diffattr.estimators.settings import ESTIMATORS, estimator_settings
 from diffattr.estimators.table import read_table_csv
 
 _ESTIMATOR_HELP = (
     "Estimator: shapley (KernelSHAP), shapley-cv (KernelSHAP with size control variates), "
-    "permutation-shapley, banzhaf, banzhaf-msr, datamodel, loo, aoi. A table that holds "
-    "every coalition of its players gives exact Shapley/Banzhaf values."
+    "tree-shapley (a tree surrogate's Shapley values), permutation-shapley, banzhaf, "
+    "banzhaf-msr, datamodel, loo, aoi. A table that holds every coalition of its players "
+    "gives exact Shapley/Banzhaf values."
 )
 
 
@@ -127,6 +130,8 @@ def estimate(
             "rows in the table instead"
         )
     atts = est.fit(tbl)
+    for att, rel in zip(atts, assess(settings, tbl, atts)):
+        att.settings["reliability"] = rel.to_dict()
     if out is not None:
         write_attributions_csv(out, atts)
     console = Console()
@@ -145,6 +150,11 @@ def estimate(
         if e0 is not None and e1 is not None:
             total += f"; v1 - v0 = {e1[j] - e0[j]:.6g}"
         console.print(f"{total}; {tbl.n_rows} rows, {tbl.n_players} players", highlight=False)
+        rel = att.settings["reliability"]
+        console.print(f"reliability: {summary(rel)}", highlight=False)
+        line = advice(estimator, att.behavior, rel)
+        if line:
+            warnings.warn(line, DiffattrWarning, stacklevel=2)
     if out is not None:
         console.print(f"wrote {escape(str(out))}", highlight=False)
     return atts

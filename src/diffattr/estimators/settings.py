@@ -205,6 +205,10 @@ class TreeShapleySettings(CoalitionEstimatorSettings):
       ``reg_lambda``, ``min_child_weight``: the trees (defaults: the research code's);
     * ``n_bootstrap``: refits for the standard error (0: NaN); ``seed``: trees and
       bootstrap;
+    * ``endpoints``: ``"given"`` (the empty and full coalitions are rows of the trees'
+      training set, with ``v0`` and ``v1``: the research code's) or ``"fitted"`` (they are
+      not; the trees extrapolate to them and the values are shifted to ``v1 - v0``, as for
+      ``shapley``: an off-trend null model is not handed to the players the trees split on);
     * ``interactions``: compute pairwise interaction values (for at most
       ``interactions_max_players`` players), stored in the attribution's settings;
     * ``use_exact``: a table holding every coalition gives exact values.
@@ -215,6 +219,7 @@ class TreeShapleySettings(CoalitionEstimatorSettings):
     samplers: ClassVar[tuple[str, ...]] = ("uniform", "shapley-kernel", "leverage", "datamodel")
     default_sampler: ClassVar[type[SamplerSettings]] = UniformSamplerSettings
 
+    endpoints: Literal["fitted", "given"] = "fitted"
     n_estimators: int = Field(900, ge=1)
     max_depth: int = Field(5, ge=1, le=16)
     learning_rate: float = Field(0.05, gt=0.0, le=1.0)

@@ -25,15 +25,20 @@ in ``settings["interactions"]`` (``n <= interactions_max_players``).
 Efficiency: the surrogate's values sum to ``f(1) - f(0)``, which the two endpoint rows
 pull towards but need not make equal to ``v1 - v0``; the same constant is added to every
 value (and to the interaction diagonal) so that they sum to ``v1 - v0`` exactly -- the
-endpoint shift of ``diffattr.estimators.kernel_shap``. Standard errors: a bootstrap over
+endpoint shift of ``diffattr.estimators.kernel_shap``. With ``endpoints = "fitted"`` the
+endpoint rows are left out of the trees' training set altogether (the trees extrapolate
+``f(0)`` and ``f(1)`` from the coalitions' trend) and only the shift uses ``v0``, ``v1``:
+a null model far off that trend (an untrained network) is otherwise fitted by splits on
+whichever players the trees happen to isolate the empty coalition with, and its gap lands
+on them. Identification is then checked on the table's rows alone. Standard errors: a bootstrap over
 the table's rows (the endpoint rows always kept), ``n_bootstrap`` refits; 0 gives NaN.
 
 Identification: the trees can split players only where the rows do, so two players in
 exactly the same rows (the endpoint rows included) cannot be told apart by any surrogate:
 that is an error naming them; and fewer coalitions than players are refused (a floor: the
-run's reliability signal says whether more are needed). On an additive game a complete table gives the exact values
-(a boosted sum of trees fitted to every coalition), and so does any table with depth-1
-trees (stumps fit an additive function).
+run's reliability signal says whether more are needed). On an additive game a complete
+table gives the exact values (a boosted sum of trees fitted to every coalition), and so
+does any table with depth-1 trees (stumps fit an additive function).
 
 Needs the optional extra: ``pip install 'diffattr[tree]'`` (xgboost and shap).
 """
@@ -63,10 +68,14 @@ def _libraries():
 
 
 def surrogate_design(
-    z: np.ndarray, y: np.ndarray, v0: np.ndarray, v1: np.ndarray
+    z: np.ndarray, y: np.ndarray, v0: np.ndarray, v1: np.ndarray, ends: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The table's rows plus the empty (``v0``) and the full (``v1``) coalition."""
+    """The table's rows, plus (``ends``) the empty (``v0``) and the full (``v1``) coalition;
+    rows of the table that are themselves empty or full are kept only with ``ends``."""
     n = z.shape[1]
+    if not ends:
+        inner = z.any(axis=1) & ~z.all(axis=1)
+        return z[inner].astype(np.float32), y[inner]
     x = np.vstack([z, np.zeros((1, n), bool), np.ones((1, n), bool)]).astype(np.float32)
     t = np.vstack([y, v0[None, :], v1[None, :]])
     return x, t
@@ -224,16 +233,18 @@ class TreeShapley(Estimator):
                 f"tree-shapley on {z.shape[0]} coalitions over {n} players: a surrogate needs at "
                 f"least one coalition per player; sample at least {self.min_rows(n)}"
             )
-        x, t = surrogate_design(z, y, v0, v1)
+        s = self.settings
+        ends = s.endpoints == "given"
+        x, t = surrogate_design(z, y, v0, v1, ends)
         names = list(table.names or [str(i) for i in range(n)])
         check_separable(x.astype(bool), names)
-        s = self.settings
         want_inter = s.interactions and n <= s.interactions_max_players
         vals, inter, r2 = self._surrogate(x, t, totals, s.seed, want_inter)
         info: dict[str, Any] = {
             "rows_used": int(z.shape[0]),
             "surrogate_r2": r2 if k > 1 else r2[0],
             "identified": True,
+            "endpoints": s.endpoints,
         }
         if want_inter:
             info["interactions"] = [m.tolist() for m in inter] if k > 1 else inter[0].tolist()
@@ -241,7 +252,7 @@ class TreeShapley(Estimator):
             m = z.shape[0]
 
             def refit(idx: np.ndarray) -> np.ndarray:
-                xb, tb = surrogate_design(z[idx], y[idx], v0, v1)
+                xb, tb = surrogate_design(z[idx], y[idx], v0, v1, ends)
                 return self._surrogate(xb, tb, totals, s.seed, False)[0]
 
             se = bootstrap_std(refit, m, s.n_bootstrap, s.seed, (k, n))

@@ -6,12 +6,18 @@ Parts (``--parts``, comma-separated; default ``equal-m,many-players``):
   ``M = 16, 24, 32, 64, 100, 200`` for ``n = 10`` and ``n = 20`` players, on four games
   with exact Shapley values (additive; additive + unanimity terms of orders 2, 3 and 5;
   the same with evaluation noise; a size-driven game ``30 / (1 + z'u) + z'w / 2`` shaped
-  like FID against the amount of training data), over several seeds: how often the fit is
+  like FID against the amount of training data; the same with its null value 40 above
+  the trend, like an untrained null model), over several seeds: how often the fit is
   identified, the relative error ``||phi_hat - phi|| / ||phi - mean(phi)||`` and the
   Spearman correlation with the exact values (mean ± sd over the identified fits).
-  Estimators: ``shapley`` on paired Shapley-kernel rows (the paper's design), ``shapley``
-  on leverage rows (Musco & Witter 2025), ``shapley-cv`` (size control variates) on each,
-  and ``permutation-shapley`` (complete chains within ``M``).
+  Estimators (``EQUAL_M_METHODS``): ``shapley`` on paired Shapley-kernel rows drawn i.i.d.
+  with the given endpoints (the paper's design) and on distinct kernel rows, on leverage
+  rows (Musco & Witter 2025), ``shapley-cv`` (size control variates) on each, and
+  ``permutation-shapley`` (complete chains within ``M``) -- with the fitted endpoints
+  (the default) and, where labelled "given", with the true ``v0``, ``v1``.
+* ``identification`` — the share of 200 draws whose paired rows identify KernelSHAP at
+  and just above the smallest budget (i.i.d. / distinct kernel rows, leverage rows; given
+  and fitted endpoints).
 * ``many-players`` — Banzhaf (regression, MSR) and datamodel fits for ``n = 2,000``
   players from ``M = 2,000, 3,000, 5,000`` rows of a noisy linear game: seconds and the
   Spearman correlation with the true weights.
@@ -125,6 +131,20 @@ class SizeGame:
         return 30.0 / (1.0 + zf @ self.u) + 0.5 * (zf @ self.w)
 
 
+class OffTrendNull:
+    """A game whose null value is ``gap`` above its own ``v(empty)`` (an untrained model far
+    off the coalitions' trend): the exact values drop by ``gap / n`` each (``v(empty)`` is
+    in every player's marginal at ``S = empty`` with weight ``1/n``)."""
+
+    def __init__(self, game: Any, gap: float) -> None:
+        self.game, self.n = game, game.n
+        self.v0, self.v1 = game.v0 + gap, game.v1
+        self.shapley = game.shapley - gap / game.n
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.game(z)
+
+
 class Noisy:
     """``game`` plus independent N(0, sigma^2) noise on every evaluation; the benchmark draws
     the noise from the seed, so every estimator sees the same noisy values."""
@@ -137,12 +157,26 @@ class Noisy:
         return self.game(z)
 
 
+#: label -> estimator settings; "given" = the true v0, v1 in the constraint (the paper's),
+#: otherwise the default fitted endpoints; "iid" = Shapley-kernel rows with replacement
 EQUAL_M_METHODS = {
-    "shapley (kernel)": ("shapley", "shapley-kernel"),
-    "shapley (leverage)": ("shapley", "leverage"),
-    "shapley-cv (kernel)": ("shapley-cv", "shapley-kernel"),
-    "shapley-cv (leverage)": ("shapley-cv", "leverage"),
-    "permutation-shapley": ("permutation-shapley", "permutation"),
+    "shapley (kernel iid, given: the paper's)": {
+        "name": "shapley",
+        "endpoints": "given",
+        "sampler": {"name": "shapley-kernel", "replace": True},
+    },
+    "shapley (kernel)": {"name": "shapley", "sampler": "shapley-kernel"},
+    "shapley (leverage, given)": {"name": "shapley", "sampler": "leverage", "endpoints": "given"},
+    "shapley (leverage)": {"name": "shapley", "sampler": "leverage"},
+    "shapley-cv (kernel)": {"name": "shapley-cv", "sampler": "shapley-kernel"},
+    "shapley-cv (leverage, given)": {
+        "name": "shapley-cv",
+        "sampler": "leverage",
+        "endpoints": "given",
+    },
+    "shapley-cv (leverage)": {"name": "shapley-cv", "sampler": "leverage"},
+    "permutation-shapley (given)": {"name": "permutation-shapley", "endpoints": "given"},
+    "permutation-shapley": {"name": "permutation-shapley"},
 }
 
 
@@ -161,16 +195,19 @@ def equal_m(ns: list[int], sizes: list[int], seeds: int) -> dict[str, Any]:
             "interactions": UnanimityGame(n, n_terms=n, seed=1),
             "interactions + noise (sd 1)": Noisy(UnanimityGame(n, n_terms=n, seed=1), 1.0),
             "size-driven": SizeGame(n, seed=2),
+            # the null 40 above the trend (FID of an untrained model vs. its trend, digits)
+            "size-driven, off-trend null": OffTrendNull(SizeGame(n, seed=2), 40.0),
         }
         for game_name, game in games.items():
             truth = game.shapley
-            for label, (est_name, sampler_name) in EQUAL_M_METHODS.items():
-                est = make_estimator(est_name, sampler=sampler_name, use_exact=False)
+            for label, settings in EQUAL_M_METHODS.items():
+                parsed = ESTIMATORS.parse({**settings, "use_exact": False})
+                est = parsed.build()
                 for m in sizes:
                     errs, rhos, secs = [], [], []
                     refused = 0
                     for seed in range(seeds):
-                        z = SAMPLERS.parse(sampler_name).build(n, seed).sample(m)
+                        z = parsed.sampler.build(n, seed).sample(m)
                         y = game(z)
                         if getattr(game, "noise_sd", 0.0):
                             noise = np.random.default_rng([seed, m]).normal(size=m)
@@ -203,6 +240,46 @@ def equal_m(ns: list[int], sizes: list[int], seeds: int) -> dict[str, Any]:
                     )
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     return out
+
+
+def identification(ns: list[int], seeds: int) -> dict[str, Any]:
+    """How often a paired design identifies KernelSHAP near the smallest budget: the share
+    of ``seeds`` draws whose rows have full rank, for i.i.d. and distinct Shapley-kernel
+    rows and leverage rows, with the given endpoints (``2(n-1)`` rows needed) and the fitted
+    ones (``2n``). Values are irrelevant to rank; the fit is run on an additive game."""
+    samplers = {
+        "kernel, iid": {"name": "shapley-kernel", "replace": True},
+        "kernel, distinct": {"name": "shapley-kernel"},
+        "leverage": {"name": "leverage"},
+    }
+    out = []
+    for n in ns:
+        w = np.arange(1.0, n + 1)
+        budgets = sorted({2 * (n - 1), 2 * n, int(2.4 * n) // 2 * 2, int(3.2 * n) // 2 * 2})
+        for endpoints in ("given", "fitted"):
+            for label, sampler in samplers.items():
+                est = ESTIMATORS.parse(
+                    {"name": "shapley", "sampler": sampler, "endpoints": endpoints}
+                )
+                for m in budgets:
+                    ok = 0
+                    for seed in range(seeds):
+                        z = est.sampler.build(n, seed).sample(m)
+                        try:
+                            est.build().fit(z, z @ w, v0=0.0, v1=float(w.sum()))
+                            ok += 1
+                        except DiffattrError:
+                            pass
+                    out.append(
+                        {
+                            "n": n,
+                            "endpoints": endpoints,
+                            "rows": label,
+                            "M": m,
+                            "identified": round(ok / seeds, 3),
+                        }
+                    )
+    return {"seeds": seeds, "results": out}
 
 
 def many_players(n: int, sizes: list[int]) -> dict[str, Any]:
@@ -355,7 +432,7 @@ def main() -> None:
     parser.add_argument("--large-stderr", action="store_true", help="time closed-form stderr")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    known = {"equal-m", "many-players", "large", "error-vs-rows"}
+    known = {"equal-m", "identification", "many-players", "large", "error-vs-rows"}
     if not set(parts) <= known:
         parser.error(f"unknown parts {sorted(set(parts) - known)}; choose from {sorted(known)}")
     doc: dict[str, Any] = {
@@ -370,6 +447,8 @@ def main() -> None:
                 doc["equal_m"] = equal_m([10], [24, 64], seeds=3)
             else:
                 doc["equal_m"] = equal_m([10, 20], [16, 24, 32, 64, 100, 200], seeds=args.seeds)
+        if "identification" in parts:
+            doc["identification"] = identification([10, 20], 20 if args.quick else 200)
         if "many-players" in parts:
             if args.quick:
                 doc["many_players"] = many_players(300, [500])

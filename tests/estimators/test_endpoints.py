@@ -12,6 +12,7 @@ from diffattr.coalitions import (
     ShapleyKernelSampler,
     UniformSampler,
 )
+from diffattr.errors import DiffattrError
 from diffattr.estimators import ESTIMATORS, CoalitionTable, all_subsets, fit, shapley_from_table
 from diffattr.estimators.kernel_shap import efficient
 from diffattr.store import mask_to_str
@@ -173,3 +174,13 @@ def test_distinct_kernel_rows_repeat_nothing_where_iid_rows_do():
     # sizes still follow the kernel until a class runs out (10 pairs of sizes {1, 9})
     sizes = np.minimum(distinct.sum(axis=1), N - distinct.sum(axis=1))
     assert (sizes == 1).sum() <= 20 and (sizes == 1).sum() >= 10
+
+
+def test_a_singular_design_is_not_identified_whatever_lapack_estimates():
+    # 9 complementary pairs span 10 directions of the 11 the fitted endpoints need; LAPACK's
+    # condition estimate once read this draw's Gram matrix as well conditioned (rcond 2e-4)
+    settings = ESTIMATORS.parse({"name": "shapley", "sampler": "leverage"})
+    z = settings.sampler.build(N, 140).sample(18)
+    assert np.linalg.matrix_rank(np.column_stack([z, np.ones(18)])) == N
+    with pytest.raises(DiffattrError, match=r"is not identified \(rank 10 < 11\)"):
+        settings.build().fit(z, z @ np.arange(1.0, N + 1), v0=0.0, v1=55.0)

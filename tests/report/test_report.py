@@ -204,11 +204,11 @@ def test_every_player_with_value_and_interval_best_first(run, tmp_path):
         for r in rows:
             i = NAMES.index(r[1])
             se = a["stderr"][i]
-            half = "n/a" if se is None else f"{1.96 * se:.2g}"
-            assert r[3] == f"{v[i]:.4g} ± {half}"
-    # the last player of the first attribution has no standard error: "n/a"
+            tail = " (interval not estimable)" if se is None else f" ± {1.96 * se:.2g}"
+            assert r[3] == f"{v[i]:.4g}{tail}"
+    # the last player of the first attribution has no standard error: "not estimable"
     first = [_cells(r) for r in table_rows(blocks[("shapley", FID)])]
-    assert next(r for r in first if r[1] == "9")[3].endswith("± n/a")
+    assert next(r for r in first if r[1] == "9")[3].endswith("(interval not estimable)")
     assert 'src="http' not in page and "<script" not in page and "<link" not in page
 
 

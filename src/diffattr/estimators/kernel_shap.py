@@ -106,6 +106,8 @@ _CHUNK = 4096
 MIN_RESIDUAL_DOF = 5
 #: Reciprocal condition number below which a system counts as not identified.
 RCOND_MIN = 1e-10
+#: Up to this size the condition number is computed exactly (eigenvalues), not estimated.
+EXACT_RCOND_MAX = 1024
 #: Fraction of usable rows that must lie in consecutive complementary pairs for
 #: ``paired="auto"`` to read a table without ``pair_ids`` as paired.
 AUTO_PAIRED_FRACTION = 0.75
@@ -475,6 +477,14 @@ class _Solver:
         self.rank = p
         self.rcond = float("nan")
         anorm = float(np.abs(g).sum(axis=0).max())
+        exact_rcond = None
+        if p <= EXACT_RCOND_MAX:
+            # LAPACK's condition estimate can miss a singular matrix whose Cholesky factor
+            # ran on rounding noise (seen: rcond 2e-4 for a design of rank p - 1); at this
+            # size the eigenvalues are cheap and exact
+            ev = np.linalg.eigvalsh(g)
+            top = max(float(ev.max()), 0.0)
+            exact_rcond = float(ev.min() / top) if top > 0 else 0.0
         if overwrite and g.flags.c_contiguous:
             # LAPACK works on the F-ordered transpose (the same symmetric matrix) in place;
             # the upper factor of g.T lives in g's lower triangle and diagonal
@@ -488,6 +498,8 @@ class _Solver:
             if not np.isfinite(cho[0].diagonal()).all():
                 raise np.linalg.LinAlgError("non-finite Cholesky factor")
             rcond, info = lapack.dpocon(cho[0], anorm)
+            if exact_rcond is not None:
+                rcond = exact_rcond
             if info != 0 or not rcond > RCOND_MIN:
                 raise np.linalg.LinAlgError("ill-conditioned")
             self._cho = cho

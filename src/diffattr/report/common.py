@@ -52,10 +52,12 @@ def fmt(x: Any, digits: int = 4) -> str:
 
 
 def fmt_interval(value: Any, stderr: Any) -> str:
-    """``value ± 1.96 stderr`` (``± n/a`` when the standard error is missing)."""
+    """``value ± 1.96 stderr``; ``value (interval not estimable)`` when the estimator could
+    not determine a standard error (too few residual degrees of freedom, no replicates)."""
     v, s = num(value), num(stderr)
-    half = "n/a" if not math.isfinite(s) else f"{Z95 * s:.2g}"
-    return f"{fmt(v)} ± {half}"
+    if not math.isfinite(s):
+        return f"{fmt(v)} (interval not estimable)"
+    return f"{fmt(v)} ± {Z95 * s:.2g}"
 
 
 def seconds(x: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import DiffattrError
+from diffattr.estimators.reliability import summary
 from diffattr.report.common import (
     Z95,
     Cell,
@@ -315,11 +316,32 @@ def render_fits(attributions: list[dict[str, Any]]) -> str:
                     flag_html(flags) or (badge("identified", "ok") if s.get("identified") else "—")
                 ),
                 s.get("stderr_method") or "—",
+                reliability_cell(s.get("reliability")),
             ]
         )
     return table(
-        rows, ["estimator", "behavior", "coalitions", "solver", "rank", "fit", "standard error"]
+        rows,
+        [
+            "estimator",
+            "behavior",
+            "coalitions",
+            "solver",
+            "rank",
+            "fit",
+            "standard error",
+            "reliability",
+        ],
     )
+
+
+def reliability_cell(rel: dict[str, Any] | None) -> Any:
+    """The fit's reliability signals, flagged when one is below its threshold."""
+    if not rel:
+        return "—"
+    text = esc(summary(rel))
+    if rel.get("below"):
+        return Cell(text + " " + badge("unreliable", "warn"))
+    return Cell(text)
 
 
 def render_contributors(values: dict[str, Any], thumbnails: Thumbnails | None = None) -> str:
@@ -328,8 +350,9 @@ def render_contributors(values: dict[str, Any], thumbnails: Thumbnails | None = 
     n = len(atts[0]["names"])
     parts = ["<h2>Contributors</h2>"]
     intro = (
-        f"{n:,} players. Values with a 95 % interval of ± {Z95} standard errors (n/a where the "
-        "estimator gives none), best first by each behavior's direction; bars blue where the "
+        f'{n:,} players. Values with a 95 % interval of ± {Z95} standard errors ("not estimable" '
+        "where the fit's rows cannot determine one), best first by each behavior's direction; "
+        "bars blue where the "
         "player helps the behavior, red where it hurts"
     )
     if thumbnails is not None and thumbnails.uris:

@@ -3,6 +3,27 @@
 Sample ``i`` of a run always starts from the noise of ``(seed, i)``, whatever the batch size
 and whichever model is sampled, so differences between counterfactual models are not
 differences of noise (the paper regenerates with fixed seeds for the same reason).
+
+Conditional models also need a condition per sample. ``draw_labels`` is the one rule by
+which the model of a coalition S chooses the class labels it generates -- the same for a
+model retrained on S, an sFT model of S and the training-free ``surrogate`` (the full model
+sampled with S's labels), so the three are measured alike: sample i gets the label at the
+quantile ``label_quantile(seed, i)`` of S's label frequencies (inverse CDF).
+
+* The quantile of sample i depends only on (seed, i): labels are common random numbers
+  across coalitions, and because the inverse CDF is monotone, coalitions with similar label
+  frequencies give most samples the same label (the same noise *and* the same class).
+* The quantiles are a golden-ratio (Weyl) sequence from a seeded start, not independent
+  uniforms: any N consecutive samples cover [0, 1) with low discrepancy, so S's label counts
+  match its frequencies to within a couple of samples per class. Independent draws would add
+  multinomial noise to every F(S) (about +-7 of 50 samples per class at N = 500, 10 classes).
+* The empty coalition has no labels: its model generates with the null label.
+
+SurrogateSHAP's research code samples retrained CIFAR-20 models with the null label instead;
+that cannot be the common rule because a surrogate sampled with the null label is the full
+model's unconditional distribution for every S. A model retrained on S with label dropout
+generates, under its null label, approximately the mixture of its classes in S's
+proportions, which is what this rule asks of every model explicitly.
 """
 
 from __future__ import annotations
@@ -11,16 +32,58 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from diffattr.diffusion.unet import make_ddim
+from diffattr.errors import DiffattrError
 
 
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index``: a stable hash of (seed, index)."""
     h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+#: Step of the quantile sequence: the golden ratio's fractional part (most uniform spacing).
+GOLDEN = (5**0.5 - 1) / 2
+
+
+def label_quantile(seed: int, indices: range | list[int] | np.ndarray) -> np.ndarray:
+    """The fixed quantile in [0, 1) of each sample index: frac(u0 + i * golden ratio), with
+    u0 a hash of ``seed`` (float64; the same on every machine)."""
+    h = hashlib.blake2b(f"labels:{seed}".encode(), digest_size=8).digest()
+    u0 = (int.from_bytes(h, "little") >> 11) / float(1 << 53)
+    i = np.asarray(list(indices) if isinstance(indices, range) else indices, dtype=np.float64)
+    return np.mod(u0 + i * GOLDEN, 1.0)
+
+
+def draw_labels(
+    counts: np.ndarray | list[float],
+    num_samples: int,
+    *,
+    seed: int,
+    start: int = 0,
+    null_label: int | None = None,
+) -> torch.Tensor:
+    """The class label of samples ``start .. start + num_samples - 1`` for a model of a
+    coalition whose data hold ``counts[c]`` images of class c (the module docstring gives
+    the rule and why). All-zero counts (the empty coalition) give ``null_label``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise DiffattrError("label counts must be a non-empty vector of non-negative numbers")
+    total = counts.sum()
+    if total == 0:
+        if null_label is None:
+            raise DiffattrError("the coalition has no labels and no null label was given")
+        return torch.full((num_samples,), int(null_label), dtype=torch.long)
+    cdf = np.cumsum(counts) / total
+    u = label_quantile(seed, range(start, start + num_samples))
+    labels = np.searchsorted(cdf, u, side="right")
+    # float rounding may leave cdf[-1] a hair below 1; the last class with data takes it
+    labels = np.minimum(labels, int(np.flatnonzero(counts)[-1]))
+    return torch.as_tensor(labels, dtype=torch.long)
 
 
 def initial_noise(

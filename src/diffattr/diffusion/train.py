@@ -25,7 +25,13 @@ from diffattr.errors import DiffattrError
 
 
 class Denoiser(Protocol):
-    """What the training loop needs to know of a model family."""
+    """What the training loop needs to know of a model family.
+
+    A family that trains for classifier-free guidance also has ``condition_dropout`` (the
+    share of conditions replaced during training) and ``drop_conditions(cond, dropped)``
+    (the batch's conditions with the rows of the boolean ``dropped`` replaced by the null
+    condition); the loop draws ``dropped`` from its own seeded stream.
+    """
 
     def predict_noise(
         self, model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Any
@@ -49,6 +55,10 @@ class Checkpoint(Protocol):
     def load(self, device: torch.device) -> Any: ...
 
     def save(self, result: TrainResult, step: int, cfg: TrainConfig) -> None: ...
+
+
+#: Seed offset of the condition-dropout stream (from the recipe's seed).
+DROPOUT_SEED_OFFSET = 7919
 
 
 @dataclass
@@ -138,9 +148,17 @@ def train(
     x0_all = data.x0.to(device)
     cond_all = data.cond.to(device) if isinstance(data.cond, torch.Tensor) else None
     gen = torch.Generator().manual_seed(cfg.seed)
+    # Condition dropout (classifier-free guidance) draws from a stream of its own, so the
+    # batches, timesteps and noise of families without it are unchanged.
+    p_drop = float(getattr(denoiser, "condition_dropout", 0.0) or 0.0)
+    drop_gen = None
+    if p_drop > 0 and cond_all is not None:
+        drop_gen = torch.Generator().manual_seed(cfg.seed + DROPOUT_SEED_OFFSET)
     # Skip the random draws of finished steps so a resumed run continues the same stream.
     for _ in range(start):
         _draw(gen, n, cfg, T, x0_all.shape[1:])
+        if drop_gen is not None:
+            torch.rand(cfg.batch_size, generator=drop_gen)
 
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -159,6 +177,9 @@ def train(
         if flip is not None:
             x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
         cond = cond_all[idx_d] if cond_all is not None else None
+        if drop_gen is not None:
+            dropped = torch.rand(cfg.batch_size, generator=drop_gen) < p_drop
+            cond = denoiser.drop_conditions(cond, dropped.to(device))
         loss = diffusion_loss(denoiser, model, x0, t.to(device), noise.to(device), cond, scheduler)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -17,9 +17,17 @@ from diffattr.diffusion.architectures import (
 from diffattr.errors import DiffattrError
 
 
-def make_unet(architecture: str, image_size: int, channels: int, seed: int = 0) -> UNet2DModel:
+def make_unet(
+    architecture: str,
+    image_size: int,
+    channels: int,
+    seed: int = 0,
+    num_class_embeds: int | None = None,
+) -> UNet2DModel:
     """A freshly initialised UNet; the same (architecture, size, channels, seed) gives the
-    same weights. This initialisation is also the *null model* whose behaviour is F(empty)."""
+    same weights. This initialisation is also the *null model* whose behaviour is F(empty).
+    ``num_class_embeds``: a class embedding added to the time embedding (class-conditional
+    models; diffusers' ``class_labels`` input)."""
     if architecture not in UNET_ARCHITECTURES:
         raise DiffattrError(
             f"unknown UNet architecture {architecture!r}; choose one of: "
@@ -27,6 +35,8 @@ def make_unet(architecture: str, image_size: int, channels: int, seed: int = 0) 
         )
     check_image_size(architecture, image_size)
     cfg = dict(UNET_ARCHITECTURES[architecture])
+    if num_class_embeds is not None:
+        cfg["num_class_embeds"] = int(num_class_embeds)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DModel(

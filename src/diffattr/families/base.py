@@ -173,9 +173,34 @@ class ModelFamily(ABC):
         batch_size: int = 500,
         start: int = 0,
         progress: bool = False,
+        conditions: Any = None,
     ) -> torch.Tensor:
         """``num_samples`` images in [-1, 1], (N, C, H, W) on the CPU; sample i of every
-        model starts from the same noise (and condition) for a given ``seed``."""
+        model starts from the same noise (and condition) for a given ``seed``.
+
+        ``conditions``: one condition per sample (``generation_conditions``); None gives
+        the family's own (none for an unconditional model)."""
+
+    def generation_conditions(
+        self,
+        data: TrainingSet,
+        kept: np.ndarray | None,
+        num_samples: int,
+        *,
+        seed: int,
+        start: int = 0,
+    ) -> Any:
+        """The condition of each generated sample of the model of a coalition whose data are
+        the rows ``kept`` of ``data`` (None: all rows; empty: the empty coalition), for
+        ``sample(..., conditions=...)``. One rule for every counterfactual method, so
+        retrained, fine-tuned and training-free models are measured alike. None (the
+        default) for families whose samples take no condition from the data."""
+        return None
+
+    def no_conditions(self, conditions: Any) -> None:
+        """A one-line error if a family that takes no conditions is given some."""
+        if conditions is not None:
+            raise DiffattrError(f"the {self.name} family generates without per-sample conditions")
 
     @abstractmethod
     def baseline_target(

@@ -448,7 +448,9 @@ class LatentFamily(ModelFamily):
         batch_size: int = 500,
         start: int = 0,
         progress: bool = False,
+        conditions: Any = None,
     ) -> torch.Tensor:
+        self.no_conditions(conditions)
         z = self.sample_latents(
             model,
             num_samples,

@@ -21,6 +21,10 @@ Architecture = Literal[tuple(UNET_ARCHITECTURES)]  # type: ignore[valid-type]
 
 class FamilySettings(Component):
     kind: ClassVar[str] = "model family"
+    #: What each generated sample is conditioned on, drawn from a coalition's own data
+    #: (e.g. "class labels"); None for a family whose samples take no condition from the
+    #: data. Training-free methods (``surrogate``) need one.
+    conditions: ClassVar[str | None] = None
 
     def build(self, device: str = "cpu"):
         """The family object (``ModelFamily``) for these settings."""
@@ -40,6 +44,51 @@ class UnconditionalSettings(FamilySettings):
         "tiny", description=f"UNet2DModel layout: {' | '.join(UNET_ARCHITECTURES)}"
     )
     seed: int = Field(0, description="initialisation seed (also the null model's weights)")
+
+
+@FAMILIES.register
+class ConditionalSettings(FamilySettings):
+    """``conditional``: a class-conditional pixel-space ``UNet2DModel`` with classifier-free
+    guidance (Ho & Salimans 2022), trained from scratch by the package.
+
+    The UNet has ``num_class_embeds = classes + 1`` (the last index is the null label).
+    Training replaces each example's label by the null label with probability
+    ``label_dropout``; sampling mixes eps = eps_null + s (eps_cond - eps_null) with
+    s = ``guidance_scale`` (1: the plain conditional prediction). Labels are the data's
+    semantic classes (digits / Fashion-MNIST / CIFAR classes, a CSV's ``label`` column).
+    How a coalition's model chooses the labels it generates: see
+    ``diffattr.diffusion.sample.draw_labels``.
+    """
+
+    name: Literal["conditional"] = "conditional"
+    implementation: ClassVar[str] = "diffattr.families.conditional:ConditionalFamily"
+    conditions: ClassVar[str | None] = "class labels"
+    architecture: Architecture = Field(
+        "tiny", description=f"UNet2DModel layout: {' | '.join(UNET_ARCHITECTURES)}"
+    )
+    label_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of training labels replaced by the null label (trains the "
+        "unconditional prediction that guidance needs)",
+    )
+    guidance_scale: float = Field(
+        1.4,
+        ge=0,
+        description="classifier-free guidance s: eps_null + s (eps_cond - eps_null); 1: the "
+        "conditional prediction, 0: unconditional (1.4: SurrogateSHAP's CIFAR-20 setting)",
+    )
+    seed: int = Field(0, description="initialisation seed (also the null model's weights)")
+
+    @model_validator(mode="after")
+    def _guidance_needs_null_label(self) -> ConditionalSettings:
+        if self.label_dropout == 0 and self.guidance_scale != 1:
+            raise ValueError(
+                "guidance_scale != 1 needs the null label trained: set label_dropout > 0, "
+                "or guidance_scale = 1"
+            )
+        return self
 
 
 def parse_family(value: Any, where: str = "family") -> FamilySettings:

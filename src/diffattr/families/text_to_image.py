@@ -761,7 +761,9 @@ class TextToImageFamily(ModelFamily):
         batch_size: int = 500,
         start: int = 0,
         progress: bool = False,
+        conditions: Any = None,
     ) -> torch.Tensor:
+        self.no_conditions(conditions)
         z = self.generate_latents(
             model,
             num_samples,

@@ -65,7 +65,9 @@ def prune_family_unet(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Channel pruning of a family's ``UNet2DModel`` with torch-pruning at the method's
     settings (``diffattr.sparsify.prune``; attention q/k/v grouped by head), scored with
-    the family's own loss on ``examples``; shared by the pixel and latent families."""
+    the family's own loss on ``examples`` (with their conditions, e.g. class labels);
+    shared by the pixel, class-conditional and latent families."""
+    cond = examples.cond.to(family.device) if examples.cond is not None else None
     pruned, report = prune_unet(
         model,
         ratio=settings.ratio,
@@ -75,7 +77,7 @@ def prune_family_unet(
         seed=settings.seed,
         round_to=settings.round_to,
         max_timesteps=settings.prune_timesteps,
-        loss_fn=lambda m, x0, t, noise: family.loss(m, x0, t, noise),
+        loss_fn=lambda m, x0, t, noise: family.loss(m, x0, t, noise, cond),
     )
     return pruned, report.to_dict()
 
@@ -117,7 +119,9 @@ class UnconditionalFamily(ModelFamily):
         batch_size: int = 500,
         start: int = 0,
         progress: bool = False,
+        conditions: Any = None,
     ) -> torch.Tensor:
+        self.no_conditions(conditions)
         return generate(
             model,
             num_samples,

@@ -106,10 +106,25 @@ class Worker:
         rec.extra.update({"n_kept": int(len(kept)), **(result.info or {})})
         return result.model
 
-    def sample(self, model: torch.nn.Module) -> torch.Tensor:
+    def sample(self, model: torch.nn.Module, mask: str | None = None) -> torch.Tensor:
+        """The run's samples of ``model``, the model of the coalition ``mask`` (None: all
+        players): a conditional family generates with that coalition's conditions (one
+        rule for every method, ``ModelFamily.generation_conditions``)."""
         s = self.cfg.sample
+        conditions = None
+        if self.cfg.family.conditions is not None:
+            _, players = self.dataset
+            kept = None if mask is None else players.indices(str_to_mask(mask))
+            conditions = self.family.generation_conditions(
+                self.data, kept, s.num_samples, seed=s.seed
+            )
         return self.family.sample(
-            model, s.num_samples, seed=s.seed, ddim_steps=s.ddim_steps, batch_size=s.batch_size
+            model,
+            s.num_samples,
+            seed=s.seed,
+            ddim_steps=s.ddim_steps,
+            batch_size=s.batch_size,
+            conditions=conditions,
         )
 
     @property
@@ -164,7 +179,7 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
         torch.manual_seed(spec.seed)
         model = worker.model_for(spec, rec)
         t = time.perf_counter()
-        images = worker.sample(model)
+        images = worker.sample(model, spec.mask)
         rec.t_sample = time.perf_counter() - t
         if ctx.grids_dir:
             from diffattr.images import save_grid

@@ -4,8 +4,9 @@ A pruned ``UNet2DModel`` no longer matches its diffusers config, so ``save_pretr
 ``from_pretrained`` cannot round-trip it. A pruned UNet directory holds instead::
 
     pruned.json                          the dense diffusers config, the shape of every
-                                         Conv2d / Linear / GroupNorm (with num_groups) and
-                                         the pruning report (``diffattr_pruning``)
+                                         Conv2d / Linear / GroupNorm (with num_groups) /
+                                         Embedding and the pruning report
+                                         (``diffattr_pruning``)
     diffusion_pytorch_model.safetensors  the weights
 
 Loading builds the dense UNet from the config on the meta device (no memory, no RNG use),
@@ -53,6 +54,8 @@ def _spec(m: nn.Module) -> dict[str, Any] | None:
             "out": m.out_features,
             "bias": m.bias is not None,
         }
+    if isinstance(m, nn.Embedding):
+        return {"type": "Embedding", "num": m.num_embeddings, "dim": m.embedding_dim}
     if isinstance(m, nn.GroupNorm):
         return {
             "type": "GroupNorm",
@@ -81,6 +84,8 @@ def _build(spec: dict[str, Any]) -> nn.Module:
         )
     if kind == "Linear":
         return nn.Linear(spec["in"], spec["out"], bias=spec["bias"])
+    if kind == "Embedding":
+        return nn.Embedding(spec["num"], spec["dim"])
     if kind == "GroupNorm":
         return nn.GroupNorm(
             spec["num_groups"], spec["num_channels"], eps=spec["eps"], affine=spec["affine"]

@@ -41,6 +41,9 @@ Where torch-pruning and diffusers disagree, and what is done here:
   ``ResnetBlock2D.in/out_channels`` and the ``Attention`` dims are synchronised with the
   pruned layers (``sync_attributes``).
 * ``conv_out`` keeps its output channels (the image channels); its input is pruned.
+* **Class embedding.** A class-conditional UNet adds ``class_embedding(labels)`` to the
+  time embedding; the graph is traced with class labels, so the embedding's width is pruned
+  in the same group as the time embedding's output (every label keeps its row).
 """
 
 from __future__ import annotations
@@ -361,10 +364,15 @@ def _example_inputs(
     else:
         cfg = unet.config
         shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-    return {
+    example = {
         "sample": torch.zeros((1, *shape), device=device),
         "timestep": torch.ones((1,), dtype=torch.long, device=device),
     }
+    if getattr(unet.config, "num_class_embeds", None):
+        # a class-conditional UNet: trace its class embedding too, so that torch-pruning
+        # couples the embedding's width with the time embedding it is added to
+        example["class_labels"] = torch.zeros((1,), dtype=torch.long, device=device)
+    return example
 
 
 def _is_attention(m: nn.Module) -> bool:
@@ -453,10 +461,13 @@ def sync_attributes(unet: nn.Module) -> None:
 
 
 def layer_widths(unet: nn.Module) -> dict[str, list[int]]:
-    """[in, out] of every Conv2d/Linear, [num_groups, channels] of every GroupNorm."""
+    """[in, out] of every Conv2d/Linear, [num_groups, channels] of every GroupNorm,
+    [entries, width] of every Embedding (a class-conditional UNet's labels)."""
     out: dict[str, list[int]] = {}
     for name, m in unet.named_modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Embedding):
+            out[name] = [m.num_embeddings, m.embedding_dim]
+        elif isinstance(m, nn.Conv2d):
             out[name] = [m.in_channels, m.out_channels]
         elif isinstance(m, nn.Linear):
             out[name] = [m.in_features, m.out_features]

@@ -199,7 +199,9 @@ def run_cmd(
     dataset: str | None = typer.Option(None, "--dataset"),
     data: str | None = typer.Option(None, "--data", help="local data path"),
     players: str | None = typer.Option(None, "--players", help="contributor | sample"),
-    method: str | None = typer.Option(None, "--method", help="sft | retrain | ft | ga | lora"),
+    method: str | None = typer.Option(
+        None, "--method", help="sft | retrain | ft | ga | lora | surrogate"
+    ),
     estimator: list[str] | None = typer.Option(None, "--estimator", help="repeatable"),
     subsets: int | None = typer.Option(None, "--subsets", help="coalitions per estimator (M)"),
     executor: str | None = typer.Option(None, "--executor", help="inline | process | ray | slurm"),

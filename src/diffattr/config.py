@@ -197,6 +197,13 @@ class RunConfig(Settings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _method_fits_family(self) -> RunConfig:
+        problem = self.method.family_problem(self.family)
+        if problem is not None:
+            raise DiffattrError(problem)
+        return self
+
     # ------------------------------------------------------------------ access
 
     def method_settings(self, name: str | None = None) -> MethodSettings:

@@ -81,7 +81,7 @@ def flat(m: torch.nn.Module) -> torch.Tensor:
 
 
 def test_registry():
-    assert METHODS.names() == ["ft", "ga", "lora", "retrain", "sft"]
+    assert METHODS.names() == ["ft", "ga", "lora", "retrain", "sft", "surrogate"]
 
 
 @pytest.mark.parametrize("name", ["retrain", "sft", "ft", "ga", "lora"])

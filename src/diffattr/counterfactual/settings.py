@@ -33,6 +33,15 @@ class MethodSettings(Component):
         """The settings the one-time preparation depends on (everything but ``per_job``)."""
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in self.per_job}
 
+    def family_problem(self, family: Any) -> str | None:
+        """Why this method cannot run on a model family (its ``FamilySettings``), as one
+        line; None when it can. Checked when the config is read, before any work."""
+        return None
+
+    def check_players(self, family: Any, dataset: Any, players: Any) -> None:  # noqa: B027
+        """Raise a one-line error if the method cannot credit these players of these data
+        with this family (a ``ModelFamily``); called before any training."""
+
 
 METHODS: ComponentRegistry[MethodSettings] = ComponentRegistry(
     "counterfactual method", MethodSettings
@@ -150,6 +159,46 @@ class LoRASettings(FineTuneSettings):
         min_length=1,
         description="module names (or name suffixes) that get adapters",
     )
+
+
+@METHODS.register
+class SurrogateSettings(MethodSettings):
+    """``surrogate``: training-free; the full conditional model sampled with the conditions
+    of S's data (the conditional proxy game of SurrogateSHAP, Lu et al. 2026).
+
+    v(S) = F(samples of theta* whose labels are drawn in proportion to S's label
+    frequencies), by the one sampling rule every method shares
+    (``diffattr.diffusion.sample.draw_labels``); with all players it is theta*'s own
+    samples. Its cost is inference only. It needs a family whose samples are conditioned
+    on the data (``conditional``), and players that differ in their labels.
+    """
+
+    name: Literal["surrogate"] = "surrogate"
+    implementation: ClassVar[str] = "diffattr.counterfactual.surrogate:Surrogate"
+
+    def family_problem(self, family: Any) -> str | None:
+        if getattr(family, "conditions", None) is None:
+            return (
+                f"method 'surrogate' samples the full model with the conditions of each "
+                f"coalition's data, but the {family.name!r} family generates without "
+                "conditions, so its players map onto none; use [family] name = "
+                "'conditional' or a method that trains (sft)"
+            )
+        return None
+
+    def check_players(self, family: Any, dataset: Any, players: Any) -> None:
+        from diffattr.counterfactual.conditions import check_players
+
+        check_players(family, dataset, players)
+
+
+def check_method_family(method: MethodSettings, family: Any) -> None:
+    """A one-line error when ``method`` cannot run on ``family`` (``FamilySettings``)."""
+    from diffattr.errors import DiffattrError
+
+    problem = method.family_problem(family)
+    if problem is not None:
+        raise DiffattrError(problem)
 
 
 def parse_method(value: Any, where: str = "method") -> MethodSettings:

@@ -223,6 +223,7 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     n = len(players)
     family = cfg.family.build("cpu")
     family.check_data(dataset)
+    cfg.method.check_players(family, dataset, players)
     if cfg.attribution.full_model:
         family.check_model(cfg.attribution.full_model, dataset)
     cache = run_dir / "cache"

@@ -194,6 +194,7 @@ class Run:
         if cfg.attribution.full_model:
             family.check_model(cfg.attribution.full_model, dataset)
         self._check_data(dataset, players)
+        cfg.method.check_players(family, dataset, players)
         t = time.perf_counter()
         data = family.training_set(dataset, self.cache_dir)
         self._time("encode", time.perf_counter() - t)
@@ -232,12 +233,15 @@ class Run:
     def prepare(self, method: MethodSettings | str | None = None) -> Prepared:
         """Phase 1: the full and null models and ``method``'s one-time shared work."""
         from diffattr.counterfactual.base import FullModel, build_method
+        from diffattr.counterfactual.settings import check_method_family
 
         settings = self._method(method)
         if settings.name in self._prepared:
             return self._prepared[settings.name]
+        check_method_family(settings, self.cfg.family)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         family, dataset, players, data, full_dir, null_dir = self._base_models()
+        settings.check_players(family, dataset, players)
         shared = {**settings.shared_settings(), "data_digest": self.data_digest}
         work_dir = self.run_dir / "shared" / f"{settings.name}-{settings_digest(shared)}"
         t = time.perf_counter()

@@ -5,6 +5,8 @@ Sections, each rendering one input (``diffattr.report.<module>``):
 * contributors (``values.json``): per estimator and behavior, players best first with
   value ± 1.96 s.e., fit flags (not identified, exact) and a strip of each player's own
   training images (``contributors``);
+* which counterfactual method made the values, its settings, one-time preparation and
+  measured seconds per job (``summary.json`` and ``store.sqlite``: ``method``);
 * the reference models' samples side by side: null, full, the method on all players, and
   the full-minus-method gap (``samples``; grids located through ``store.sqlite``);
 * LDS scatters, fidelity and cost (``lds.json``: ``lds``), the compute-matched curve
@@ -61,6 +63,7 @@ def render_page(inputs: ReportInputs) -> str:
     from diffattr.report.counterfactual import render_counterfactual
     from diffattr.report.curve import render_curve
     from diffattr.report.lds import render_lds
+    from diffattr.report.method import render_method
     from diffattr.report.runinfo import render_run
     from diffattr.report.samples import find_references, render_samples
 
@@ -76,6 +79,8 @@ def render_page(inputs: ReportInputs) -> str:
         names = shown_players(values["attributions"])
         thumbs = load_thumbnails(inputs.config.get("data"), names)
         parts.append(render_contributors(values, thumbs))
+    with _layout(run_dir / "summary.json"):
+        parts.append(render_method(inputs))
     with _layout(run_dir / "store.sqlite"):
         parts.append(
             render_samples(find_references(inputs), values, store_found=inputs.store is not None)

@@ -124,6 +124,19 @@ class JobRow:
     finished: float
 
 
+@dataclass(frozen=True)
+class JobCost:
+    """Measured seconds per job of one counterfactual method (its coalition jobs and its
+    all-players job): means over ``jobs`` finished jobs."""
+
+    method: str
+    jobs: int
+    train: float  # building the coalition's model (0 for a training-free method)
+    sample: float
+    measure: float
+    total: float
+
+
 @dataclass
 class StoreView:
     """The rows and meta of ``store.sqlite`` the report renders."""
@@ -131,6 +144,7 @@ class StoreView:
     jobs: list[JobRow] = field(default_factory=list)  # reference, method-all, counterfactual
     timing_calls: list[dict[str, float]] | None = None  # meta 'timings': one dict per call
     config: dict | None = None
+    costs: dict[str, JobCost] = field(default_factory=dict)  # method -> cost per job
 
     def of(self, kind: str | None = None, method: str | None = None) -> list[JobRow]:
         return [
@@ -144,6 +158,12 @@ _JOBS_SQL = (
     "SELECT key, kind, mask, method, seed, behaviors, finished FROM jobs WHERE status = 'done' "
     "AND (method IN ('full', 'null') OR kind IN ('reference', 'method-all', 'counterfactual')) "
     "ORDER BY finished"
+)
+
+
+_COST_SQL = (
+    "SELECT method, COUNT(*), AVG(t_train), AVG(t_sample), AVG(t_measure), AVG(t_total) "
+    "FROM jobs WHERE status = 'done' AND kind IN ('fit', 'method-all') GROUP BY method"
 )
 
 
@@ -190,6 +210,7 @@ def read_store(path: Path) -> StoreView | None:
         with _open_read_only(path) as con:
             rows = con.execute(_JOBS_SQL).fetchall()
             meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
+            cost_rows = con.execute(_COST_SQL).fetchall()
         jobs = [
             JobRow(
                 key=r[0],
@@ -204,13 +225,17 @@ def read_store(path: Path) -> StoreView | None:
         ]
         timings = json.loads(meta["timings"]) if "timings" in meta else None
         config = json.loads(meta["config"]) if "config" in meta else None
+        costs = {
+            str(r[0]): JobCost(str(r[0]), int(r[1]), *(float(x or 0.0) for x in r[2:]))
+            for r in cost_rows
+        }
     except (sqlite3.Error, json.JSONDecodeError, TypeError, ValueError) as e:
         raise broken(path, f"{type(e).__name__}: {e}") from None
     if timings is not None and not (
         isinstance(timings, list) and all(isinstance(c, dict) for c in timings)
     ):
         raise broken(path, "meta 'timings' is not a list of per-call dicts")
-    return StoreView(jobs, timings, config)
+    return StoreView(jobs, timings, config, costs)
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""Which counterfactual method made the values, and what it cost: the method and its
+settings (``values.json``'s config), its one-time preparation (``summary.json``'s stage
+timings, summed over every call) and its measured seconds per job from the store (mean over
+the finished coalition jobs and the all-players job: building the coalition's model,
+sampling, measuring). Other methods whose jobs are in the same store (e.g. ``retrain`` of
+``diffattr lds``, ``surrogate`` beside ``sft``) are listed under it for comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffattr.report.common import esc, fmt, note, seconds, table
+from diffattr.report.inputs import JobCost, ReportInputs
+
+
+def describe(method: str) -> str:
+    """The first line of a registered method's settings docstring (its one-line summary)."""
+    from diffattr.counterfactual.settings import METHODS
+
+    if method not in METHODS:
+        return ""
+    doc = (METHODS.get(method).__doc__ or "").strip().splitlines()
+    return doc[0].removeprefix(f"``{method}``: ") if doc else ""
+
+
+def render_method(inputs: ReportInputs) -> str:
+    method = inputs.method
+    if not method:
+        return ""
+    settings: dict[str, Any] = dict(inputs.config.get("method") or {})
+    settings.pop("name", None)
+    parts = [
+        "<h2>Method and cost per job</h2>",
+        f"<p>The values come from coalition models made by <b>{esc(method)}</b>"
+        + (f": {esc(describe(method))}" if describe(method) else "")
+        + "</p>",
+    ]
+    if settings:
+        rows = [[k, fmt(v)] for k, v in settings.items()]
+        parts.append(table(rows, [f"{method} settings", ""], cls="kv"))
+    summary = inputs.summary or {}
+    totals = summary.get("timings_all_calls") or summary.get("timings") or {}
+    prepare = totals.get(f"prepare_{method}")
+    costs = inputs.store.costs if inputs.store else {}
+    own = costs.get(method)
+    if own is None and prepare is None:
+        parts.append(note("No finished job of the method is recorded in store.sqlite."))
+        return "".join(parts)
+    header = [
+        "method",
+        "jobs",
+        "model per job",
+        "sampling per job",
+        "measuring per job",
+        "total per job",
+    ]
+    rows = [_row(c) for c in [own, *(c for m, c in sorted(costs.items()) if m != method)] if c]
+    if rows:
+        parts.append(table(rows, header, caption="Measured cost per job (mean seconds)"))
+    details = []
+    if prepare is not None:
+        details.append(
+            f"one-time preparation of {esc(method)} (e.g. pruning and the all-data fine-tune "
+            f"of sft): {esc(seconds(prepare))}, summed over every call"
+        )
+    if own is not None and own.train < 0.05 * max(own.total, 1e-9):
+        details.append(
+            f"{esc(method)} builds no model per coalition: a job costs sampling and measuring"
+        )
+    if details:
+        parts.append(f'<p class="details">{"; ".join(details)}.</p>')
+    return "".join(parts)
+
+
+def _row(c: JobCost) -> list[Any]:
+    return [
+        c.method,
+        c.jobs,
+        seconds(c.train),
+        seconds(c.sample),
+        seconds(c.measure),
+        seconds(c.total),
+    ]

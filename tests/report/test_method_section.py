@@ -1,0 +1,71 @@
+"""The report says which counterfactual method made the values and what it cost per job."""
+
+import json
+import sys
+from pathlib import Path
+
+from diffattr.report import write_report
+from diffattr.report.inputs import load_inputs
+from diffattr.store import JobRecord, Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import _cells, make_run, table_rows  # noqa: E402
+
+
+def add_jobs(
+    run: Path, method: str, train: float, sample: float, n: int = 4, step: float = 1.0
+) -> None:
+    with Store(run / "store.sqlite") as s:
+        for i in range(n):
+            s.put(
+                JobRecord(
+                    f"{method}-fit-{i}",
+                    "fit",
+                    f"{i:010b}",
+                    method,
+                    {},
+                    0,
+                    behaviors={"x": 1.0},
+                    t_train=train + i * step,
+                    t_sample=sample,
+                    t_measure=0.5,
+                    t_total=train + i * step + sample + 0.5,
+                )
+            )
+
+
+def section(page: str) -> str:
+    return page.split("<h2>Method and cost per job</h2>", 1)[1].split("<h2>", 1)[0]
+
+
+def test_method_and_its_cost_per_job(tmp_path):
+    run = make_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["timings_all_calls"]["prepare_sft"] = 42.0
+    (run / "summary.json").write_text(json.dumps(summary))
+    add_jobs(run, "sft", train=4.0, sample=2.0)
+    add_jobs(run, "surrogate", train=0.0, sample=3.0, n=2, step=0.0)
+    costs = load_inputs(run).store.costs
+    # sft: 4 fit jobs (4..7 s of training) and its all-players job (0 s: a bare record)
+    assert costs["sft"].jobs == 5
+    assert abs(costs["sft"].train - (4 + 5 + 6 + 7) / 5) < 1e-9
+    assert costs["surrogate"].train == 0.0 and costs["surrogate"].jobs == 2
+    sec = section(write_report(run, tmp_path / "r.html").read_text())
+    assert "<b>sft</b>" in sec and "sparsified fine-tuning" in sec
+    rows = {_cells(r)[0]: _cells(r) for r in table_rows(sec.split("Measured cost", 1)[1])}
+    assert list(rows) == ["sft", "surrogate"]  # the run's method first
+    assert rows["sft"][1:3] == ["5", "4.4 s"]
+    assert rows["surrogate"][2] == "0.0 s" and rows["surrogate"][3] == "3.0 s"
+    assert "42.0 s" in sec  # the one-time preparation
+
+
+def test_a_training_free_method_says_so(tmp_path):
+    run = make_run(tmp_path)
+    values = json.loads((run / "values.json").read_text())
+    values["config"]["method"] = {"name": "surrogate"}
+    values["config"]["family"] = {"name": "conditional"}
+    (run / "values.json").write_text(json.dumps(values))
+    add_jobs(run, "surrogate", train=0.0, sample=3.0, step=0.0)
+    sec = section(write_report(run, tmp_path / "r.html").read_text())
+    assert "<b>surrogate</b>" in sec and "training-free" in sec
+    assert "builds no model per coalition" in sec

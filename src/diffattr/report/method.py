@@ -14,13 +14,13 @@ from diffattr.report.inputs import JobCost, ReportInputs
 
 
 def describe(method: str) -> str:
-    """The first line of a registered method's settings docstring (its one-line summary)."""
+    """The summary of a registered method: the first paragraph of its settings docstring."""
     from diffattr.counterfactual.settings import METHODS
 
     if method not in METHODS:
         return ""
-    doc = (METHODS.get(method).__doc__ or "").strip().splitlines()
-    return doc[0].removeprefix(f"``{method}``: ") if doc else ""
+    doc = (METHODS.get(method).__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.split()).removeprefix(f"``{method}``: ").replace("``", "")
 
 
 def render_method(inputs: ReportInputs) -> str:
@@ -60,8 +60,8 @@ def render_method(inputs: ReportInputs) -> str:
     details = []
     if prepare is not None:
         details.append(
-            f"one-time preparation of {esc(method)} (e.g. pruning and the all-data fine-tune "
-            f"of sft): {esc(seconds(prepare))}, summed over every call"
+            f"one-time preparation of {esc(method)} (shared by its jobs): "
+            f"{esc(seconds(prepare))}, summed over every call"
         )
     if own is not None and own.train < 0.05 * max(own.total, 1e-9):
         details.append(

@@ -357,6 +357,18 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "method": {"name": "sft", "finetune_steps": 200, "steps": 50},
         "methods": {"ft": {"steps": 50}, "lora": {"steps": 50}},
     },
+    # Class-conditional demo (SurrogateSHAP's CIFAR-20 setting in miniature): digits, 10
+    # class players, a class-conditional UNet with label dropout 0.1 and guidance 1.4, sFT
+    # jobs as in `quick`; `--method surrogate` on the same run is the training-free
+    # counterfactual (the full model sampled with each coalition's labels).
+    "conditional-quick": {
+        "family": {"name": "conditional"},
+        "train": {"steps": 800, "batch_size": 64, "checkpoint_every": 400},
+        "sample": {"num_samples": 256, "ddim_steps": 20, "batch_size": 256},
+        "attribution": {"subsets": 32},
+        "method": {"name": "sft", "finetune_steps": 200, "steps": 50},
+        "methods": {"ft": {"steps": 50}, "lora": {"steps": 50}},
+    },
     # The paper's sampling protocol (1,000 images, 100 DDIM steps), M = 100, and sFT with
     # the research code's EMA handling (the all-data model's EMA carried into each
     # fine-tune; see FineTuneSettings for what that dilutes).

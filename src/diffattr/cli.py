@@ -429,9 +429,26 @@ def _register_commands() -> None:
     from diffattr.estimators.cli import estimate
     from diffattr.sparsify.cli import prune
 
-    app.command("estimate")(estimate)
+    app.command("estimate")(_utf8_table(estimate))
     app.command("measure")(measure)
     app.command("prune")(prune)
+
+
+def _utf8_table(command):
+    """``diffattr estimate`` with the TABLE checked first for UTF-8: a table in another
+    encoding gets the remedy the run's data CSV gets (``fileio.not_utf8_error``)."""
+    import functools
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        from diffattr.fileio import check_utf8_file
+
+        table = kwargs["table"] if "table" in kwargs else (args[0] if args else None)
+        if table is not None:
+            check_utf8_file(table)
+        return command(*args, **kwargs)
+
+    return checked
 
 
 _register_commands()

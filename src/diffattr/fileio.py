@@ -111,6 +111,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mkdir: bool = Tru
         raise
 
 
+def not_utf8_error(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> DiffattrError:
+    """The one-line error of a text file (a data CSV, a coalition table) that is not UTF-8:
+    where the first bad byte is and the remedy, the same for every reader."""
+    return DiffattrError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 and rerun")
+
+
+def check_utf8_file(path: str | os.PathLike[str]) -> None:
+    """``not_utf8_error`` for a file that does not decode as UTF-8 (nothing if it does, or
+    if it cannot be read: the reader says why)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return
+    try:
+        data.decode("utf-8")  # a byte-order mark is valid UTF-8: offsets stay the file's
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(path, e) from None
+
+
 def read_json(path: str | os.PathLike[str], what: str = "", fix: str | None = None) -> Any:
     """The parsed JSON at ``path``; missing is ``None``; empty, truncated or not UTF-8 is a
     one-line error naming the file and ``fix`` (default: delete it, the run redoes it)."""

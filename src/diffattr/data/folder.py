@@ -10,7 +10,12 @@ not reward a contributor merely for being easy to tell apart.
 CSV files are read with the ``csv`` module as UTF-8 (a byte-order mark is ignored), so
 names with quotes, commas, newlines or any unicode round-trip; another encoding is a
 one-line error. An image listed more than once (e.g. under two contributors) is a warning
-with the count, or an error with ``strict``.
+with the count, or an error with ``strict``. A NUL byte in a cell is refused.
+
+A contributor folder (or an image file) whose name is not valid UTF-8 is refused in one
+line: player names are written to values.csv / values.json as UTF-8 and must be renamed to
+be representable there. Without ``channels``, every image's mode decides the channels: a
+mixed set trains on the majority's and says so in one warning.
 
 The optional column ``caption`` is the text of each image for text-to-image models
 (``ImageDataset.captions``); an empty cell means "no caption" (the family's ``prompt``
@@ -20,6 +25,7 @@ setting fills it in).
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 
@@ -28,6 +34,7 @@ import torch
 
 from diffattr.data.base import ImageDataset, require_file, resize, to_unit_range
 from diffattr.errors import DiffattrError, DiffattrWarning
+from diffattr.fileio import check_utf8_file, not_utf8_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -59,6 +66,28 @@ def _detect_channels(path: Path) -> int:
 Entry = tuple[Path, str, str | None]  # image path, contributor, semantic label (or None)
 
 
+def _choose_channels(root: Path, entries: list[Entry]) -> int:
+    """The channels of every image decide (not the first one's): 1 if all are grey, 3 if
+    all are colour; when they disagree, the majority (a tie: colour, which holds grey
+    losslessly), with one warning saying how many of each and how to choose."""
+    modes = [_detect_channels(p) for p, _, _ in entries]
+    grey = modes.count(1)
+    colour = len(modes) - grey
+    if not grey or not colour:
+        return modes[0]
+    channels = 1 if grey > colour else 3
+    odd = next(p for (p, _, _), c in zip(entries, modes) if c != channels)
+    warnings.warn(
+        f"{root}: the images disagree: {grey} grey and {colour} colour (e.g. {odd}); training "
+        f"on {'1-channel grey' if channels == 1 else '3-channel RGB'} images, the "
+        f"{min(grey, colour)} other(s) converted; set [data] channels = 1 or 3 "
+        "(--set data.channels=N) to choose",
+        DiffattrWarning,
+        stacklevel=3,
+    )
+    return channels
+
+
 def _entries_from_dirs(root: Path) -> list[Entry]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
@@ -67,13 +96,34 @@ def _entries_from_dirs(root: Path) -> list[Entry]:
         )
     out = []
     for sd in subdirs:
+        _refuse_undecodable(root, sd, "contributor folder")
         files = sorted(
             p for p in sd.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:
             raise DiffattrError(f"contributor folder {sd} holds no images")
+        for f in files:
+            _refuse_undecodable(root, f, "image")
         out.extend((f, sd.name, None) for f in files)
     return out
+
+
+def _refuse_undecodable(root: Path, path: Path, what: str) -> None:
+    """A name under ``root`` that is not valid UTF-8 is refused in one line, before any
+    training. Such a name reaches Python as surrogate escapes (``os.fsdecode``); a player
+    name (a folder; an image with ``players = "sample"``) goes to values.csv, values.json
+    and the report, UTF-8 text that cannot hold it -- written back with surrogate escapes
+    it would be bytes the package's own readers and spreadsheets refuse. Renaming is the
+    one lossless fix."""
+    rel = path.relative_to(root)
+    try:
+        str(rel).encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(rel)
+        raise DiffattrError(
+            f"{what} {ascii(os.fsdecode(root))[1:-1]}/{raw!r} has a name that is not UTF-8; "
+            "rename it (player names are written to values.csv and values.json as UTF-8)"
+        ) from None
 
 
 def _entries_from_csv(
@@ -83,6 +133,7 @@ def _entries_from_csv(
     appended to it, or the list is left empty when the CSV has no caption column."""
     base = csv_path.parent
     out: list[Entry] = []
+    check_utf8_file(csv_path)
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -98,6 +149,7 @@ def _entries_from_csv(
             has_caption = "caption" in reader.fieldnames
             for row in reader:
                 line = reader.line_num
+                _refuse_nul(csv_path, line, row)
                 rel = (row.get("path") or "").strip()
                 who = (row.get("contributor") or "").strip()
                 if not rel or not who:
@@ -117,15 +169,25 @@ def _entries_from_csv(
                 if has_caption and captions is not None:
                     captions.append((row.get("caption") or "").strip() or None)
     except UnicodeDecodeError as e:
-        raise DiffattrError(
-            f"{csv_path} is not UTF-8 text (byte {e.start}); save it as UTF-8 and rerun"
-        ) from None
+        raise not_utf8_error(csv_path, e) from None
     except csv.Error as e:
         raise DiffattrError(f"{csv_path}: malformed CSV ({e}); fix the file") from None
     if not out:
         raise DiffattrError(f"{csv_path} lists no images")
     _check_duplicates(csv_path, out, strict)
     return out
+
+
+def _refuse_nul(csv_path: Path, line: int, row: dict) -> None:
+    """A NUL byte in a cell is refused: a contributor ``"ann\\x00"`` would be a player of
+    its own that prints as ``ann``, and a path holding one names no file."""
+    for column, cell in row.items():
+        cells = cell if isinstance(cell, list) else [cell]  # extra cells (restkey None)
+        if any(isinstance(c, str) and "\x00" in c for c in cells):
+            where = f"column {column!r}" if column is not None else "a cell past the header"
+            raise DiffattrError(
+                f"{csv_path}:{line}: {where} holds a NUL byte (\\x00); remove it from the file"
+            )
 
 
 def _check_duplicates(csv_path: Path, entries: list[Entry], strict: bool) -> None:
@@ -167,7 +229,8 @@ def load_folder(
             folder; ``label`` becomes the dataset's ``semantic_labels``) and ``caption``
             (``captions``; an empty cell is None).
         image_size: resize to this square size; without it all images must share one size.
-        channels: 1 (grey) or 3 (RGB); default: 1 if the first image is grey, else 3.
+        channels: 1 (grey) or 3 (RGB); default: 1 if every image is grey, 3 if every
+            image is colour, else the majority with a warning (``_choose_channels``).
         strict: refuse a CSV that lists an image more than once (default: a warning).
     """
     if path is None:
@@ -178,7 +241,7 @@ def load_folder(
         _entries_from_csv(root, strict, captions) if root.is_file() else _entries_from_dirs(root)
     )
     if channels is None:
-        channels = _detect_channels(entries[0][0])
+        channels = _choose_channels(root, entries)
     if channels not in (1, 3):
         raise DiffattrError(f"channels must be 1 or 3, got {channels}")
     arrays = []

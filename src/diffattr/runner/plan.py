@@ -66,10 +66,11 @@ def check_config(cfg: RunConfig) -> None:
             raise DiffattrError(f"attribution.full_model: {fm} does not exist")
         if not p.is_dir():
             raise DiffattrError(f"attribution.full_model: {fm} is a file, not a model directory")
-        if not (p / "diffattr.json").is_file():
+        if not (p / "diffattr.json").is_file() and not (p / "model_index.json").is_file():
             raise DiffattrError(
-                f"attribution.full_model: {fm} is not a diffattr model directory "
-                "(diffattr.json missing)"
+                f"attribution.full_model: {fm} is neither a diffattr model directory "
+                "(diffattr.json) nor a diffusers pipeline directory (model_index.json, as "
+                "save_pretrained writes it)"
             )
     check_device(cfg.device)
     cfg.executor.check()

@@ -243,18 +243,30 @@ def run_cmd(
         flags["executor.workers"] = workers
     if ray_address is not None:
         flags["executor.address"] = ray_address
-    cfg = build_config(config, preset, _overrides(sets, **flags))
     run_dir = out or _default_out("run")
     from diffattr.runner.lock import RunLock
-    from diffattr.runner.plan import check_run_dir, make_plan
+    from diffattr.runner.plan import check_run_dir, make_plan, own_config
 
     check_run_dir(run_dir)
+    lost = None  # a run directory that holds a run but lost its config.toml
+    if config is None:  # an existing run directory goes on with its own settings
+        try:
+            config = own_config(run_dir)
+        except DiffattrError as e:
+            lost = e
+        if config is not None:
+            typer.echo(f"note: no config given: using the run's own {config}", err=True)
+    cfg = build_config(config, preset, _overrides(sets, **flags))
     if dry_run:
+        if lost is not None:
+            raise lost
         typer.echo(make_plan(cfg, run_dir).render(), err=True)
         return
     created = not Path(run_dir).exists()
     try:
         with RunLock(run_dir):  # a second run on this directory stops here, before any work
+            if lost is not None:  # said after the lock's own word (held, not writable)
+                raise lost
             typer.echo(make_plan(cfg, run_dir).render(), err=True)
             from diffattr.runner import run_attribution
 
@@ -270,15 +282,17 @@ def run_cmd(
     t = summary.timings
     typer.echo(
         f"{summary.jobs} jobs, {summary.failed} failed; {t['total']:.0f} s in all; "
-        f"values: {run_dir / 'values.csv'}"
+        + (f"values: {run_dir / 'values.csv'}" if summary.values_written else "no values written")
     )
-    for err in summary.errors:
-        _error(f"estimator not fitted: {err}")
-    if summary.failed:
+    if summary.failed:  # one line: values.csv is never replaced by a table missing jobs
         _error(
-            f"{summary.failed} job(s) failed; first: {summary.first_error}; "
-            f"see diffattr status {run_dir}"
+            f"{summary.failed} job(s) failed; first: {summary.first_error}; values.csv not "
+            f"written (it needs every planned job); rerun to redo the failed jobs, see "
+            f"diffattr status {run_dir}"
         )
+    else:
+        for err in summary.errors:
+            _error(f"estimator not fitted: {err}")
     if summary.failed or summary.errors:
         raise typer.Exit(1)
 

@@ -66,13 +66,14 @@ def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     return meta
 
 
-def verify_model_files(directory: str | Path) -> None:
+def verify_model_files(directory: str | Path, fix: str | None = None) -> None:
     """A one-line error naming the first damaged file of a model directory: a component
     folder (with ``config.json``, ``pruned.json`` or ``adapter_config.json``) without a
     weights file, or a ``.safetensors`` file shorter than its header says. Cheap: reads
-    only the headers."""
+    only the headers. ``fix`` says what to do (default: delete the directory, which a run
+    redoes)."""
     root = Path(directory)
-    fix = f"delete {root} to redo it (a run retrains or re-prepares what it made)"
+    fix = fix or f"delete {root} to redo it (a run retrains or re-prepares what it made)"
     for folder in sorted({p.parent for m in COMPONENT_MARKERS for p in root.rglob(m)}):
         if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir() if f.is_file()):
             raise DiffattrError(f"{folder} has no weights file (missing); {fix}")

@@ -5,8 +5,10 @@ identifiability) that need no data; ``make_plan(cfg, run_dir)`` also loads the p
 checks the data against the recipe (``check_recipe``), the run directory's layout
 (``check_run_dir``) and the data against what an existing run directory or full model was
 made from (``check_data_unchanged``), and counts the jobs each estimator's sampler asks for.
-``diffattr run`` prints the plan and ``diffattr run --dry-run`` stops there. ``Run`` calls
-the same checks before it trains anything.
+It also verifies the model directories the run will read (``check_model_dirs``) and that
+the rows each estimator will draw identify its values (``check_identified``: their rank,
+not only their count). ``diffattr run`` prints the plan and ``diffattr run --dry-run``
+stops there. ``Run`` calls the same checks before it trains anything.
 """
 
 from __future__ import annotations
@@ -104,12 +106,19 @@ class PlanSummary:
     jobs: int  # distinct models the run trains or loads (references included)
     behavior_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    image_size: int | None = None  # what the models train on, after loading and resizing
+    channels: int | None = None
 
     def render(self) -> str:
         c = self.cfg
+        shape = ""
+        if self.image_size is not None and self.channels is not None:
+            kind = {1: "grey", 3: "RGB"}.get(self.channels, f"{self.channels}-channel")
+            shape = f" of {self.image_size}x{self.image_size} {kind} ({self.channels} channel"
+            shape += ")" if self.channels == 1 else "s)"
         lines = [
             f"run directory: {self.run_dir}",
-            f"data: {c.data.name} ({self.n_images} images), {self.n_players} "
+            f"data: {c.data.name} ({self.n_images} images{shape}), {self.n_players} "
             f"{self.players_unit} players",
             f"family: {_short(c.family.to_dict())}",
             "full model: "
@@ -156,6 +165,83 @@ def check_run_dir(run_dir: str | Path) -> Path:
         if p.is_dir():
             raise DiffattrError(f"{p} is a folder where the run's {name} belongs; delete it")
     return run_dir
+
+
+def check_model_dirs(
+    run_dir: str | Path,
+    full_model: str | Path | None,
+    shared: list[Path] = (),
+    reference: bool = True,
+) -> None:
+    """Every model directory a run will read, verified before any work (a weights file
+    missing or truncated is one line naming it): with ``reference`` the given full model,
+    else the run's ``full/``, and ``null/``; and each method's shared work in ``shared``
+    (``shared/<method>-<digest>/``: its pruned models). A damaged model the run made is
+    deleted and redone; a damaged ``--full-model`` must be restored by its owner."""
+    from diffattr.diffusion.checkpoint import META, verify_model_files
+
+    run_dir = Path(run_dir)
+    if reference and full_model is not None:
+        verify_model_files(
+            full_model, fix="restore it or train another (diffattr train) and pass that one"
+        )
+    elif reference and (run_dir / "full" / META).is_file():
+        verify_model_files(run_dir / "full")
+    if reference and (run_dir / "null" / META).is_file():
+        verify_model_files(run_dir / "null")
+    for work in shared:
+        if not Path(work).is_dir():
+            continue
+        for d in sorted(Path(work).iterdir()):
+            # dot folders are temporary siblings of a killed writer (recover_folder's)
+            if d.is_dir() and not d.name.startswith(".") and (d / META).is_file():
+                verify_model_files(d, fix=f"delete {work} to redo it (the run re-prepares it)")
+
+
+def own_config(run_dir: str | Path) -> Path | None:
+    """The config a run directory was made with (``RUN_DIR/config.toml``), for a command
+    given no config: None for a new directory; a one-line error for a directory that holds
+    a run (a store or a full model) but no config.toml -- the built-in defaults would only
+    be refused later as "the data changed"."""
+    from diffattr.store import Store
+
+    run_dir = Path(run_dir)
+    own = run_dir / "config.toml"
+    if own.is_file():
+        return own
+    store = run_dir / "store.sqlite"
+    if store.is_file():
+        with Store(store, readonly=True) as s:  # a broken store is its own one line
+            s.get_meta("data_digest")
+    if store.is_file() or (run_dir / "full" / "diffattr.json").is_file():
+        raise DiffattrError(
+            f"no config given and {run_dir} holds a run without its config.toml; pass the "
+            f"config it was made with (diffattr run CONFIG --out {run_dir}) or use a new --out"
+        )
+    return None
+
+
+def check_identified(cfg: RunConfig, n_players: int) -> None:
+    """The rows each coalition estimator will draw identify its values -- their rank, not
+    only their count (``runner.identify``; adaptive stopping: at ``max_subsets``, the most
+    it may draw). A one-line error saying which M does, before any training."""
+    from diffattr.runner.identify import require_identified
+
+    a = cfg.attribution
+    subsets = a.max_subsets if a.until_stderr is not None else a.subsets
+    for i, est in enumerate(a.estimators):
+        if not est.uses_coalitions:
+            continue
+        where = f"attribution.estimators[{i}]"
+
+        def fix(m: int, est=est, where=where) -> str:
+            if est.subsets is not None:
+                return f"set {where}.subsets = {m}"
+            if a.until_stderr is not None:
+                return f"pass --max-subsets {m}"
+            return f"pass --subsets {m}"
+
+        require_identified(est, n_players, subsets, a.seed, what=where, fix=fix)
 
 
 def check_recipe(cfg: RunConfig, dataset, players) -> None:
@@ -230,6 +316,10 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     cache = run_dir / "cache"
     digest = dataset_digest(dataset, cache if cache.is_dir() else None)
     check_data_unchanged(run_dir, digest, cfg.attribution.full_model)
+    from diffattr.runner.run import shared_work_dir
+
+    shared = [shared_work_dir(run_dir, cfg.method, digest)]
+    check_model_dirs(run_dir, cfg.attribution.full_model, shared)
     masks: set[str] = set()
     ests = []
     a = cfg.attribution
@@ -240,6 +330,7 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         rows, _ = est.draw(n, a.subsets, a.seed, where=f"attribution.estimators[{i}]")
         masks |= {"".join("1" if b else "0" for b in r) for r in rows}
         ests.append(EstimatorPlan(est.name, est.sampler.name, len(rows)))
+    check_identified(cfg, n)  # the rank of those rows, not only their count
     masks.discard("0" * n)  # the null model's job
     masks.discard("1" * n)  # the method's all-players job (a reference)
     notes = []
@@ -258,4 +349,6 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         jobs=len(masks) + 3,
         behavior_keys=behavior_keys(cfg),
         notes=notes,
+        image_size=dataset.image_size,
+        channels=dataset.channels,
     )

@@ -48,6 +48,13 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def shared_work_dir(run_dir: str | Path, settings: MethodSettings, data_digest: str) -> Path:
+    """Where a method's one-time shared work lives: ``shared/<method>-<digest of its shared
+    settings and the data>`` (the plan verifies it before any work, ``prepare`` fills it)."""
+    shared = {**settings.shared_settings(), "data_digest": data_digest}
+    return Path(run_dir) / "shared" / f"{settings.name}-{settings_digest(shared)}"
+
+
 @dataclass
 class Prepared:
     """What the prepare phase made for one counterfactual method."""
@@ -119,6 +126,7 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     first_error: str | None = None
+    values_written: bool = False  # values.csv/json: only from tables with every planned job
 
 
 class Run:
@@ -134,6 +142,7 @@ class Run:
         self._base: tuple | None = None
         self._lock = None
         self._digest: str | None = None
+        self._players: tuple | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -181,15 +190,13 @@ class Run:
         """Dataset, players, family, training set, full and null model (once per Run)."""
         if self._base is not None:
             return self._base
-        from diffattr.data import Players, load_dataset
         from diffattr.diffusion.checkpoint import recover_folder
 
         cfg = self.cfg
         self.acquire()
         recover_folder(self.run_dir)  # what a killed run was writing: put back or removed
         family = cfg.family.build(cfg.device)
-        dataset = load_dataset(cfg.data)
-        players = Players.from_dataset(dataset, cfg.data.players)
+        dataset, players = self.players()
         family.check_data(dataset)
         if cfg.attribution.full_model:
             family.check_model(cfg.attribution.full_model, dataset)
@@ -210,15 +217,31 @@ class Run:
         self._base = (family, dataset, players, data, full_dir, null_dir)
         return self._base
 
+    def players(self) -> tuple:
+        """``(dataset, players)`` of the run's data, loaded once and without training
+        anything (evaluations check their fits with the number of players first)."""
+        if self._players is None:
+            from diffattr.data import Players, load_dataset
+
+            dataset = load_dataset(self.cfg.data)
+            self._players = (dataset, Players.from_dataset(dataset, self.cfg.data.players))
+        return self._players
+
+    @property
+    def n_players(self) -> int:
+        return len(self.players()[1])
+
     def _check_data(self, dataset, players) -> None:
         """Before any work: the data carry the recipe and are those this run directory
-        (and a given full model) were made from; then record their digest in the store."""
+        (and a given full model) were made from, and the model directories it will read are
+        whole; then record the data's digest in the store."""
         from diffattr.data.digest import dataset_digest
-        from diffattr.runner.plan import check_data_unchanged, check_recipe
+        from diffattr.runner.plan import check_data_unchanged, check_model_dirs, check_recipe
 
         check_recipe(self.cfg, dataset, players)
         digest = dataset_digest(dataset, self.cache_dir)
         check_data_unchanged(self.run_dir, digest, self.cfg.attribution.full_model)
+        check_model_dirs(self.run_dir, self.cfg.attribution.full_model)
         if self.store.get_meta("data_digest") is None:
             self.store.set_meta("data_digest", digest)
         self._digest = digest
@@ -242,12 +265,13 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         family, dataset, players, data, full_dir, null_dir = self._base_models()
         settings.check_players(family, dataset, players)
-        shared = {**settings.shared_settings(), "data_digest": self.data_digest}
-        work_dir = self.run_dir / "shared" / f"{settings.name}-{settings_digest(shared)}"
+        work_dir = shared_work_dir(self.run_dir, settings, self.data_digest)
         t = time.perf_counter()
         from diffattr.diffusion.checkpoint import recover_folder
+        from diffattr.runner.plan import check_model_dirs
 
         recover_folder(work_dir)
+        check_model_dirs(self.run_dir, None, [work_dir], reference=False)
         with _no_empty_dirs(work_dir):
             build_method(settings, family, full_dir, work_dir, self.cfg.train).prepare(
                 data, progress=self.progress
@@ -583,7 +607,10 @@ class Run:
 
     def attribute(self) -> RunSummary:
         """The whole method for the run's configuration: values.csv / values.json."""
+        from diffattr.runner.plan import check_identified
+
         t_start = time.perf_counter()
+        check_identified(self.cfg, self.n_players)  # the planned rows' rank, before any work
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.toml", self.cfg.to_toml())
         plan = self.plan()
@@ -601,18 +628,20 @@ class Run:
         refs_done = self.reference_records(plan)
         errors: list[str] = []
         attributions: list = []
+        failed_now = sum(
+            1 for r in self.store.records([s.key for s in plan.specs()], status="failed")
+        )
+        written = False
         if refs_done["full"] is None or refs_done["null"] is None:
             errors.append(_missing_references(refs_done, self.store, plan))
-        else:
+        elif not failed_now:  # values.csv only from tables holding every planned job
             est = self.estimate(plan, errors=errors)
             attributions = est.attributions
             if attributions:
                 from diffattr.runner.values import write_values
 
                 write_values(self.run_dir, attributions, self.values_payload(est))
-        failed_now = sum(
-            1 for r in self.store.records([s.key for s in plan.specs()], status="failed")
-        )
+                written = True
         if failed_now and first is None:
             bad = self.store.records([s.key for s in plan.specs()], status="failed")[0]
             first = (bad.error or "?").strip().splitlines()[0]
@@ -625,6 +654,7 @@ class Run:
             "failed": failed_now,
             "first_failure": first,
             "estimator_errors": errors,
+            "values_written": written,
         }
         if rounds:
             summary["stopping_rounds"] = rounds
@@ -637,6 +667,7 @@ class Run:
             errors=errors,
             timings=dict(self.timings),
             first_error=first,
+            values_written=written,
         )
 
     # ------------------------------------------------------------------ adaptive stopping

@@ -34,9 +34,11 @@ def prune(
     from diffattr.counterfactual.settings import METHODS
     from diffattr.data import load_dataset
     from diffattr.diffusion.checkpoint import read_meta
+    from diffattr.fileio import check_dir_path
     from diffattr.images import save_grid
     from diffattr.runner.plan import check_device
 
+    out = check_dir_path(out, "--out")  # a file there is one line, before any work
     check_device(device)
     meta = read_meta(base_dir)
     stored = meta.get("config") or {}

@@ -356,7 +356,7 @@ def lds_cmd(
     )
     typer.echo(res.render())
     typer.echo(f"written: {run_dir / 'lds.json'}")
-    if res.failed_jobs:
+    if res.failed_jobs or res.estimator_errors:  # an asked-for result is missing
         raise typer.Exit(1)
 
 

@@ -6,6 +6,9 @@ the first M rows of the method's Shapley-kernel stream are fitted; a budget too 
 the estimator to be identified gives no point (it is listed as unidentified), so every
 plotted point is an identified estimate. The retrain curve retrains at least 2(n - 1)
 coalitions by default, the fewest paired rows that identify KernelSHAP over n players.
+Before any training, each method's largest fit (all its rows, those equal to test subsets
+left out) must be identified (``runner.identify``), and a curve without one identified
+point is an error: nothing is written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from diffattr.errors import DiffattrError
 from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets, write_json
 from diffattr.evaluate.lds import PAPER_SEEDS, QUICK_TEST_SUBSETS, lds_over_seeds
+from diffattr.runner.identify import require_identified
 from diffattr.store import mask_to_str
 
 
@@ -90,9 +94,29 @@ def compute_curve(
     s = seeds or protocol.get("seeds") or min(PAPER_SEEDS, 1)
     with open_run(run_dir, {"attribution.estimators": ["shapley"]}, progress) as run:
         shapley = run.cfg.attribution.estimators[0]
+        n = run.n_players
+        seed = run.cfg.attribution.seed
+        masks = held_out_masks(n, 0.5, b, seed)
+        test = {mask_to_str(m) for m in masks}
+        for method in methods:  # each curve's largest fit identified, before any training
+            retrain = method == "retrain"
+            m = (retrain_subsets or 2 * (n - 1)) if retrain else run.cfg.attribution.subsets
+            require_identified(
+                shapley,
+                n,
+                m,
+                seed,
+                what=f"curve of {method}",
+                fix=lambda k, retrain=retrain: (
+                    f"pass --retrain-subsets {k}"
+                    if retrain
+                    else f"give the run {k} coalitions first (diffattr run --subsets {k} "
+                    f"--out {run_dir})"
+                ),
+                exclude=test,
+                excluded_fix="use fewer --test-subsets",
+            )
         base = run.prepare()
-        n = base.n_players
-        masks = held_out_masks(n, 0.5, b, run.cfg.attribution.seed)
         targets = retrain_targets(run, base, masks, s)
         if len(targets.masks) < 3:
             raise DiffattrError("fewer than 3 test subsets were retrained; see diffattr status")
@@ -112,6 +136,10 @@ def compute_curve(
                 "seconds_per_job": float(np.mean([r.t_total for r in done])),
                 "subsets": len(plan.fit["shapley"]),
             }
+        if not plans:
+            raise DiffattrError(
+                f"no curve: no job of {', '.join(methods)} finished; see diffattr status {run_dir}"
+            )
         report = CurveReport(list(plans), costs, test_subsets=len(targets.masks), seeds=s)
         top = max(
             c["prepare_seconds"] + c["subsets"] * c["seconds_per_job"] for c in costs.values()
@@ -143,5 +171,8 @@ def compute_curve(
                     report.points.append(
                         CurvePoint(method, float(budget), m, a.behavior, score.mean, identified)
                     )
+    if not any(p.identified and p.lds is not None for p in report.points):
+        why = next((p.note for p in report.points if p.note), "no budget was identified")
+        raise DiffattrError(f"no point of the curve is identified ({why}); see diffattr status")
     write_json(run_dir / "compute_curve.json", report.to_dict())
     return report

@@ -96,30 +96,45 @@ def run_counterfactual(
         raise DiffattrError(f"--seeds must be at least 1, got {seeds}")
     payload = read_values(run_dir)
     report = CounterfactualReport(remove, fraction, seeds)
+    chosen = []
+    for a in payload["attributions"]:
+        if estimators and a["estimator"] not in estimators:
+            continue
+        key = BehaviorKey.parse(a["behavior"])
+        if ranked_by and not any(key.matches(q) for q in ranked_by):
+            continue
+        chosen.append(a)
+    if not chosen:
+        raise DiffattrError("no attribution in values.json matches --estimator/--ranked-by")
     with open_run(run_dir, overrides, progress) as run:
+        n = run.n_players  # every ranking checked before anything is trained
+        k = max(1, int(round(fraction * n)))
+        if k >= n:
+            raise DiffattrError(
+                f"--fraction {fraction} removes {k} of the {n} players, leaving no data; give "
+                "a smaller fraction"
+            )
+        for a in chosen:
+            values = np.asarray(a["values"], dtype=float)
+            if len(values) != n:
+                raise DiffattrError(f"values.json has {len(values)} players, the run {n}")
+            if not np.isfinite(values).all():
+                raise DiffattrError(
+                    f"values.json: the {a['estimator']} values for {a['behavior']} are not all "
+                    "finite, so they give no ranking; rerun diffattr run"
+                )
         p = run.prepare()
         retrain = run.cfg.method_settings("retrain")
         rp = run.prepare(retrain)
-        n = p.n_players
-        k = max(1, int(round(fraction * n)))
         full = run.store.get(run.reference_specs(p)["full"].key)
         if full is None or full.status != "done":
             raise DiffattrError("the full model's behaviors are missing: run diffattr run first")
         plans = []
-        for a in payload["attributions"]:
-            if estimators and a["estimator"] not in estimators:
-                continue
-            key = BehaviorKey.parse(a["behavior"])
-            if ranked_by and not any(key.matches(q) for q in ranked_by):
-                continue
-            if len(a["values"]) != n:
-                raise DiffattrError(f"values.json has {len(a['values'])} players, the run {n}")
+        for a in chosen:
             mask = removal_mask(np.asarray(a["values"], dtype=float), a["behavior"], remove, k)
             dropped = [a["names"][i] for i in np.flatnonzero(~mask)]
             specs = [run.spec(rp, mask, retrain, s, "counterfactual") for s in range(seeds)]
             plans.append((a, specs, dropped))
-        if not plans:
-            raise DiffattrError("no attribution in values.json matches --estimator/--ranked-by")
         ex = run.execute([s for _, specs, _ in plans for s in specs], "counterfactual retrain")
         report.failed_jobs = ex.failed
         for a, specs, dropped in plans:
@@ -145,5 +160,10 @@ def run_counterfactual(
             report.results.append(
                 Removal(a["estimator"], a["behavior"], dropped, len(recs), changes)
             )
+    if not report.results:  # nothing to write: every retraining failed
+        raise DiffattrError(
+            f"no counterfactual result: every retraining failed (first: {ex.first_error}); "
+            f"see diffattr status {run_dir}"
+        )
     write_json(run_dir / f"counterfactual-{remove}.json", report.to_dict())
     return report

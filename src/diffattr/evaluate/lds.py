@@ -29,6 +29,8 @@ from diffattr.evaluate.common import (
     write_json,
 )
 from diffattr.evaluate.fidelity import FidelityResult, method_fidelity
+from diffattr.runner.identify import require_evaluation_fits
+from diffattr.runner.values import read_values
 from diffattr.store import mask_to_str
 
 PAPER_TEST_SUBSETS = 100
@@ -221,20 +223,38 @@ def run_lds(
     """LDS of every (alpha, method, estimator, behavior); fidelity and cost of each method.
 
     Test subsets are retrained through the run's store (resumable; a retrain is never done
-    twice); fit rows equal to a test mask are left out of the fit.
+    twice); fit rows equal to a test mask are left out of the fit. Before any retraining,
+    the run's values.json must be whole and every fit identified once the rows equal to
+    test subsets are left out (``runner.identify``); a call that computes no LDS at all is
+    an error and writes nothing.
     """
     protocol = protocol or LDSProtocol()
     overrides = dict(overrides or {})
     if estimators:
         overrides["attribution.estimators"] = list(estimators)
     run_dir = Path(run_dir)
+    read_values(run_dir)  # the run's own attributions: a finished run, values.json whole
     with open_run(run_dir, overrides, progress) as run:
         methods = methods or [run.cfg.method.name]
+        n = run.n_players
+        seed = run.cfg.attribution.seed
+        test = {a: held_out_masks(n, a, protocol.test_subsets, seed) for a in protocol.alphas}
+        for alpha, masks in test.items():  # every fit identified, before any retraining
+            require_evaluation_fits(
+                run.cfg,
+                n,
+                {mask_to_str(m) for m in masks},
+                what=f"lds at alpha={alpha}",
+                fix=lambda est, m: (
+                    f"set subsets = {m} for {est.name} in {run_dir / 'config.toml'}"
+                    if est.subsets is not None
+                    else f"pass --subsets {m}"
+                ),
+            )
         base = run.prepare(methods[0])
-        n = base.n_players
         report = LDSReport(protocol, {})
         for alpha in protocol.alphas:
-            masks = held_out_masks(n, alpha, protocol.test_subsets, run.cfg.attribution.seed)
+            masks = test[alpha]
             report.distinct_test_subsets[alpha] = len(masks)
             targets = retrain_targets(run, base, masks, protocol.seeds)
             report.failed_jobs += targets.failed
@@ -286,6 +306,9 @@ def run_lds(
                     fid, failed = method_fidelity(run, plan.prepared, targets)
                     report.fidelity += fid
                     report.failed_jobs += failed
+    if not report.results:  # nothing to write: no LDS was computed
+        why = report.estimator_errors[0] if report.estimator_errors else "no estimator was fitted"
+        raise DiffattrError(f"no LDS result: {why}; see diffattr status {run_dir}")
     write_json(run_dir / "lds.json", _merge(run_dir / "lds.json", report.to_dict()))
     return report
 

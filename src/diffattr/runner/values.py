@@ -56,7 +56,8 @@ def read_values_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 def read_values(run_dir: str | Path) -> dict[str, Any]:
-    """The parsed values.json of a run; missing, empty or broken is a one-line error."""
+    """The parsed values.json of a run; missing, empty, broken or without attributions is a
+    one-line error."""
     path = Path(run_dir) / "values.json"
     if not path.is_file():
         raise DiffattrError(f"{path} not found: run `diffattr run` first")
@@ -67,6 +68,7 @@ def read_values(run_dir: str | Path) -> dict[str, Any]:
             f"{path} is unreadable ({type(e).__name__}); delete it and rerun `diffattr run` "
             "(finished jobs are kept)"
         ) from None
-    if not isinstance(payload, dict) or "attributions" not in payload:
+    atts = payload.get("attributions") if isinstance(payload, dict) else None
+    if not isinstance(atts, list) or not atts:
         raise DiffattrError(f"{path} holds no attributions; delete it and rerun `diffattr run`")
     return payload

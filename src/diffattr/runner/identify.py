@@ -76,28 +76,28 @@ class Rows:
 
 def planned_rows(
     settings, n_players: int, subsets: int, seed: int, exclude: Iterable[str] = ()
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, int]:
     """The rows ``settings`` draws for ``n_players`` at ``subsets`` (the run's M; an
-    estimator's own ``subsets`` wins), minus rows whose mask string is in ``exclude``."""
+    estimator's own ``subsets`` wins) minus those whose mask string is in ``exclude``, their
+    pair ids, and how many were drawn. Too few rows by count is the sampler's one-line
+    error (``settings.draw``)."""
     masks, pair_ids = settings.draw(n_players, subsets, seed)
     excluded = set(exclude)
-    keep = np.array([mask_to_str(r) not in excluded for r in masks], dtype=bool)
-    keep = keep.reshape(-1)
-    return masks[keep], (None if pair_ids is None else np.asarray(pair_ids)[keep])
+    keep = np.array([mask_to_str(r) not in excluded for r in masks], dtype=bool).reshape(-1)
+    ids = None if pair_ids is None else np.asarray(pair_ids)[keep]
+    return masks[keep], ids, len(masks)
 
 
 def check_rows(
     settings, n_players: int, subsets: int, seed: int, exclude: Iterable[str] = ()
 ) -> Rows:
-    """Whether the rows ``settings`` will fit identify the values (see ``Rows``). A count
-    of rows below the estimator's minimum is a problem too (``settings.check_rows``)."""
-    excluded = set(exclude)
+    """Whether the rows ``settings`` will fit identify the values (see ``Rows``); too few
+    rows by count is a problem too."""
     try:
-        drawn, _ = settings.draw(n_players, subsets, seed)
+        masks, pair_ids, drawn = planned_rows(settings, n_players, subsets, seed, exclude)
     except DiffattrError as e:
         return Rows(0, 0, " ".join(str(e).split()))
-    masks, pair_ids = planned_rows(settings, n_players, subsets, seed, excluded)
-    return Rows(len(drawn), len(drawn) - len(masks), fit_problem(settings, masks, pair_ids))
+    return Rows(drawn, drawn - len(masks), fit_problem(settings, masks, pair_ids))
 
 
 def fixed_design(settings, n_players: int) -> bool:

@@ -53,7 +53,7 @@ def latent_cfg(autoencoder, **extra):
         "sample.num_samples": 16,
         "sample.ddim_steps": 4,
         "sample.batch_size": 16,
-        "attribution.subsets": 8,
+        "attribution.subsets": 10,
         "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 4, "steps": 3},
         "behaviors.measure": ["diversity-entropy", "fid"],
         "behaviors.features": "autoencoder",

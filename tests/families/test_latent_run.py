@@ -140,7 +140,7 @@ def byo_cfg(full_model, **extra):
             "sample.num_samples": 16,
             "sample.ddim_steps": 4,
             "sample.batch_size": 16,
-            "attribution.subsets": 8,
+            "attribution.subsets": 10,
             "attribution.full_model": str(full_model),
             "method": {"name": "sft", "finetune_steps": 4, "steps": 3},
             "behaviors.features": FEATURES,

@@ -354,7 +354,7 @@ def test_run_attributes_end_to_end_with_sft_on_pruned_lora(setup, tmp_path):
             "sample": {"num_samples": 16, "ddim_steps": 3, "batch_size": 16},
             "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 8, "steps": 4},
             "methods": {"ft": {"steps": 4}, "retrain": {"steps": 6}},
-            "attribution": {"subsets": 8, "estimators": ["shapley"]},
+            "attribution": {"subsets": 10, "estimators": ["shapley"]},
             "behaviors": {
                 "features": {"name": "autoencoder", "steps": 30, "dim": 4},
                 "measure": [

@@ -25,8 +25,10 @@ setting fills it in).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,31 @@ from diffattr.fileio import check_utf8_file, not_utf8_error
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+@dataclass(frozen=True)
+class EncodedImage:
+    """An encoded image held in memory (PNG, JPEG, ... bytes), named for messages: an image
+    of a Hugging Face dataset (``diffattr.data.hf``), read like an image file."""
 
-    if not path.is_file():
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _open(src: Path | EncodedImage):
+    from PIL import Image
+
+    return Image.open(src if isinstance(src, Path) else io.BytesIO(src.data))
+
+
+def _read_image(path: Path | EncodedImage, channels: int) -> np.ndarray:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(path, Path) and not path.is_file():
         raise DiffattrError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
@@ -53,17 +73,18 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def _detect_channels(path: Path) -> int:
-    from PIL import Image, UnidentifiedImageError
+def _detect_channels(path: Path | EncodedImage) -> int:
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
     except (UnidentifiedImageError, OSError) as e:
         raise DiffattrError(f"cannot read image {path}: {e}") from None
 
 
-Entry = tuple[Path, str, str | None]  # image path, contributor, semantic label (or None)
+# image path (or an image in memory), contributor, semantic label (or None)
+Entry = tuple[Path | EncodedImage, str, str | None]
 
 
 def _choose_channels(root: Path, entries: list[Entry]) -> int:
@@ -240,6 +261,24 @@ def load_folder(
     entries = (
         _entries_from_csv(root, strict, captions) if root.is_file() else _entries_from_dirs(root)
     )
+    return dataset_from_entries(root, entries, captions or None, image_size, channels)
+
+
+def dataset_from_entries(
+    root: Path,
+    entries: list[Entry],
+    captions: list[str | None] | None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    ids: list[str] | None = None,
+    files: list[str] | None = None,
+) -> ImageDataset:
+    """The ``folder`` dataset of ``entries`` (read from ``root``, a folder or a listing
+    file): the images decoded and converted alike, contributors as players. Every layout
+    that lists the same images, contributors, labels and captions (the folder CSV, the
+    imagefolder metadata, a Hugging Face dataset) gives the same dataset and content digest.
+    ``ids`` default to the images' paths relative to the listing's folder; ``files`` (what
+    the images were read from) to the listing and the image files."""
     if channels is None:
         channels = _choose_channels(root, entries)
     if channels not in (1, 3):
@@ -265,12 +304,13 @@ def load_folder(
     names = sorted({w for _, w, _ in entries})
     index = {n: i for i, n in enumerate(names)}
     anchor = root.parent if root.is_file() else root
-    ids = []
-    for p, _, _ in entries:
-        try:
-            ids.append(str(p.resolve().relative_to(anchor.resolve())))
-        except ValueError:
-            ids.append(str(p))
+    if ids is None:
+        ids = []
+        for p, _, _ in entries:
+            try:
+                ids.append(str(p.resolve().relative_to(anchor.resolve())))
+            except ValueError:
+                ids.append(str(p))
     return ImageDataset(
         name="folder",
         images=images,
@@ -281,7 +321,9 @@ def load_folder(
         meta={
             "source": str(root),
             # what the images were read from: the content digest's cache key
-            "files": ([str(root.resolve())] if root.is_file() else [])
+            "files": files
+            if files is not None
+            else ([str(root.resolve())] if root.is_file() else [])
             + [str(p) for p, _, _ in entries],
         },
         captions=captions or None,

@@ -146,5 +146,81 @@ class FolderData(DataSettings):
         return "label" in [h.strip() for h in header]
 
 
+class _TableColumns(DataSettings):
+    """The columns of a table of images (imagefolder metadata, a Hugging Face dataset)."""
+
+    contributor_column: str = Field(
+        "contributor", min_length=1, description="column naming each image's contributor"
+    )
+    label_column: str | None = Field(
+        None,
+        min_length=1,
+        description="column of what each image shows (default: 'label' when there is one)",
+    )
+    caption_column: str | None = Field(
+        None,
+        min_length=1,
+        description="column of each image's caption (default: 'caption' when there is one)",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 (grey) or 3 (RGB); default: from the images"
+    )
+
+    def _columns(self) -> list[str]:
+        raise NotImplementedError
+
+    def has_semantic_labels(self) -> bool:
+        if self.label_column is not None:
+            return True  # the loader refuses data without it
+        return "label" in self._columns()
+
+
+@DATASETS.register
+class ImageFolderData(_TableColumns):
+    """Hugging Face's ``imagefolder`` layout: a folder with a ``metadata.csv`` or
+    ``metadata.jsonl`` whose rows name an image (``file_name``) and its contributor
+    (``contributor_column``), optionally its label and caption. Same content, same digest as
+    the folder CSV that lists the same rows."""
+
+    name: Literal["imagefolder"] = "imagefolder"
+    implementation: ClassVar[str] = "diffattr.data.hf:load_imagefolder"
+    path: str = Field(..., description="the folder holding metadata.csv / .jsonl, or that file")
+    strict: bool = Field(
+        False, description="refuse metadata that lists an image twice (default: a warning)"
+    )
+
+    def _columns(self) -> list[str]:
+        from diffattr.data.hf import imagefolder_columns
+
+        return imagefolder_columns(self.path)
+
+
+@DATASETS.register
+class HFDatasetData(_TableColumns):
+    """A Hugging Face ``datasets.Dataset`` saved with ``save_to_disk``: an image column, a
+    contributor column, optionally label and caption columns (``pip install
+    'diffattr[hf]'``). Sample ids come from ``file_name`` (or ``id_column``), else row
+    numbers."""
+
+    name: Literal["hf-dataset"] = "hf-dataset"
+    implementation: ClassVar[str] = "diffattr.data.hf:load_saved"
+    path: str = Field(..., description="the folder save_to_disk wrote")
+    split: str | None = Field(
+        None, description="split of a saved DatasetDict (default: train, or the only one)"
+    )
+    image_column: str = Field("image", min_length=1, description="the image column")
+    id_column: str | None = Field(
+        None,
+        min_length=1,
+        description="column of stable sample ids (default: file_name when there is one, else "
+        "row numbers)",
+    )
+
+    def _columns(self) -> list[str]:
+        from diffattr.data.hf import saved_dataset_columns
+
+        return saved_dataset_columns(self.path, self.split)
+
+
 def parse_data(value: Any, where: str = "data") -> DataSettings:
     return DATASETS.parse(value, where)

@@ -14,7 +14,7 @@ from diffattr.coalitions import (
 )
 from diffattr.errors import DiffattrError
 from diffattr.estimators import ESTIMATORS, CoalitionTable, all_subsets, fit, shapley_from_table
-from diffattr.estimators.kernel_shap import efficient
+from diffattr.estimators.linalg import efficient
 from diffattr.store import mask_to_str
 
 N = 10

@@ -99,7 +99,7 @@ def test_loo_and_aoi_stderr_is_nan_unless_both_sides_are_replicated():
 @pytest.mark.parametrize("endpoints", ["given", "fitted"])
 def test_too_few_residual_degrees_of_freedom_mean_no_standard_error(endpoints):
     # the rule: distinct sampling units - fitted directions >= MIN_RESIDUAL_DOF, else NaN
-    from diffattr.estimators.kernel_shap import MIN_RESIDUAL_DOF
+    from diffattr.estimators.linalg import MIN_RESIDUAL_DOF
 
     n = 5
     w = np.arange(1.0, n + 1)

@@ -122,7 +122,7 @@ def test_every_fit_is_exact_or_refused_at_the_identification_boundary(endpoints)
 
 
 def test_a_direction_the_rows_do_not_reach_is_found_by_rank():
-    from diffattr.estimators.kernel_shap import constrained_solve
+    from diffattr.estimators.linalg import constrained_solve
 
     # the rows never separate players 0 and 1 (a direction orthogonal to 1'phi)
     v = np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0)

@@ -39,7 +39,7 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
-from diffattr.estimators.kernel_shap import _Solver, gram_binary, gram_float
+from diffattr.estimators.linalg import Solver, gram_binary, gram_float
 from diffattr.estimators.settings import BanzhafMSRSettings, BanzhafSettings
 from diffattr.estimators.table import CoalitionTable
 
@@ -69,7 +69,7 @@ def coded_gram(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xtx, col
 
 
-def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, _Solver]:
+def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Solver]:
     """Coefficients ``(K, n+1)`` (intercept first) of ``y`` on ``[1, z - 1/2]``.
 
     Also returns the solver of ``X'X``; raises when ``X'X`` is singular.
@@ -81,7 +81,7 @@ def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, _Solve
     for s in range(0, z.shape[0], _CHUNK):
         zty += z[s : s + _CHUNK].astype(np.float64).T @ y[s : s + _CHUNK]
     xty[1:] = zty - 0.5 * xty[0][None, :]
-    solver = _Solver(xtx)
+    solver = Solver(xtx)
     if not solver.identified:
         raise DiffattrError(
             f"banzhaf regression on {z.shape[0]} rows over {z.shape[1]} players is not "
@@ -91,7 +91,7 @@ def banzhaf_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, _Solve
     return solver.solve(xty).T, solver
 
 
-def _hc1_stderr(z: np.ndarray, y: np.ndarray, full: np.ndarray, solver: _Solver) -> np.ndarray:
+def _hc1_stderr(z: np.ndarray, y: np.ndarray, full: np.ndarray, solver: Solver) -> np.ndarray:
     """HC1 sandwich ``(X'X)^-1 X' diag(r^2) X (X'X)^-1 M / (M - p)``, slope entries."""
     m, n = z.shape
     p = n + 1

@@ -39,7 +39,7 @@ import scipy.linalg as sla
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
-from diffattr.estimators.kernel_shap import gram_binary
+from diffattr.estimators.linalg import gram_binary
 from diffattr.estimators.settings import DatamodelSettings
 from diffattr.estimators.table import CoalitionTable
 

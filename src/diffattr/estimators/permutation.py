@@ -35,7 +35,8 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
-from diffattr.estimators.kernel_shap import _Solver, leverage_weights
+from diffattr.estimators.kernel_shap import leverage_weights
+from diffattr.estimators.linalg import Solver
 from diffattr.estimators.settings import PermutationShapleySettings
 from diffattr.estimators.table import CoalitionTable
 
@@ -85,7 +86,7 @@ def trend_endpoints(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     w, _ = leverage_weights(z, paired=False)
     d = np.hstack([z.astype(np.float64), np.ones((z.shape[0], 1))])
     dw = d * w[:, None]
-    solver = _Solver(dw.T @ d)
+    solver = Solver(dw.T @ d)
     if not solver.identified:
         return None
     theta = solver.solve(dw.T @ y)

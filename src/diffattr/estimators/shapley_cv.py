@@ -53,17 +53,19 @@ import numpy as np
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Fit, bootstrap_std
 from diffattr.estimators.kernel_shap import (
-    MIN_RESIDUAL_DOF,
-    ConstrainedSolution,
     KernelRows,
     KernelShap,
     _dropped,
-    constrained_solve,
     distinct_units,
-    efficient,
-    free_solve,
     leverage_weights,
     not_identified,
+)
+from diffattr.estimators.linalg import (
+    MIN_RESIDUAL_DOF,
+    ConstrainedSolution,
+    constrained_solve,
+    efficient,
+    free_solve,
     sandwich_variance,
 )
 from diffattr.estimators.settings import ShapleyCVSettings

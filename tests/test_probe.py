@@ -337,10 +337,17 @@ def test_a_run_directory_without_a_config_goes_on_with_its_own(tmp_path):
     with Store(lost / "store.sqlite") as s:
         s.set_meta("data_digest", "0123")
     before = tree(lost)
-    own, missing = run_many(["run", "--out", run, "--dry-run"], ["run", "--out", lost])
+    own, preset, missing = run_many(
+        ["run", "--out", run, "--dry-run"],
+        ["run", "--out", run, "--preset", "quick", "--dry-run"],
+        ["run", "--out", lost],
+    )
     accepted(own)
     assert f"note: no config given: using the run's own {run / 'config.toml'}" in own.stderr
     assert "data: folder (24 images" in own.stderr  # not the built-in digits
+    # a preset named on the command line is what was asked for: no note, its settings
+    accepted(preset)
+    assert "note: no config given" not in preset.stderr and "data: digits" in preset.stderr
     refused(missing, "no config given", "config.toml", "--out")
     # the store was only read (SQLite's reader files -shm/-wal aside, as `status` makes them)
     after = {k: v for k, v in tree(lost).items() if not k.endswith(("-shm", "-wal"))}

@@ -249,7 +249,7 @@ def run_cmd(
 
     check_run_dir(run_dir)
     lost = None  # a run directory that holds a run but lost its config.toml
-    if config is None:  # an existing run directory goes on with its own settings
+    if config is None and preset is None:  # an existing run directory goes on with its own
         try:
             config = own_config(run_dir)
         except DiffattrError as e:

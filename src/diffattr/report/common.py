@@ -127,21 +127,28 @@ def png_bytes_uri(data: bytes) -> str:
     return PNG_PREFIX + base64.b64encode(data).decode()
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display, no fonts fetched)."""
-    import matplotlib
+def axes(ax=None, figsize: tuple[float, float] = (4.2, 3.6)):
+    """``(figure, axes)`` to draw on: ``ax``'s own when given (a notebook's subplot), else a
+    new ``matplotlib.figure.Figure`` -- not pyplot's: no backend is chosen or switched and
+    no global figure is left open, so the report works headless and the API's figures show
+    in a notebook like any other (the figures of the report and of
+    ``diffattr.results`` are drawn by the same functions)."""
+    if ax is not None:
+        return ax.figure, ax
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
 
 
 def fig_png(fig) -> str:
-    plt = pyplot()
+    """A figure as an inlined PNG (a pyplot figure is closed afterwards)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return png_bytes_uri(buf.getvalue())
 
 

@@ -13,7 +13,7 @@ import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from diffattr.estimators.reliability import summary
 from diffattr.report.common import (
     Z95,
     Cell,
+    axes,
     badge,
     best_first,
     direction,
@@ -34,6 +35,9 @@ from diffattr.report.common import (
     png_bytes_uri,
     table,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FULL_LIST_MAX = 100
 TOP_BOTTOM = 20
@@ -135,6 +139,18 @@ def strip_png(images: np.ndarray) -> bytes:
     high (nearest-neighbour up, antialiased down)."""
     from PIL import Image
 
+    canvas = strip_array(images)
+    img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def strip_array(images: np.ndarray) -> np.ndarray:
+    """Images (N, C, H, W) in [-1, 1] side by side, (h, W, C) uint8 on white, each
+    THUMB_MIN..THUMB_MAX px high."""
+    from PIL import Image
+
     arr = _to_uint8(images)
     n, h, w, c = arr.shape
     if h < THUMB_MIN:
@@ -151,10 +167,7 @@ def strip_png(images: np.ndarray) -> bytes:
     canvas = np.full((h, n * w + (n - 1) * pad, c), 255, dtype=np.uint8)
     for i in range(n):
         canvas[:, i * (w + pad) : i * (w + pad) + w] = arr[i]
-    img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return canvas
 
 
 def pick(members: np.ndarray, k: int) -> np.ndarray:
@@ -202,6 +215,87 @@ def load_thumbnails(data_config: dict | None, names: Iterable[str]) -> Thumbnail
     except DiffattrError as e:
         return Thumbnails(note=f"training images not shown: {e}")
     return player_thumbnails(dataset, players, names)
+
+
+# ------------------------------------------------------------------------- figures
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def values_figure(a: dict[str, Any], limit: int = 30, ax=None) -> Figure:
+    """One attribution (``Attribution.to_dict()``) as horizontal bars, best first from the
+    top, with 95 % intervals (± 1.96 s.e.) where the fit has standard errors; blue where the
+    player helps the behavior, red where it hurts. With more than ``limit`` players the top
+    and bottom ``limit // 2`` are drawn."""
+    names, beh = a["names"], a.get("behavior")
+    vals = np.array([num(x) for x in a["values"]], dtype=float)
+    ses = np.array([num(x) for x in (a.get("stderr") or [None] * len(vals))], dtype=float)
+    order = best_first(vals, beh).tolist()
+    if len(order) > limit:
+        half = max(1, limit // 2)
+        order = order[:half] + [-1] + order[-half:]
+    fig, ax = axes(ax, (5.2, 0.9 + 0.24 * len(order)))
+    shown = [i for i in order if i >= 0]
+    y = np.array([k for k, i in enumerate(order) if i >= 0], dtype=float)
+    v, s = vals[shown], ses[shown]
+    lower = lower_is_better(beh)
+    colors = ["#4477aa" if (x < 0 if lower else x > 0) else "#ee6677" for x in v]
+    err = np.where(np.isfinite(s), Z95 * s, 0.0) if np.isfinite(s).any() else None
+    ax.barh(y, np.nan_to_num(v), xerr=err, color=colors, ecolor="#333", capsize=2, height=0.7)
+    labels = {k: _short(names[i]) for k, i in enumerate(order) if i >= 0}
+    labels.update(
+        {k: f"… {len(names) - 2 * (limit // 2):,} more …" for k, i in enumerate(order) if i < 0}
+    )
+    ax.set_yticks(range(len(order)), [labels[k] for k in range(len(order))], fontsize=7)
+    ax.set_ylim(len(order) - 0.5, -0.5)  # best at the top
+    ax.axvline(0, color="k", lw=0.6)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(f"value{' ± 1.96 s.e.' if err is not None else ''}", fontsize=8)
+    title = f"{a.get('estimator')} — {beh if beh is not None else 'value'}"
+    ax.set_title(f"{title}\n({direction(beh)}; best first)", fontsize=9)
+    return fig
+
+
+def contributors_figure(a: dict[str, Any], dataset, players, k: int = 5, images: int = 6) -> Figure:
+    """The training images of the top and bottom ``k`` players of one attribution, one row
+    each (``images`` per player, spread over its data), labelled with rank and value."""
+    from matplotlib.figure import Figure
+
+    names, beh = a["names"], a.get("behavior")
+    vals = [num(x) for x in a["values"]]
+    ranked = best_first(vals, beh).tolist()
+    rows = ranked if len(ranked) <= 2 * k else ranked[:k] + ranked[-k:]
+    index = {n: i for i, n in enumerate(players.names)}
+    fig = Figure(figsize=(1.0 + 0.75 * images, 0.2 + 0.8 * len(rows)))
+    grid = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, i in zip(grid, rows):
+        rank = ranked.index(i) + 1
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_ylabel(
+            f"#{rank} {_short(names[i], 18)}\n{fmt(vals[i])}",
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+        j = index.get(names[i])
+        if j is None:
+            ax.text(0.5, 0.5, "not a player of the data", ha="center", va="center", fontsize=7)
+            continue
+        idx = pick(players.members[j], images)
+        strip = strip_array(dataset.images[idx].detach().cpu().numpy())
+        if strip.shape[-1] == 1:
+            ax.imshow(strip[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(strip, interpolation="nearest")
+    title = f"{a.get('estimator')} — {beh}: top and bottom players ({direction(beh)})"
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 # ------------------------------------------------------------------------- tables

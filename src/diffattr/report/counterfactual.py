@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffattr.report.common import (
     as_dict,
+    axes,
     direction,
     esc,
     fig_png,
     figure,
     file_png,
     num,
-    pyplot,
     table,
 )
 from diffattr.report.inputs import JobRow
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377"]
 
@@ -39,13 +42,14 @@ def removal_jobs(jobs: list[JobRow], names: list[str], removed: list[str]) -> li
     return sorted(out, key=lambda j: j.seed)
 
 
-def change_figure(cf: dict[str, Any]) -> str | None:
+def change_figure(cf: dict[str, Any], ax=None) -> Figure | None:
+    """The relative change of each behavior when retrained without the top (bottom)
+    players of each ranking, with t-intervals over seeds (None: nothing to draw)."""
     results = cf.get("results") or []
     behaviors = sorted({b for r in results for b in r["relative_change_pct"]})
     if not results or not behaviors:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(behaviors) * len(results) ** 0.5), 3.4))
+    fig, ax = axes(ax, (max(4.0, 1.6 * len(behaviors) * len(results) ** 0.5), 3.4))
     width = 0.8 / len(results)
     x = np.arange(len(behaviors))
     for k, r in enumerate(results):
@@ -71,7 +75,7 @@ def change_figure(cf: dict[str, Any]) -> str | None:
     ax.set_title(
         f"retrained without the {cf.get('remove')} {num(cf.get('fraction')):.0%}", fontsize=9
     )
-    return fig_png(fig)
+    return fig
 
 
 def render_counterfactual(
@@ -123,8 +127,10 @@ def render_counterfactual(
             ],
         )
     )
-    uri = change_figure(cf)
-    figs = [figure(uri, f"change without the {remove} contributors", cls="plot")] if uri else []
+    fig = change_figure(cf)
+    figs = []
+    if fig is not None:
+        figs.append(figure(fig_png(fig), f"change without the {remove} contributors", cls="plot"))
     if names and jobs and grids_dir is not None:
         for r in cf.get("results") or []:
             found = removal_jobs(jobs, names, r["removed"])

@@ -6,9 +6,12 @@ is a cross (at its LDS if it has one, else on the bottom edge) and is listed in 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffattr.report.common import Cell, as_dict, badge, esc, fig_png, figure, num, pyplot, table
+from diffattr.report.common import Cell, as_dict, axes, badge, esc, fig_png, figure, num, table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
 
@@ -17,9 +20,9 @@ def _points(curve: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for pts in (curve.get("curves") or {}).values() for p in pts]
 
 
-def curve_figure(curve: dict[str, Any], behavior: str) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+def curve_figure(curve: dict[str, Any], behavior: str, ax=None) -> Figure:
+    """Shapley LDS against compute of each method for one behavior (compute_curve.json)."""
+    fig, ax = axes(ax, (4.8, 3.6))
     crosses = []
     for k, (method, pts) in enumerate((curve.get("curves") or {}).items()):
         color = COLORS[k % len(COLORS)]
@@ -57,7 +60,7 @@ def curve_figure(curve: dict[str, Any], behavior: str) -> str:
     ax.tick_params(labelsize=7)
     ax.set_title(f"Shapley LDS against compute, {behavior}", fontsize=9)
     ax.legend(fontsize=7)
-    return fig_png(fig)
+    return fig
 
 
 def render_curve(curve: Any) -> str:
@@ -73,7 +76,8 @@ def render_curve(curve: Any) -> str:
         "small for an identified fit.</p>",
     ]
     figs = [
-        figure(curve_figure(curve, b), f"LDS against compute, {b}", cls="plot") for b in behaviors
+        figure(fig_png(curve_figure(curve, b)), f"LDS against compute, {b}", cls="plot")
+        for b in behaviors
     ]
     if figs:
         parts.append(f'<div class="row">{"".join(figs)}</div>')

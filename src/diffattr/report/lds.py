@@ -7,24 +7,27 @@ to retraining (``FidelityResult``) and the cost per job of each method."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffattr.report.common import (
     Cell,
     as_dict,
+    axes,
     esc,
     fig_png,
     figure,
     fmt,
     note,
     num,
-    pyplot,
     seconds,
     table,
 )
 from diffattr.report.contributors import fit_flags, flag_html
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _ci(x: Any, digits: int = 1) -> str:
@@ -49,9 +52,11 @@ def lds_title(r: dict[str, Any], seeds: int | None) -> str:
     )
 
 
-def _scatter(x, y, xlabel: str, ylabel: str, title: str, diagonal: bool = False) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+def scatter_figure(
+    x, y, xlabel: str, ylabel: str, title: str, diagonal: bool = False, ax=None
+) -> Figure:
+    """One point per test subset (``diagonal``: with the line y = x)."""
+    fig, ax = axes(ax, (4.2, 3.6))
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ax.scatter(x, y, s=14, color="#aa3377", alpha=0.8)
     if diagonal and len(x):
@@ -62,7 +67,44 @@ def _scatter(x, y, xlabel: str, ylabel: str, title: str, diagonal: bool = False)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=8)
-    return fig_png(fig)
+    return fig
+
+
+def lds_figure(r: dict[str, Any], seeds: int | None = None, ax=None) -> Figure:
+    """The LDS scatter of one result of lds.json (``LDSResult.to_dict()``): predicted (sum
+    of the kept players' values) against F of the model retrained from scratch."""
+    pts = r.get("points") or {}
+    title = _lds_head(r) + "\n" + lds_title(r, seeds).replace("; ", "\n")
+    return scatter_figure(
+        pts.get("predicted") or [],
+        pts.get("actual") or [],
+        "predicted: sum of kept players' values",
+        "retrained from scratch: F (mean over seeds)",
+        title,
+        ax=ax,
+    )
+
+
+def _lds_head(r: dict[str, Any]) -> str:
+    return f"{r.get('method')} {r.get('estimator')}, {r.get('behavior')}, α={r.get('alpha')}"
+
+
+def fidelity_figure(f: dict[str, Any], ax=None) -> Figure:
+    """F of the method against F of retraining on each test subset (``FidelityResult``)."""
+    pts = f.get("points") or {}
+    title = (
+        f"{f['method']} vs retrain, {f['behavior']}\nPearson {fmt(num(f['pearson']), 3)}, "
+        f"Spearman {fmt(num(f['spearman']), 3)}"
+    )
+    return scatter_figure(
+        pts.get("retrain") or [],
+        pts.get("approx") or [],
+        "retrained from scratch: F",
+        f"{f['method']}: F",
+        title,
+        diagonal=True,
+        ax=ax,
+    )
 
 
 def render_lds_results(results: list[dict[str, Any]], seeds: int | None) -> str:
@@ -101,16 +143,8 @@ def render_lds_results(results: list[dict[str, Any]], seeds: int | None) -> str:
         pts = r.get("points") or {}
         if not pts.get("predicted"):
             continue
-        head = f"{r.get('method')} {r.get('estimator')}, {r.get('behavior')}, α={r.get('alpha')}"
-        title = head + "\n" + lds_title(r, seeds).replace("; ", "\n")
-        uri = _scatter(
-            pts["predicted"],
-            pts["actual"],
-            "predicted: sum of kept players' values",
-            "retrained from scratch: F (mean over seeds)",
-            title,
-        )
-        figs.append(figure(uri, f"{head}: {lds_title(r, seeds)}", cls="plot lds"))
+        uri = fig_png(lds_figure(r, seeds))
+        figs.append(figure(uri, f"{_lds_head(r)}: {lds_title(r, seeds)}", cls="plot lds"))
     if figs:
         parts.append(f'<div class="row">{"".join(figs)}</div>')
     return "".join(parts)
@@ -134,18 +168,7 @@ def render_fidelity(fidelity: list[dict[str, Any]]) -> str:
         pts = f.get("points") or {}
         if not pts.get("retrain"):
             continue
-        title = (
-            f"{f['method']} vs retrain, {f['behavior']}\nPearson {fmt(num(f['pearson']), 3)}, "
-            f"Spearman {fmt(num(f['spearman']), 3)}"
-        )
-        uri = _scatter(
-            pts["retrain"],
-            pts["approx"],
-            "retrained from scratch: F",
-            f"{f['method']}: F",
-            title,
-            diagonal=True,
-        )
+        uri = fig_png(fidelity_figure(f))
         figs.append(figure(uri, f"{f['method']} vs retrain, {f['behavior']}", cls="plot"))
     if figs:
         parts.append(f'<div class="row">{"".join(figs)}</div>')

@@ -8,10 +8,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from diffattr.report.common import esc, figure, file_png, note, num, table
 from diffattr.report.inputs import JobRow, ReportInputs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -60,6 +65,27 @@ def find_references(inputs: ReportInputs) -> list[Reference]:
         job = _choose(rows, v.get(behaviors))
         out.append(Reference(role, label, job, inputs.grid(job.key if job else None)))
     return out
+
+
+def samples_figure(refs: list[Reference]) -> Figure:
+    """The reference models' sample grids side by side (null, full, the method on all
+    players), each titled with what it is; a missing grid says so."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(3.2 * max(1, len(refs)), 3.6))
+    for ax, r in zip(fig.subplots(1, max(1, len(refs)), squeeze=False)[0], refs):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(r.label, fontsize=8)
+        if r.grid is None:
+            why = "no finished job in the store" if r.job is None else "its grid is missing"
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=7)
+            continue
+        with Image.open(r.grid) as im:
+            arr = np.asarray(im.convert("RGB"))
+        ax.imshow(arr, interpolation="nearest")
+    return fig
 
 
 def render_samples(refs: list[Reference], values: dict[str, Any], store_found: bool) -> str:

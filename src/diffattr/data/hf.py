@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,22 +195,6 @@ def load_imagefolder(settings: Any, split: str = "train") -> ImageDataset:
     return dataset_from_entries(meta, entries, captions, settings.image_size, settings.channels)
 
 
-def imagefolder_columns(path: str | Path) -> list[str]:
-    """The columns of an imagefolder's metadata (from its header or first row; [] when it
-    cannot be read -- the loader says why), for checking a run plan before loading."""
-    try:
-        meta = metadata_file(path)
-        if meta.suffix.lower() == ".csv":
-            with open(meta, newline="", encoding="utf-8-sig") as f:
-                return [h.strip() for h in next(csv.reader(f), [])]
-        with open(meta, encoding="utf-8-sig") as f:
-            first = next((t for t in f if t.strip()), "")
-        row = json.loads(first) if first else {}
-        return list(row) if isinstance(row, dict) else []
-    except (DiffattrError, OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError):
-        return []
-
-
 # --------------------------------------------------------------------------- datasets
 
 
@@ -224,6 +209,24 @@ def require_datasets():
     return datasets
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a Hugging Face dataset hold what (``HFDatasetData``'s settings)."""
+
+    image_column: str = "image"
+    contributor_column: str = "contributor"
+    label_column: str | None = None
+    caption_column: str | None = None
+    id_column: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> Columns:
+        """The columns an ``HFDatasetData`` (or any object with those fields) names."""
+        return cls(**{f: getattr(settings, f) for f in cls.__dataclass_fields__})
+
+
 def from_hf_dataset(
     ds: Any,
     settings: Any = None,
@@ -233,19 +236,17 @@ def from_hf_dataset(
 ) -> ImageDataset:
     """The ``folder`` dataset of a ``datasets.Dataset`` (in memory or loaded from disk).
 
-    ``settings`` is an ``HFDatasetData`` (or None: its defaults, with ``columns`` such as
-    ``contributor_column="artist"`` on top); ``source`` names the dataset in messages and
-    ``files`` are the files it was read from (the content digest's cache key; none for a
-    dataset in memory, which is hashed every time).
+    ``settings`` is an ``HFDatasetData`` (or None: :class:`Columns`' defaults), with
+    ``columns`` such as ``contributor_column="artist"`` on top; ``source`` names the
+    dataset in messages and ``files`` are the files it was read from (the content digest's
+    cache key; none for a dataset in memory, which is hashed every time).
     """
+    from dataclasses import replace
+
     from diffattr.data.folder import EncodedImage, dataset_from_entries
-    from diffattr.data.settings import HFDatasetData
 
     datasets = require_datasets()
-    if settings is None:
-        settings = HFDatasetData(path=source, **columns)
-    elif columns:
-        settings = settings.model_copy(update=columns)
+    settings = replace(Columns() if settings is None else Columns.of(settings), **columns)
     if isinstance(ds, datasets.DatasetDict):
         raise DiffattrError(
             f"{source} is a DatasetDict with splits {', '.join(ds)}; pass one split, e.g. "
@@ -355,24 +356,3 @@ def load_saved(settings: Any, split: str = "train") -> ImageDataset:
     elif settings.split is not None:
         raise DiffattrError(f"{path} is one dataset, not a DatasetDict; leave [data] split out")
     return from_hf_dataset(obj, settings, source=source, files=saved_dataset_files(path))
-
-
-def saved_dataset_columns(path: str | Path, split: str | None = None) -> list[str]:
-    """The columns a ``save_to_disk`` folder's ``dataset_info.json`` lists (the split's for a
-    DatasetDict); [] when it cannot be read -- the loader says why. No ``datasets`` import."""
-    p = Path(path)
-    candidates = [p / "dataset_info.json"]
-    if split is not None:
-        candidates.insert(0, p / split / "dataset_info.json")
-    else:
-        candidates += [p / "train" / "dataset_info.json"]
-        candidates += sorted(p.glob("*/dataset_info.json"))
-    for c in candidates:
-        try:
-            info = json.loads(c.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        features = info.get("features") if isinstance(info, dict) else None
-        if isinstance(features, dict):
-            return list(features)
-    return []

@@ -190,9 +190,7 @@ class ImageFolderData(_TableColumns):
     )
 
     def _columns(self) -> list[str]:
-        from diffattr.data.hf import imagefolder_columns
-
-        return imagefolder_columns(self.path)
+        return _metadata_columns(self.path)
 
 
 @DATASETS.register
@@ -217,9 +215,47 @@ class HFDatasetData(_TableColumns):
     )
 
     def _columns(self) -> list[str]:
-        from diffattr.data.hf import saved_dataset_columns
+        return _saved_columns(self.path, self.split)
 
-        return saved_dataset_columns(self.path, self.split)
+
+def _metadata_columns(path: str) -> list[str]:
+    """The columns of an imagefolder's metadata.csv (header) or .jsonl (first row), for the
+    run plan before loading; [] when it cannot be read (the loader says why)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = next((p / m for m in ("metadata.csv", "metadata.jsonl") if (p / m).is_file()), p)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            if p.suffix.lower() == ".csv":
+                return [h.strip() for h in next(csv.reader(f), [])]
+            first = next((t for t in f if t.strip()), "")
+        row = json.loads(first) if first else {}
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError):
+        return []
+    return list(row) if isinstance(row, dict) else []
+
+
+def _saved_columns(path: str, split: str | None) -> list[str]:
+    """The columns a save_to_disk folder's dataset_info.json lists (the split's for a
+    DatasetDict); [] when it cannot be read (the loader says why)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    found = [p / split] if split is not None else [p, p / "train", *sorted(p.glob("*/"))]
+    for folder in found:
+        try:
+            info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        features = info.get("features") if isinstance(info, dict) else None
+        if isinstance(features, dict):
+            return list(features)
+    return []
 
 
 def parse_data(value: Any, where: str = "data") -> DataSettings:

@@ -468,25 +468,28 @@ def preset_layer(preset: str) -> dict[str, Any]:
 
 
 def build_config(
-    config: str | Path | None = None,
+    config: str | Path | dict[str, Any] | None = None,
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
     """A run's config: the preset (``default`` unless named), the config file's keys on
     top (a key the file sets wins over the preset), then ``overrides`` (dotted keys, e.g.
     from CLI flags; None values are skipped). Each layer is validated on its own first, so
-    an error names the file or flag that caused it."""
+    an error names the file or flag that caused it. ``config`` may also be the file's
+    content as a dict (the Python API), named ``config`` in errors."""
     base = merge(RunConfig().to_dict(), preset_layer(preset or "default"))
     if config is not None:
-        layer = read_toml(config)
+        layer = copy.deepcopy(config) if isinstance(config, dict) else read_toml(config)
+        source = "config" if isinstance(config, dict) else str(config)
         merged = merge(base, layer)
-        RunConfig.from_dict(merged, source=str(config))
+        RunConfig.from_dict(merged, source=source)
         base = merged
     if overrides:
         layer = dotted_to_nested({k: v for k, v in overrides.items() if v is not None})
         base = merge(base, layer)
         return RunConfig.from_dict(base, source="command line")
-    return RunConfig.from_dict(base, source=str(config) if config else "preset")
+    source = "config" if isinstance(config, dict) else str(config) if config else "preset"
+    return RunConfig.from_dict(base, source=source)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,8 @@ class Run:
         self._lock = None
         self._digest: str | None = None
         self._players: tuple | None = None
+        #: called with (phase, jobs finished, jobs to run, record) after each job's commit
+        self.on_job: Callable[[str, int, int, JobRecord], None] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -414,7 +417,7 @@ class Run:
         t = time.perf_counter()
         try:
             bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, dynamic_ncols=True)
-            for rec in executor.run(todo, prepared.ctx):
+            for i, rec in enumerate(executor.run(todo, prepared.ctx), start=1):
                 self.store.put(rec)
                 if rec.status != "done":
                     failed += 1
@@ -422,6 +425,8 @@ class Run:
                         first = (rec.error or "").strip().splitlines()[0] if rec.error else "?"
                 bar.update(1)
                 bar.set_postfix(failed=failed)
+                if self.on_job is not None:
+                    self.on_job(desc, i, len(todo), rec)
             bar.close()
         finally:
             executor.close()

@@ -43,6 +43,7 @@ from diffattr.estimators import (
     banzhaf_from_table,
     shapley_from_table,
 )
+from diffattr.estimators.reliability import THRESHOLDS, assess
 from diffattr.evaluate.lds import lds_over_seeds
 from diffattr.store import mask_to_str, str_to_mask
 
@@ -285,7 +286,11 @@ def fit_draw(game: Game, settings: dict, m: int, draw: int, test_set: set[str]):
         v1=[game.v1[b] for b in game.behaviors],
         pair_ids=None if pair_ids is None else pair_ids[keep],
     )
-    return s.build().fit(table), table
+    atts = s.build().fit(table)
+    if s.name != "tree-shapley":  # the signals cost k + 2 refits: seconds for the trees
+        for a, rel in zip(atts, assess(s, table, atts)):
+            a.settings["reliability"] = rel.to_dict()
+    return atts, table
 
 
 def loo_exact(game: Game) -> dict[str, np.ndarray]:
@@ -302,7 +307,7 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
     test_set = {mask_to_str(m) for m in masks}
     exact = exact_values(game)
     exact["loo"] = loo_exact(game)
-    rows, per_draw = [], {}
+    rows, per_draw, signals = [], {}, []
     for label, settings in ESTIMATORS_COMPARED.items():
         if only and not any(o in label for o in only):
             continue
@@ -334,6 +339,7 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
                     rel = a.settings.get("reliability")
                     if rel:
                         res[b]["reliability"].append(rel)
+                        signals.append({**rel, "spearman": res[b]["spearman"][-1]})
             for b, r in res.items():
                 row = {
                     "estimator": label,
@@ -351,7 +357,38 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
                 if r["spearman"]:
                     row["spearman_min"] = float(np.nanmin(r["spearman"]))
                 rows.append(row)
-    return {"rows": rows, "per_draw": per_draw}
+    return {"rows": rows, "per_draw": per_draw, "calibration": calibration(signals)}
+
+
+def calibration(signals: list[dict]) -> list[dict]:
+    """Does a run's reliability signal tell a good fit from a bad one? For each signal,
+    over every fit that has it: the mean Spearman with the exact values of the fits below
+    and above its threshold, and how many of the fits whose Spearman is below 0.8 it flags."""
+    out = []
+    for key, limit in THRESHOLDS.items():
+        xs = [(s[key], s["spearman"]) for s in signals if s.get(key) is not None]
+        if not xs:
+            continue
+        sig = np.array([x for x, _ in xs])
+        rho = np.array([r for _, r in xs])
+        low, bad = sig < limit, rho < 0.8
+        out.append(
+            {
+                "signal": key,
+                "threshold": limit,
+                "fits": int(len(xs)),
+                "flagged": int(low.sum()),
+                "spearman_of_flagged": float(rho[low].mean()) if low.any() else None,
+                "spearman_of_unflagged": float(rho[~low].mean()) if (~low).any() else None,
+                "bad_fits": int(bad.sum()),
+                "bad_fits_flagged": int((bad & low).sum()),
+                "good_fits_flagged": int((~bad & low).sum()),
+                "rank_correlation_with_spearman": float(spearmanr(sig, rho).statistic)
+                if len(xs) > 2
+                else None,
+            }
+        )
+    return out
 
 
 def paired(per_draw: dict, base: str, others: list[str], grid: list[int], behaviors) -> list:
@@ -458,6 +495,7 @@ def main() -> None:
         "fidelity": fidelity(game),
         "ceilings": ceilings(game),
         "estimators": {"rows": table["rows"]},
+        "reliability_calibration": table["calibration"],
         "paired_vs_paper": paired(
             table["per_draw"], base, [x for x in labels if x != base], args.grid, game.behaviors
         ),

@@ -364,18 +364,28 @@ def tiny_dict():
 
 @pytest.mark.slow
 def test_an_api_run_has_the_cli_runs_values_and_reports_progress(tmp_path):
-    data = make_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data", contributors=("ann", "bo", "cy", "di", "ed", "fa"), per=4)
     cfg = make_config(tmp_path / "c.toml", data)
-    res = run_cli("run", cfg, "--out", tmp_path / "cli")
+    flags = ["--estimator", "shapley", "--estimator", "loo", "--subsets", "12"]
+    res = run_cli("run", cfg, *flags, "--out", tmp_path / "cli")
     assert res.returncode == 0, res.stderr[-2000:]
     code = textwrap.dedent(
         f"""
         import json, sys, diffattr
         events = []
-        run = diffattr.Run.create({str(tmp_path / "api")!r}, {str(cfg)!r})
+        run = diffattr.Run.create(
+            {str(tmp_path / "api")!r}, {str(cfg)!r}, estimators=["shapley", "loo"], subsets=12
+        )
         values = run.attribute(progress=events.append)
-        print(json.dumps([[e.phase, e.done, e.total, e.failed] for e in events]))
         values.to_pandas().to_csv({str(tmp_path / "api.csv")!r}, index=False)
+        lds = run.lds(test_subsets=3, seeds=1, estimators=["loo"], fidelity=False, progress=False)
+        lds.to_pandas().to_csv({str(tmp_path / "lds.csv")!r}, index=False)
+        lds.plot(estimator="loo", behavior="fid").savefig({str(tmp_path / "lds.png")!r})
+        cf = run.counterfactual(
+            "top", 0.4, seeds=1, estimators=["shapley"], ranked_by=["fid"], progress=False
+        )
+        cf.to_pandas().to_csv({str(tmp_path / "cf.csv")!r}, index=False)
+        print(json.dumps([[e.phase, e.done, e.total, e.failed] for e in events]))
         """
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env())
@@ -399,6 +409,17 @@ def test_an_api_run_has_the_cli_runs_values_and_reports_progress(tmp_path):
 
     frame = pd.read_csv(tmp_path / "api.csv")
     np.testing.assert_allclose(frame["value"], [float(r["value"]) for r in a], rtol=1e-9)
+    # the evaluations: the LDS of `diffattr lds` on the CLI's run, a counterfactual
+    lds_flags = ["--test-subsets", "3", "--seeds", "1", "--estimator", "loo", "--no-fidelity"]
+    res = run_cli("lds", tmp_path / "cli", *lds_flags)
+    assert res.returncode == 0, res.stderr[-2000:]
+    theirs = json.loads((tmp_path / "cli" / "lds.json").read_text())["results"]
+    mine = pd.read_csv(tmp_path / "lds.csv")
+    assert len(mine) == len(theirs) > 0
+    np.testing.assert_allclose(mine["lds"], [r["lds"] for r in theirs], equal_nan=True)
+    assert (tmp_path / "lds.png").stat().st_size > 1000
+    cf = pd.read_csv(tmp_path / "cf.csv")
+    assert set(cf["estimator"]) == {"shapley"} and cf["seeds"].eq(1).all()
 
 
 PIPELINE_RUN = """

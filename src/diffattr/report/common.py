@@ -137,7 +137,7 @@ def axes(ax=None, figsize: tuple[float, float] = (4.2, 3.6)):
         return ax.figure, ax
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
 

@@ -268,7 +268,7 @@ def contributors_figure(a: dict[str, Any], dataset, players, k: int = 5, images:
     ranked = best_first(vals, beh).tolist()
     rows = ranked if len(ranked) <= 2 * k else ranked[:k] + ranked[-k:]
     index = {n: i for i, n in enumerate(players.names)}
-    fig = Figure(figsize=(1.0 + 0.75 * images, 0.2 + 0.8 * len(rows)))
+    fig = Figure(figsize=(1.0 + 0.75 * images, 0.2 + 0.8 * len(rows)), layout="constrained")
     grid = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, i in zip(grid, rows):
         rank = ranked.index(i) + 1

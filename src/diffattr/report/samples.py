@@ -73,7 +73,7 @@ def samples_figure(refs: list[Reference]) -> Figure:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    fig = Figure(figsize=(3.2 * max(1, len(refs)), 3.6))
+    fig = Figure(figsize=(3.2 * max(1, len(refs)), 3.6), layout="constrained")
     for ax, r in zip(fig.subplots(1, max(1, len(refs)), squeeze=False)[0], refs):
         ax.set_xticks([])
         ax.set_yticks([])

@@ -172,6 +172,22 @@ def test_estimate_on_a_dataframe_is_the_clis(tmp_path):
     assert from_csv.equals(diffattr.estimate(df, estimator="shapley").to_pandas())
 
 
+def test_estimate_reads_pair_ids_as_the_csv_does(tmp_path):
+    df, names, _ = _game_table(n=3)
+    paired = df.iloc[1:-1].reset_index(drop=True)  # each mask beside its complement
+    order = [0, 5, 1, 4, 2, 3]
+    paired = paired.iloc[order].reset_index(drop=True)
+    paired["pair_id"] = [0, 0, 1, 1, 2, 2]
+    table = _write(tmp_path, paired)
+    mine = diffattr.estimate(paired, "shapley", v0=0.0, v1=float(df["value"].iloc[-1])).get()
+    theirs = diffattr.estimate(table, "shapley", v0=0.0, v1=float(df["value"].iloc[-1])).get()
+    assert mine.values.tolist() == theirs.values.tolist()
+    bad = paired.assign(pair_id=[0, 0, 1, 1, 2, -2])
+    assert api_error(diffattr.estimate, bad) == (
+        "table row 5, column 'pair_id': expected an integer >= 0, got -2"
+    )
+
+
 def test_estimate_on_arrays_with_standard_errors():
     df, names, w = _game_table()
     df = df.drop(index=[5, 6, 9, 10])  # not every coalition: estimated, not exact
@@ -289,6 +305,7 @@ def test_an_ldm_pipeline_brings_its_latent_family(tmp_path):
     assert cfg.family.name == "latent" and cfg.family.autoencoder == given
     assert cfg.family.beta_schedule == "scaled_linear" and cfg.family.beta_end == 0.0195
     assert cfg.attribution.full_model == given
+    assert "full model: " + given in diffattr.Run.create(out, full_model=pipe).plan().render()
     # a family the config sets is kept (the README's --set family.autoencoder=DIR)
     kept = diffattr.Run.create(
         tmp_path / "k", full_model=pipe, settings={"family.name": "unconditional"}

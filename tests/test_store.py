@@ -129,3 +129,47 @@ def test_readonly_store_must_exist_and_a_folder_is_refused(tmp_path):
     (tmp_path / "d.sqlite").mkdir()
     with pytest.raises(DiffattrError, match="is a directory"):
         Store(tmp_path / "d.sqlite")
+
+
+def test_local_values_round_trip_compactly_and_replace_on_retry(tmp_path):
+    ssim = np.array([1.0, 0.5, 0.25, -0.125])
+    with Store(tmp_path / "s.sqlite") as s:
+        s.put(_rec("a", local={"ssim[pixel]": ssim, "mse[pixel]": np.zeros(4)}))
+        s.put(_rec("b"))
+        got = s.get("a").local
+        assert set(got) == {"ssim[pixel]", "mse[pixel]"}
+        np.testing.assert_array_equal(got["ssim[pixel]"], ssim)  # exact in float32
+        assert s.get("b").local == {}
+        by_key = {r.key: r for r in s.records(["b", "a"])}
+        np.testing.assert_array_equal(by_key["a"].local["mse[pixel]"], np.zeros(4))
+        s.put(_rec("a", local={"ssim[pixel]": ssim[::-1]}))  # a retry replaces them all
+        assert list(s.get("a").local) == ["ssim[pixel]"]
+        np.testing.assert_array_equal(s.get("a").local["ssim[pixel]"], ssim[::-1])
+    con = sqlite3.connect(tmp_path / "s.sqlite")
+    (size,) = con.execute("SELECT length(data) FROM local_values WHERE key = 'a'").fetchone()
+    assert size == 4 * 4  # float32 bytes, not JSON
+    con.close()
+
+
+def test_a_store_made_before_local_values_reads_and_gains_the_table(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT NOT NULL, mask TEXT NOT NULL, "
+        "method TEXT NOT NULL, settings TEXT NOT NULL, seed INTEGER NOT NULL, behaviors TEXT, "
+        "t_train REAL, t_sample REAL, t_measure REAL, t_total REAL, status TEXT NOT NULL, "
+        "error TEXT, extra TEXT, finished REAL NOT NULL);"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "INSERT INTO jobs VALUES ('old', 'fit', '01', 'sft', '{}', 0, '{\"fid[x]\": 2.0}', "
+        "0, 0, 0, 0, 'done', NULL, '{}', 1.0);"
+    )
+    con.commit()
+    con.close()
+    with Store(path, readonly=True) as s:  # no local_values table: jobs without them
+        (rec,) = s.records()
+        assert rec.behaviors == {"fid[x]": 2.0} and rec.local == {}
+        assert s.get("old").local == {}
+    with Store(path) as s:  # opened for writing: the table is added, old rows kept
+        s.put(_rec("new", local={"ssim[pixel]": np.ones(3)}))
+        assert s.get("old").local == {} and s.get("new").local["ssim[pixel]"].tolist() == [1] * 3

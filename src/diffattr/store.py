@@ -12,6 +12,12 @@ folder is read-only and SQLite cannot create the WAL index there, it reads the f
 so ``diffattr status`` and ``report`` work on a read-only run directory and beside a
 running writer. A file that is not a SQLite database, or a truncated one, is a one-line
 ``DiffattrError`` naming it: delete it and the run redoes its jobs.
+
+Local behaviors (one value per generated image, ``JobRecord.local``) are kept compactly in
+their own table, ``local_values``: one row per (job, behavior) holding the values as
+little-endian float32 bytes, written in the job row's transaction. Stores made before that
+table existed read as jobs without local values (and gain the table when opened for
+writing); older readers ignore it.
 """
 
 from __future__ import annotations
@@ -52,7 +58,29 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS local_values (
+    key TEXT NOT NULL,           -- the job's key
+    behavior TEXT NOT NULL,      -- e.g. 'ssim[pixel]'
+    n INTEGER NOT NULL,          -- generated images
+    data BLOB NOT NULL,          -- n little-endian float32 values, image order
+    PRIMARY KEY (key, behavior)
+);
 """
+
+#: Storage type of local values (4 bytes per generated image and behavior).
+LOCAL_DTYPE = np.dtype("<f4")
+
+
+def pack_local(values: np.ndarray) -> bytes:
+    """Per-image values as the bytes ``local_values.data`` holds."""
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float64), dtype=LOCAL_DTYPE).tobytes()
+
+
+def unpack_local(data: bytes, n: int) -> np.ndarray:
+    out = np.frombuffer(data, dtype=LOCAL_DTYPE)
+    if out.size != n:
+        raise ValueError(f"{out.size} local values stored where {n} were written")
+    return out.astype(np.float64)
 
 
 def mask_to_str(mask: Sequence[bool] | np.ndarray) -> str:
@@ -86,6 +114,8 @@ class JobRecord:
     error: str | None = None
     extra: dict = field(default_factory=dict)
     finished: float = 0.0
+    #: local behaviors: key -> one value per generated image (the ``local_values`` table)
+    local: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def mask_array(self) -> np.ndarray:
@@ -113,6 +143,7 @@ class Store:
         self.readonly = readonly
         self._con: sqlite3.Connection | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._has_local: bool | None = None
         try:
             if readonly:
                 self._open_readonly()
@@ -276,10 +307,53 @@ class Store:
                     rec.finished,
                 ),
             )
+            self._con.execute("DELETE FROM local_values WHERE key = ?", (rec.key,))
+            self._con.executemany(
+                "INSERT INTO local_values VALUES (?,?,?,?)",
+                [
+                    (rec.key, name, int(np.asarray(v).size), pack_local(v))
+                    for name, v in sorted(rec.local.items())
+                ],
+            )
 
     def get(self, key: str) -> JobRecord | None:
         row = self._q("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _record(row)
+        if row is None:
+            return None
+        rec = _record(row)
+        self._attach_local([rec])
+        return rec
+
+    def _local_table(self) -> bool:
+        """Whether the store has the local values table (stores made before it had none)."""
+        if self._has_local is None:
+            row = self._q(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'local_values'"
+            ).fetchone()
+            self._has_local = row is not None
+        return self._has_local
+
+    def _attach_local(self, recs: list[JobRecord]) -> None:
+        """Fill ``rec.local`` of ``recs`` from the local values table."""
+        if not recs or not self._local_table():
+            return
+        by_key = {r.key: r for r in recs}
+        keys = list(by_key)
+        for lo in range(0, len(keys), 500):
+            part = keys[lo : lo + 500]
+            rows = self._q(
+                "SELECT key, behavior, n, data FROM local_values WHERE key IN "
+                f"({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for key, behavior, n, data in rows:
+                try:
+                    by_key[key].local[behavior] = unpack_local(data, n)
+                except ValueError as e:
+                    raise DiffattrError(
+                        f"{self.path}: local values of job {key} are damaged ({e}); delete "
+                        "the store and rerun"
+                    ) from None
 
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:
         rows = self._q("SELECT key FROM jobs WHERE status = 'done'").fetchall()
@@ -295,10 +369,13 @@ class Store:
             args.append(status)
         rows = [_record(r) for r in self._q(sql + " ORDER BY finished", args).fetchall()]
         if keys is None:
+            self._attach_local(rows)
             return rows
         wanted = list(keys)
         by_key = {r.key: r for r in rows}
-        return [by_key[k] for k in wanted if k in by_key]
+        out = [by_key[k] for k in wanted if k in by_key]
+        self._attach_local(out)
+        return out
 
     def count(self, status: str | None = None) -> int:
         if status is None:

@@ -162,10 +162,22 @@ def print_ranking(attributions: list, top: int | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from diffattr.behaviors.keys import split_image_key
+
     out = Console()
     by_est: dict[str, list] = {}
+    per_image: dict[tuple[str, str], int] = {}
     for a in attributions:
+        base, image = split_image_key(a.behavior or "")
+        if image is not None:  # one column per generated image: counted, in values.csv
+            per_image[(a.estimator, base)] = per_image.get((a.estimator, base), 0) + 1
+            continue
         by_est.setdefault(a.estimator, []).append(a)
+    for (est, base), count in per_image.items():
+        out.print(
+            f"{est}: {count} attributions of {escape(base)}, one per generated image "
+            "(values.csv; diffattr report shows the top players of a few)"
+        )
     for est, attrs in by_est.items():
         lead = attrs[0]
         sign = -1.0 if lower_is_better(lead.behavior) else 1.0

@@ -112,6 +112,16 @@ class AttributionConfig(Settings):
     round_subsets: int | None = Field(
         None, ge=2, description="coalitions added per round (default: the initial subsets)"
     )
+    local: Literal["per-image", "mean"] = Field(
+        "per-image",
+        description="local behaviors (ssim, mse, ...): one attribution per generated image "
+        "(per-image; diffattr lds scores each image and averages) or one for their mean",
+    )
+    local_images: int | None = Field(
+        None,
+        ge=1,
+        description="per-image: attribute the first this many generated images (default: all)",
+    )
     estimators: list[SerializeAsAny[EstimatorSettings]] = Field(
         default_factory=lambda: [ESTIMATORS.parse("shapley")],
         min_length=1,

@@ -111,6 +111,69 @@ def attribute(
     ]
 
 
+def attribute_per_image(
+    settings: BaselineSettings | dict[str, Any] | str,
+    target: DiffusionTarget,
+    players: Any,
+    keys: Sequence[str],
+    *,
+    features: Features | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> list[Attribution]:
+    """One attribution per key ``name[space]#i`` of a local behavior attributed per
+    generated image: the players' values for generated image i alone (its row of the local
+    scores, aggregated over each player's images). The scores do not depend on the behavior:
+    keys of the same image get the same values."""
+    from diffattr.behaviors.keys import split_image_key
+
+    s = parse_baseline(settings)
+    if isinstance(s, PropertyHeuristicSettings):
+        raise DiffattrError(
+            "property-heuristic measures each player's own images, not generated images: it "
+            "has no attribution per generated image"
+        )
+    names, members = player_members(players, target.n_train)
+    t0 = time.perf_counter()
+    local = local_scores(s, target, features=features, cache_dir=cache_dir, progress=progress)
+    t_agg = time.perf_counter()
+    rows: dict[int, np.ndarray] = {}
+    for key in keys:
+        _, image = split_image_key(key)
+        if image is None or not 0 <= image < local.scores.shape[0]:
+            raise DiffattrError(
+                f"{key!r} names no generated image of the target (it has {target.n_gen})"
+            )
+        if image not in rows:
+            rows[image] = aggregate_local(
+                local.scores[image : image + 1], members, s.aggregation, s.aggregate_per_generated
+            )[0]
+    now = time.perf_counter()
+    info = _info(
+        s,
+        target,
+        seconds={
+            "featurize": local.featurize_seconds,
+            "score": local.score_seconds + (now - t_agg),
+            "wall": now - t0,
+        },
+        cache=local.cache,
+        details=local.details,
+    )
+    nan = np.full(len(names), np.nan)
+    return [
+        Attribution(
+            rows[split_image_key(k)[1]].copy(),
+            nan,
+            names,
+            s.name,
+            settings=copy.deepcopy(info),
+            behavior=k,
+        )
+        for k in keys
+    ]
+
+
 @dataclass
 class LocalScores:
     """Scores (G, N) of every generated example against every training example, with the

@@ -143,14 +143,22 @@ def denoising_loss(
     seed: int = 0,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    scheduler=None,
+    predict=None,
+    cond=None,
 ) -> np.ndarray:
     """Per-image epsilon-prediction loss (N,) with fixed timesteps and noise.
 
     Image i is noised at every timestep in ``timesteps`` (default: 10 evenly spaced over
-    0..999) with ``num_noises`` Gaussian draws from a generator seeded by (seed, i), so the
+    0..T-1) with ``num_noises`` Gaussian draws from a generator seeded by (seed, i), so the
     same images give the same noise for every model, batch size and device. The loss is
     ||eps_theta(x_t, t) - eps||^2 averaged over pixels, timesteps and draws (Ho et al. 2020,
-    eq. 14). Images are in the training range [-1, 1].
+    eq. 14). Images are in the model's training space: pixels in [-1, 1], or latents.
+
+    ``scheduler``: the training noise schedule (default: the pixel models' linear one);
+    ``predict(unet, x_t, t, cond)``: the noise predictor (default ``unet(x_t, t).sample``),
+    e.g. a family's ``predict_noise``; ``cond``: image i's condition in row i (a tensor or
+    None).
     """
     from diffattr.diffusion.sample import sample_seed
     from diffattr.diffusion.unet import make_scheduler
@@ -160,7 +168,7 @@ def denoising_loss(
         raise DiffattrError(f"images must be (N, C, H, W) with N >= 1, got {tuple(x0.shape)}")
     if num_noises < 1:
         raise DiffattrError(f"num_noises must be >= 1, got {num_noises}")
-    scheduler = make_scheduler()
+    scheduler = scheduler if scheduler is not None else make_scheduler()
     T = scheduler.config.num_train_timesteps
     ts = list(timesteps) if timesteps is not None else default_timesteps(10, T)
     if not ts or any(not 0 <= int(t) < T for t in ts):
@@ -186,7 +194,15 @@ def denoising_loss(
             x = x0[s : s + len(idx)].repeat_interleave(reps, dim=0)
             t = t_rows.repeat(len(idx))
             xt = scheduler.add_noise(x, eps, t)
-            pred = unet(xt.to(device), t.to(device)).sample.float().cpu()
+            if predict is None:
+                pred = unet(xt.to(device), t.to(device)).sample
+            else:
+                c = None
+                if cond is not None:
+                    c = torch.as_tensor(cond)[s : s + len(idx)].repeat_interleave(reps, dim=0)
+                    c = c.to(device)
+                pred = predict(unet, xt.to(device), t.to(device), c)
+            pred = pred.float().cpu()
             per_row = ((pred - eps) ** 2).flatten(1).mean(1).double()
             losses[s : s + len(idx)] = per_row.view(len(idx), reps).mean(1)
     finally:

@@ -56,6 +56,17 @@ Behaviors
 ``"fid"`` being short for ``{name = "fid"}``. Every behavior may name its own ``features``
 (e.g. an aesthetic score in CLIP space beside FID in the package's space); a behavior may be
 listed twice only in different spaces.
+
+Local behaviors
+---------------
+``ssim``, ``nrmse``, ``mse`` (pixels, key ``ssim[pixel]``), ``denoising-loss`` (the model's
+epsilon-prediction loss, key ``denoising-loss[model]``) and ``clip-similarity`` (cosine of
+CLIP image embeddings, key ``clip-similarity[clip]``; needs a ``clip`` feature space) give one
+number per generated image, measured against the full model's image for the same seed
+(``diffattr.behaviors.local``; the paper's code keeps them as ``generated_image_{i}_*``).
+A job records every image's value (``JobRecord.local``) and their mean as a behavior;
+``[attribution] local`` says whether the estimators fit one attribution per generated image
+(``per-image``, the paper's LDS per image, averaged) or one for the mean.
 """
 
 from __future__ import annotations
@@ -325,6 +336,8 @@ class BehaviorSettings(Component):
 
     kind: ClassVar[str] = "behavior"
     higher_is_better: ClassVar[bool] = True
+    #: one value per generated image against the full model's image (``LocalSettings``)
+    local: ClassVar[bool] = False
     needs_probs: ClassVar[bool] = False
     needs_space: ClassVar[str | None] = None
     description: ClassVar[str] = ""
@@ -464,6 +477,63 @@ class AestheticP90Settings(_AestheticSettings):
     description: ClassVar[str] = "90th-percentile LAION aesthetic score (the paper's ArtBench)"
 
 
+# ----------------------------------------------------------------------------- local
+
+
+class LocalSettings(BehaviorSettings):
+    """A local behavior: one value per generated image i, measured against the full
+    model's image i (same seed and noise); ``space`` is what its key shows."""
+
+    local: ClassVar[bool] = True
+    implementation: ClassVar[str] = "diffattr.behaviors.local_suite:LocalSuite"
+    space: ClassVar[str | None] = "pixel"  # None: the behavior's feature space
+
+
+@BEHAVIORS.register
+class SSIMSettings(LocalSettings):
+    name: Literal["ssim"] = "ssim"
+    description: ClassVar[str] = "SSIM to the full model's image, per image (Wang et al. 2004)"
+
+
+@BEHAVIORS.register
+class NRMSESettings(LocalSettings):
+    name: Literal["nrmse"] = "nrmse"
+    higher_is_better: ClassVar[bool] = False
+    description: ClassVar[str] = "||full - image|| / ||full|| per image (pixels in [0, 1])"
+
+
+@BEHAVIORS.register
+class MSESettings(LocalSettings):
+    name: Literal["mse"] = "mse"
+    higher_is_better: ClassVar[bool] = False
+    description: ClassVar[str] = "mean squared error to the full model's image, per image"
+
+
+@BEHAVIORS.register
+class DenoisingLossSettings(LocalSettings):
+    """The model's epsilon-prediction loss on the full model's generated image i (in the
+    model's space: latents for a latent model), at ``timesteps`` evenly spaced training
+    timesteps with ``noises`` fixed noises each (the paper's "simple diffusion loss")."""
+
+    name: Literal["denoising-loss"] = "denoising-loss"
+    higher_is_better: ClassVar[bool] = False
+    space: ClassVar[str | None] = "model"
+    description: ClassVar[str] = "epsilon-prediction loss on the full model's image, per image"
+    timesteps: int = Field(10, ge=1, le=1000, description="evenly spaced timesteps 0..T-1")
+    noises: int = Field(1, ge=1, description="fixed noises per timestep")
+    seed: int = Field(0, ge=0, description="seed of the fixed noises")
+
+
+@BEHAVIORS.register
+class ClipSimilaritySettings(LocalSettings):
+    name: Literal["clip-similarity"] = "clip-similarity"
+    needs_space: ClassVar[str | None] = "clip"
+    space: ClassVar[str | None] = None
+    description: ClassVar[str] = "cosine of CLIP image embeddings with the full model's image"
+
+
+LOCAL = ("ssim", "nrmse", "mse", "denoising-loss", "clip-similarity")
+
 # Canonical order of the behaviors (tables, CLI defaults).
 ORDER = (
     "fid",
@@ -479,6 +549,7 @@ ORDER = (
     "aesthetic-p50",
     "aesthetic-p75",
     "aesthetic-p90",
+    *LOCAL,
 )
 
 
@@ -646,6 +717,12 @@ def check_settings(
         where = "behaviors.features" if b.features is None else f"behaviors.measure[{i}].features"
         space = behavior_space(b, settings, dataset_name, has_semantic_labels)
         sid = space.model_dump_json()
+        if b.local and b.space is not None:  # pixels or the model: no feature space
+            key = local_key(b, space, dataset_name)
+            if key in keys:
+                raise DiffattrError(f"behaviors.measure[{i}]: {key} is measured twice")
+            keys.add(key)
+            continue
         if sid not in checked:
             problem = space.problems(dataset_name, has_semantic_labels)
             if problem:
@@ -682,9 +759,25 @@ def suite_keys(
     """The output keys of the suite ``build_suite`` would build, in ``measure`` order."""
     settings = settings.resolved(dataset_name, has_semantic_labels)
     return [
-        behavior_key(
-            b.name,
-            behavior_space(b, settings, dataset_name, has_semantic_labels).space_name(dataset_name),
-        )
+        local_key(b, behavior_space(b, settings, dataset_name, has_semantic_labels), dataset_name)
         for b in settings.measure
+    ]
+
+
+def local_key(behavior: BehaviorSettings, space: FeatureSettings, dataset_name: str) -> str:
+    """Output key of a behavior measured in ``space``: ``ssim[pixel]`` for the local pixel
+    metrics, ``denoising-loss[model]``, else ``name[feature space]``."""
+    shown = getattr(behavior, "space", None) if behavior.local else None
+    return behavior_key(behavior.name, shown or space.space_name(dataset_name))
+
+
+def local_behavior_keys(
+    settings: BehaviorsSettings, dataset_name: str, has_semantic_labels: bool
+) -> list[str]:
+    """The keys of the local behaviors among ``measure`` (one value per generated image)."""
+    settings = settings.resolved(dataset_name, has_semantic_labels)
+    return [
+        local_key(b, behavior_space(b, settings, dataset_name, has_semantic_labels), dataset_name)
+        for b in settings.measure
+        if b.local
     ]

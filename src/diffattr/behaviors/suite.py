@@ -4,7 +4,8 @@
 each feature space the behaviors need, computes the reference statistics in each space
 (cached), prepares every behavior, and returns a ``BehaviorSuite``:
 
-* ``suite.keys()``: output keys in ``measure`` order, e.g. ``["fid[digits-cnn]", ...]``;
+* ``suite.keys()``: output keys in ``measure`` order, e.g. ``["fid[digits-cnn]", ...]``
+  (the global behaviors; the local ones are measured by ``local_suite.LocalSuite``);
 * ``suite.measure(images)``: ``{key: value}`` for (N, C, H, W) images in [-1, 1];
 * ``suite.describe()``: feature spaces (name, cache key, held-out accuracy of a classifier),
   reference identity and behaviors, for reports;
@@ -185,6 +186,8 @@ def build_suite(
     spaces: dict[str, SpaceReference] = {}
     entries: list[_Entry] = []
     for b in settings.measure:
+        if b.local:  # one value per image against the full model's: local_suite.py
+            continue
         space = behavior_space(b, settings, dataset.name, has_labels)
         sid = space.model_dump_json()
         if sid not in spaces:
@@ -325,6 +328,12 @@ def measure_model(
     from diffattr.families.settings import family_of
 
     settings = parse_behaviors(settings)
+    local = [b.name for b in settings.measure or () if b.local]
+    if local:
+        raise DiffattrError(
+            f"{local[0]} is a local behavior: it compares a model's images with the full "
+            "model's images for the same seeds, so it is measured in a run (diffattr run)"
+        )
     t0 = time.perf_counter()
     family = family_of(model_dir, str(device))
     loaded = family.load(model_dir)

@@ -70,8 +70,11 @@ class RetrainTargets:
     first_error: str | None
 
     def values(self, behavior: str) -> np.ndarray:
-        """(seeds, B) behavior values."""
-        return np.array([[r.behaviors[behavior] for r in row] for row in self.records])
+        """(seeds, B) behavior values (``name[space]#i``: generated image i of a local
+        behavior)."""
+        from diffattr.runner.run import behavior_value
+
+        return np.array([[behavior_value(r, behavior) for r in row] for row in self.records])
 
     def seconds_per_job(self) -> float:
         return float(np.mean([r.t_total for row in self.records for r in row]))

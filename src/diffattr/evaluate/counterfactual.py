@@ -101,6 +101,8 @@ def run_counterfactual(
         if estimators and a["estimator"] not in estimators:
             continue
         key = BehaviorKey.parse(a["behavior"])
+        if key.image is not None:  # one generated image's credit: not a ranking to retrain by
+            continue
         if ranked_by and not any(key.matches(q) for q in ranked_by):
             continue
         chosen.append(a)

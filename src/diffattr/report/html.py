@@ -63,12 +63,17 @@ def render_page(inputs: ReportInputs) -> str:
     from diffattr.report.counterfactual import render_counterfactual
     from diffattr.report.curve import render_curve
     from diffattr.report.lds import render_lds
+    from diffattr.report.local import is_per_image, render_local, top_players
     from diffattr.report.method import render_method
     from diffattr.report.runinfo import render_run
     from diffattr.report.samples import find_references, render_samples
 
     run_dir = inputs.run_dir
     values = inputs.values
+    # local behaviors attributed per generated image: their own section, not one table each
+    per_image = [a for a in values["attributions"] if is_per_image(a)]
+    all_names = list(values["attributions"][0]["names"])
+    values = dict(values, attributions=[a for a in values["attributions"] if not is_per_image(a)])
     parts = [
         "<h1>diffattr report</h1>",
         f"<p>run: <code>{esc(run_dir.resolve())}</code>"
@@ -76,9 +81,11 @@ def render_page(inputs: ReportInputs) -> str:
         + "</p>",
     ]
     with _layout(run_dir / "values.json"):
-        names = shown_players(values["attributions"])
-        thumbs = load_thumbnails(inputs.config.get("data"), names)
-        parts.append(render_contributors(values, thumbs))
+        names = shown_players(values["attributions"]) + top_players(per_image)
+        thumbs = load_thumbnails(inputs.config.get("data"), list(dict.fromkeys(names)))
+        if values["attributions"]:
+            parts.append(render_contributors(values, thumbs))
+        parts.append(render_local(per_image, run_dir, thumbs))
     with _layout(run_dir / "summary.json"):
         parts.append(render_method(inputs))
     with _layout(run_dir / "store.sqlite"):
@@ -91,7 +98,6 @@ def render_page(inputs: ReportInputs) -> str:
     if inputs.curve is not None:
         with _layout(run_dir / "compute_curve.json"):
             parts.append(render_curve(inputs.curve))
-    all_names = list(values["attributions"][0]["names"])
     jobs = inputs.store.of(kind="counterfactual") if inputs.store else []
     for remove, cf in inputs.counterfactual.items():
         with _layout(run_dir / f"counterfactual-{remove}.json"):

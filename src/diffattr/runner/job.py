@@ -34,6 +34,9 @@ class JobContext:
     cache_dir: str | None = None  # encoded examples, feature extractors
     grids_dir: str | None = None  # if set, a PNG grid of each job's first samples goes here
     run_dir: str | None = None  # the run directory (executors keep their logs under it)
+    #: the full model's generated images (``behaviors.local_suite``) when the run measures
+    #: local behaviors: every job compares its image i with the full model's image i
+    full_samples: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class Worker:
         self._dataset = None
         self._data = None
         self._suite = None
+        self._local = None
+        self._reference = None
         self._methods: dict[str, Any] = {}
 
     @property
@@ -141,6 +146,36 @@ class Worker:
     def measure(self, images: torch.Tensor) -> dict[str, float]:
         return self.suite.measure(images)
 
+    @property
+    def local_suite(self):
+        """The run's local behaviors (an empty suite when it measures none)."""
+        if self._local is None:
+            from diffattr.behaviors.local_suite import LocalSuite, build_local_suite
+
+            if self.ctx.full_samples is None:
+                self._local = LocalSuite([])
+            else:
+                cache = self.ctx.cache_dir or str(Path(self.ctx.work_dir).parent.parent / "cache")
+                self._local = build_local_suite(
+                    self.cfg.behaviors, self.dataset[0], device=self.cfg.device, cache_dir=cache
+                )
+        return self._local
+
+    @property
+    def reference(self):
+        """The full model's generated images, read once from the run directory."""
+        if self._reference is None:
+            from diffattr.behaviors.local_suite import load_reference
+
+            self._reference = load_reference(self.ctx.full_samples)
+        return self._reference
+
+    def measure_local(self, images: torch.Tensor, model: torch.nn.Module) -> dict[str, np.ndarray]:
+        """Each local behavior of ``images`` against the full model's images (G values)."""
+        return self.local_suite.measure(
+            images, self.reference, model=model, family=self.family, device=self.cfg.device
+        )
+
 
 _WORKERS: dict[str, Worker] = {}
 
@@ -178,8 +213,12 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
         worker = worker_for(ctx)
         torch.manual_seed(spec.seed)
         model = worker.model_for(spec, rec)
+        local = worker.local_suite
         t = time.perf_counter()
-        images = worker.sample(model, spec.mask)
+        if local and spec.method == "full":
+            images = worker.reference.images  # the full model's samples, generated once
+        else:
+            images = worker.sample(model, spec.mask)
         rec.t_sample = time.perf_counter() - t
         if ctx.grids_dir:
             from diffattr.images import save_grid
@@ -187,6 +226,9 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
             save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
         t = time.perf_counter()
         rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
+        if local:
+            rec.local = worker.measure_local(images, model)
+            rec.behaviors.update({k: float(np.mean(v)) for k, v in rec.local.items()})
         rec.t_measure = time.perf_counter() - t
         bad = [k for k, v in rec.behaviors.items() if not np.isfinite(v)]
         if bad:

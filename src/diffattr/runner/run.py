@@ -290,6 +290,7 @@ class Run:
             cost = seconds
             if work_dir.exists():
                 atomic_write_text(cost_file, json.dumps({"seconds": seconds}))
+        base_id = FullModel(full_dir, family, self.cfg.train).digest()
         ctx = JobContext(
             config=self.cfg.with_method(settings.name).to_dict(),
             full_dir=str(full_dir),
@@ -298,6 +299,7 @@ class Run:
             cache_dir=str(self.cache_dir),
             grids_dir=str(self.run_dir / "grids"),
             run_dir=str(self.run_dir),
+            full_samples=self.full_samples(base_id),
         )
         prepared = Prepared(
             method=settings,
@@ -306,13 +308,54 @@ class Run:
             full_dir=Path(full_dir),
             null_dir=Path(null_dir),
             work_dir=work_dir,
-            base_id=FullModel(full_dir, family, self.cfg.train).digest(),
+            base_id=base_id,
             ctx=ctx,
             prepare_cost=cost,
             data_digest=self.data_digest,
         )
         self._prepared[settings.name] = prepared
         return prepared
+
+    def local_keys(self) -> list[str]:
+        """Keys of the run's local behaviors (one value per generated image)."""
+        from diffattr.behaviors.settings import local_behavior_keys
+
+        d = self.cfg.data
+        return local_behavior_keys(self.cfg.behaviors, d.dataset_name(), d.has_semantic_labels())
+
+    def full_samples(self, base_id: str) -> str | None:
+        """The full model's generated images that every job's local behaviors compare with:
+        generated once into ``cache/full-samples/`` (keyed by the full model, the family,
+        the sampling settings and the data); None when the run measures no local behavior."""
+        if not self.local_keys():
+            return None
+        from diffattr.behaviors.local_suite import full_reference, save_reference
+
+        cfg = self.cfg
+        key = job_key(
+            base=base_id,
+            family=cfg.family.to_dict(),
+            sample=cfg.sample.model_dump(),
+            data_digest=self.data_digest,
+            kind="full-samples",
+        )
+        path = self.cache_dir / "full-samples" / f"{key}.safetensors"
+        if not (path.is_file() and path.with_suffix(".json").is_file()):
+            family, _, _, data, full_dir, _ = self._base_models()
+            t = time.perf_counter()
+            ref = full_reference(
+                family,
+                family.load(full_dir).model,
+                data,
+                num_samples=cfg.sample.num_samples,
+                seed=cfg.sample.seed,
+                ddim_steps=cfg.sample.ddim_steps,
+            )
+            seconds = time.perf_counter() - t
+            self._time("full_samples", seconds)
+            record = {"key": key, "full_model": base_id, "images": len(ref), "seconds": seconds}
+            save_reference(path, ref, record)
+        return str(path)
 
     def _method(self, method: MethodSettings | str | None) -> MethodSettings:
         if isinstance(method, MethodSettings):
@@ -468,6 +511,9 @@ class Run:
         if full is None or null is None:
             raise DiffattrError(_missing_references(refs, self.store, plan))
         behaviors = sorted(full.behaviors)
+        per_image = self.per_image_columns(full)
+        if per_image:  # one column per generated image instead of the local means
+            behaviors = [b for b in behaviors if b not in full.local] + per_image
         specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
         all_pairs = plan.pairs.get(estimator)
         rows = {r.key: r for r in self.store.records([s.key for s in specs])}
@@ -484,7 +530,7 @@ class Run:
             if rec is None or rec.status != "done":
                 continue
             masks.append(str_to_mask(s.mask))
-            values.append([rec.behaviors[b] for b in behaviors])
+            values.append([behavior_value(rec, b) for b in behaviors])
             if all_pairs is not None:
                 pair_ids.append(int(all_pairs[i]))
         n = plan.prepared.n_players
@@ -501,10 +547,25 @@ class Run:
             values=np.array(values, dtype=float).reshape(-1, len(behaviors)),
             names=list(plan.prepared.players.names),
             behaviors=behaviors,
-            v0=np.array([null.behaviors[b] for b in behaviors]),
-            v1=np.array([v1_rec.behaviors[b] for b in behaviors]),
+            v0=np.array([behavior_value(null, b) for b in behaviors]),
+            v1=np.array([behavior_value(v1_rec, b) for b in behaviors]),
             pair_ids=np.array(pair_ids, dtype=np.int64) if all_pairs is not None else None,
         )
+
+    def per_image_columns(self, full: JobRecord) -> list[str]:
+        """``[attribution] local = "per-image"``: the table's column of each local behavior
+        and attributed generated image (``ssim[pixel]#i``), else none (the mean is a
+        column like any behavior)."""
+        from diffattr.behaviors.keys import image_key
+
+        a = self.cfg.attribution
+        if a.local != "per-image" or not full.local:
+            return []
+        out = []
+        for key in sorted(full.local):
+            n = len(full.local[key])
+            out += [image_key(key, i) for i in range(min(n, a.local_images or n))]
+        return out
 
     # ------------------------------------------------------------------ estimate
 
@@ -571,19 +632,43 @@ class Run:
             family, dataset, players, data, full_dir, _ = self._base_models()
             target = self._baseline_target()
             refs = self.reference_records(plan)
-            keys = sorted(refs["full"].behaviors) if refs["full"] else None
+            full = refs["full"]
+            keys = sorted(full.behaviors) if full else None
+            per_image = self.per_image_columns(full) if full else []
+            if per_image:
+                keys = [k for k in keys if k not in full.local]
             worker = self._measure_worker(plan.prepared)
-            feature_fn = next(iter(worker.suite.extractors.values())).features
-            attrs = attribute(
-                est,
-                target,
-                players,
-                behaviors=keys,
-                features=feature_fn,
-                measure=worker.measure,
-                cache_dir=self.cache_dir,
-                progress=self.progress,
-            )
+            extractors = list(worker.suite.extractors.values())
+            feature_fn = extractors[0].features if extractors else None
+            attrs = []
+            if keys:
+                attrs = attribute(
+                    est,
+                    target,
+                    players,
+                    behaviors=keys,
+                    features=feature_fn,
+                    measure=worker.measure,
+                    cache_dir=self.cache_dir,
+                    progress=self.progress,
+                )
+            if per_image:
+                from diffattr.baselines.api import attribute_per_image
+
+                try:
+                    attrs += attribute_per_image(
+                        est,
+                        target,
+                        players,
+                        per_image,
+                        features=feature_fn,
+                        cache_dir=self.cache_dir,
+                        progress=self.progress,
+                    )
+                except DiffattrError as e:
+                    if errors is None or not attrs:
+                        raise
+                    errors.append(f"{est.name} (per generated image): {e}")
         except DiffattrError as e:
             if errors is None:
                 raise
@@ -784,6 +869,23 @@ def fit_table(est: EstimatorSettings, table) -> list:
     """Fit one estimator on a coalition table (one Attribution per behavior)."""
     attrs = est.build().fit(table)
     return attrs if isinstance(attrs, list) else [attrs]
+
+
+def behavior_value(rec: JobRecord, key: str) -> float:
+    """A record's value of a behavior key; ``name[space]#i`` is generated image i of a local
+    behavior (``JobRecord.local``)."""
+    from diffattr.behaviors.keys import split_image_key
+
+    base, image = split_image_key(key)
+    if image is None:
+        return rec.behaviors[key]
+    values = rec.local.get(base)
+    if values is None or image >= len(values):
+        raise DiffattrError(
+            f"job {rec.key} has no local value {key} (measured before the run measured it?); "
+            "see diffattr status"
+        )
+    return float(values[image])
 
 
 def _missing_references(refs: dict, store: Store, plan: JobPlan) -> str:

@@ -214,6 +214,15 @@ class RunConfig(Settings):
             raise DiffattrError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _estimators_fit_family(self) -> RunConfig:
+        for i, est in enumerate(self.attribution.estimators):
+            check = getattr(est, "family_problem", None)  # baselines that need a model kind
+            problem = check(self.family) if check is not None else None
+            if problem is not None:
+                raise DiffattrError(f"attribution.estimators[{i}]: {problem}")
+        return self
+
     # ------------------------------------------------------------------ access
 
     def method_settings(self, name: str | None = None) -> MethodSettings:

@@ -198,6 +198,11 @@ def local_scores(
     """Local scores (generated x training) of a gradient or similarity baseline; larger =
     the training example is more responsible for / more similar to the generated one."""
     s = parse_baseline(settings)
+    if s.local_implementation is not None:  # DAS, EK-FAC: modules of their own
+        import importlib
+
+        module, _, name = s.local_implementation.partition(":")
+        return getattr(importlib.import_module(module), name)(s, target, cache_dir, progress)
     if isinstance(s, GradientSettings):
         return _gradient_local(s, target, cache_dir, progress)
     if isinstance(s, PixelSimilaritySettings):
@@ -249,6 +254,8 @@ def gradient_features(
         "projection_seed": s.seed,
         "device_type": device.type,
     }
+    if getattr(s, "layers", None) is not None:  # DAS: a subset of the parameters
+        fields["layers"] = list(s.layers)
     if projector == "basic":
         grad_dim = sum(p.numel() for p in target.named_params().values())
         fields["projector_block"] = basic_block_size(grad_dim, s.projection_dim)

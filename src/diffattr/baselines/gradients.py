@@ -13,7 +13,8 @@ projected to ``projection_dim`` dimensions with traker's projectors:
   ``x_t`` as the target.
 
 Output functions: ``loss`` = mean squared error between predicted and target noise (the
-training loss of Ho et al.), ``squared-norm`` = mean squared predicted noise (D-TRAK).
+training loss of Ho et al.), ``squared-norm`` = mean squared predicted noise (D-TRAK),
+``mean`` = mean predicted noise (DAS's scalar summary of the predicted noise).
 
 Per-example gradients are taken with ``torch.func`` (``functional_call`` + ``vmap(grad)``),
 or with one backward pass per example (``loop``); ``auto`` tries vmap on the first batch and
@@ -36,7 +37,7 @@ from torch.utils._pytree import tree_map
 from diffattr.baselines.target import DiffusionTarget, Trajectory
 from diffattr.errors import DiffattrError
 
-OUTPUTS = ("loss", "squared-norm")
+OUTPUTS = ("loss", "squared-norm", "mean")
 PROJECTORS = ("auto", "basic", "cuda", "none")
 
 
@@ -160,6 +161,8 @@ def _output(eps: torch.Tensor, target: torch.Tensor | None, output: str) -> torc
     """Per-probe output, shape (K,)."""
     if output == "loss":
         return (eps - target).pow(2).flatten(1).mean(1)
+    if output == "mean":
+        return eps.flatten(1).mean(1)
     return eps.pow(2).flatten(1).mean(1)
 
 

@@ -18,6 +18,10 @@ Registry names (aliases in brackets):
 ``pixel-similarity``       cosine of flattened images [pixel]
 ``feature-similarity``     cosine of features (``space``: cnn, inception, clip:<dir>)
 ``property-heuristic``     the behaviour measured on each player's own images [heuristic]
+``das``                    Diffusion Attribution Score (Lin et al. 2025): the change of the
+                           generated image's predicted noise when the image is left out
+``ekfac-influence`` [ekfac] influence functions with EK-FAC curvature (Mlodozeniec et al.
+                           2025; kronfluence, the ``ekfac`` extra)
 ========================== ==========================================================
 
 Sign convention: a larger value means the player is more responsible for the full model's
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from diffattr.estimators.settings import ESTIMATORS, EstimatorSettings
 
@@ -54,6 +58,9 @@ class BaselineSettings(EstimatorSettings):
     implementation: ClassVar[str | None] = IMPLEMENTATION
     #: ``gradient``, ``similarity`` or ``heuristic`` (what inputs the baseline needs).
     family: ClassVar[str] = ""
+    #: ``"module:function"`` computing the local scores of a baseline with its own module
+    #: (``function(settings, target, cache_dir, progress) -> LocalScores``)
+    local_implementation: ClassVar[str | None] = None
 
     aggregation: Aggregation = "mean"
     aggregate_per_generated: bool = False
@@ -207,6 +214,99 @@ class PropertyHeuristicSettings(BaselineSettings):
     chunk_size: int = Field(default=1, ge=0)
 
 
+def _layer_patterns(v: list[str] | None) -> list[str] | None:
+    if v is not None and (not v or any(not p.strip() for p in v)):
+        raise ValueError("give layer name patterns (fnmatch), or leave layers unset for all")
+    return v
+
+
+class DASSettings(GradientSettings):
+    """DAS, the Diffusion Attribution Score (Lin, Tao, Dong & Xu, ICLR 2025): how much the
+    full model's predicted noise for a generated image changes when a training image is
+    left out, through the model's linearisation and one Newton step of the least-squares
+    training objective. With ``Phi`` the projected gradients of the training images'
+    predicted noise (its mean over pixels, DAS's scalar output, averaged over the
+    ``timesteps`` probes), ``psi_g`` the generated image's and ``r_i`` training image i's
+    residual (root mean squared error of its predicted noise over the same probes)::
+
+        DAS(g, i) = psi_g (Phi^T Phi + lambda I)^-1 phi_i r_i  [ / (1 - h_i) ]
+
+    ``regularization`` is the damping lambda; ``leverage`` divides by ``1 - h_i``,
+    ``h_i = phi_i (Phi^T Phi + lambda I)^-1 phi_i`` (the exact leave-one-out step of a
+    linear least-squares fit; the public code's default leaves it out). ``layers``: fnmatch
+    patterns of the parameter names to differentiate (default: every trainable parameter;
+    the text-to-image family's LoRA adapters)."""
+
+    name: Literal["das"] = "das"
+    local_implementation: ClassVar[str | None] = "diffattr.baselines.das:das_local"
+    output_function: ClassVar[str] = "mean"
+    score: ClassVar[str] = "das"
+    leverage: bool = False
+    layers: list[str] | None = None
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[str] | None) -> list[str] | None:
+        return _layer_patterns(v)
+
+
+class EKFACSettings(BaselineSettings):
+    """Influence functions with Kronecker-factored curvature (Mlodozeniec, Eschenhagen, Bae,
+    Immer, Krueger & Turner, ICLR 2025; Grosse et al. 2023), computed by ``kronfluence``
+    (``pip install 'diffattr[ekfac]'``). The curvature is the generalised Gauss-Newton of
+    the diffusion training loss over the training images' probes (``timesteps`` fixed
+    timesteps, each with a fixed noise), approximated per layer by Kronecker factors with
+    eigenvalue correction (``strategy = "ekfac"``) or without (``"kfac"``); the score of a
+    training image for a generated one is ``grad f_g^T (G + damping I)^-1 grad L_i`` with
+    ``f_g`` the generated image's loss over the same probes (positive: upweighting the
+    image lowers that loss). ``damping``: None = kronfluence's 0.1 x mean eigenvalue.
+    ``layers``: fnmatch patterns of the ``nn.Linear`` / ``nn.Conv2d`` module names to
+    track (default: all). The factors are fitted once per model, data and these settings
+    and kept in the run's cache."""
+
+    name: Literal["ekfac-influence"] = "ekfac-influence"
+    local_implementation: ClassVar[str | None] = "diffattr.baselines.ekfac:ekfac_local"
+    family: ClassVar[str] = "gradient"
+    aggregation: Aggregation = "sum"
+    strategy: Literal["ekfac", "kfac"] = "ekfac"
+    timesteps: int = Field(default=10, gt=0)
+    seed: int = Field(default=0, ge=0)
+    shared_noise: bool = True
+    damping: float | None = Field(default=None, gt=0.0)
+    layers: list[str] | None = None
+    batch_size: int = Field(default=32, gt=0)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[str] | None) -> list[str] | None:
+        return _layer_patterns(v)
+
+    def family_problem(self, family: object) -> str | None:
+        """Why this baseline cannot score ``family``'s models (checked with the config)."""
+        if getattr(family, "name", None) == "text-to-image":
+            return (
+                "ekfac-influence tracks nn.Linear / nn.Conv2d layers (kronfluence), and the "
+                "text-to-image family applies its LoRA as plain matrices; use das, trak or "
+                "d-trak for it"
+            )
+        return None
+
+    @staticmethod
+    def check_available() -> None:
+        """A one-line error when kronfluence is not installed."""
+        import importlib.util
+
+        from diffattr.errors import DiffattrError
+
+        if importlib.util.find_spec("kronfluence") is None:
+            raise DiffattrError(EKFAC_EXTRA)
+
+
+EKFAC_EXTRA = (
+    "ekfac-influence needs kronfluence: pip install 'diffattr[ekfac]' (with a CPU build of "
+    "torch: pip install einops einconv opt-einsum && pip install --no-deps kronfluence)"
+)
+
 for _cls, _aliases in (
     (TrakSettings, ()),
     (DTrakSettings, ("dtrak",)),
@@ -217,6 +317,8 @@ for _cls, _aliases in (
     (PixelSimilaritySettings, ("pixel",)),
     (FeatureSimilaritySettings, ()),
     (PropertyHeuristicSettings, ("heuristic",)),
+    (DASSettings, ()),
+    (EKFACSettings, ("ekfac",)),
 ):
     if _cls.model_fields["name"].default not in ESTIMATORS:
         ESTIMATORS.register(_cls, aliases=_aliases)
@@ -232,6 +334,8 @@ BASELINES: tuple[str, ...] = (
     "pixel-similarity",
     "feature-similarity",
     "property-heuristic",
+    "das",
+    "ekfac-influence",
 )
 
 

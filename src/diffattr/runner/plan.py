@@ -76,6 +76,10 @@ def check_config(cfg: RunConfig) -> None:
             )
     check_device(cfg.device)
     cfg.executor.check()
+    for est in cfg.attribution.estimators:
+        check = getattr(est, "check_available", None)  # a baseline's optional package
+        if check is not None:
+            check()
     from diffattr.behaviors.settings import check_settings
 
     check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())

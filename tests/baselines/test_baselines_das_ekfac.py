@@ -71,9 +71,10 @@ def test_das_is_the_kernel_score_times_the_residual(target):
 def test_layers_restrict_what_is_differentiated(target):
     all_layers = local_scores(DAS, target)
     some = local_scores({**DAS, "layers": ["up_blocks.*"]}, target)
-    assert some.details["train_features"]["grad_dim"] < all_layers.details["train_features"][
-        "grad_dim"
-    ]
+    assert (
+        some.details["train_features"]["grad_dim"]
+        < all_layers.details["train_features"]["grad_dim"]
+    )
     with pytest.raises(DiffattrError, match="match none"):
         local_scores({**DAS, "layers": ["no_such_layer*"]}, target)
 

@@ -65,3 +65,21 @@ def test_protocol_defaults_follow_the_paper():
     assert (q.alphas, q.test_subsets, q.seeds) == ((0.25, 0.75), 16, 1)
     with pytest.raises(DiffattrError, match="alpha"):
         LDSProtocol.from_options([1.5], None, None)
+
+
+def test_per_image_lds_is_each_images_lds_averaged():
+    from diffattr.evaluate.lds import lds, lds_per_image
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((12, 5)) < 0.5
+    values = rng.normal(size=(3, 5))  # three generated images' attributions
+    exact = masks @ values.T  # (B, I): behaviors the attributions predict exactly
+    t = np.stack([exact.T, -exact.T])  # seed 0: as predicted, seed 1: reversed
+    t[1, 2] = exact[:, 2]  # image 2 as predicted under both seeds
+    score, per_image = lds_per_image(values, masks, t, n_bootstrap=50)
+    assert score.per_seed[0] == pytest.approx(100.0)
+    assert score.per_seed[1] == pytest.approx((-100 - 100 + 100) / 3)
+    assert score.mean == pytest.approx(np.mean(score.per_seed))
+    assert per_image == pytest.approx([0.0, 0.0, 100.0])
+    assert per_image[0] == pytest.approx(np.mean([lds(values[0], masks, t[s, 0]) for s in (0, 1)]))
+    assert score.n_test == 12 and score.bootstrap_low <= score.bootstrap_high

@@ -56,9 +56,9 @@ def test_a_run_with_local_behaviors_resumes_refits_and_scores_per_image(tmp_path
     assert again.failed == 0
     with Store(run_dir / "store.sqlite", readonly=True) as s:
         assert {r.key: r.finished for r in s.records()} == finished
-    assert json.loads((run_dir / "values.json").read_text())["attributions"] == values[
-        "attributions"
-    ]
+    assert (
+        json.loads((run_dir / "values.json").read_text())["attributions"] == values["attributions"]
+    )
     # per-image LDS: each image's LDS, averaged, with its interval
     lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
     by = {(r["estimator"], r["behavior"]): r for r in lds["results"]}

@@ -197,6 +197,27 @@ def print_ranking(attributions: list, top: int | None = None) -> None:
                 cells.append(f"{a.values[i]:+.4g}" + ("" if se != se else f" ± {se:.2g}"))
             table.add_row(str(r), escape(lead.names[i]), *cells)
         out.print(table)
+        print_reliability(out, est, attrs)
+
+
+def print_reliability(out, estimator: str, attrs: list) -> None:
+    """One line of reliability signals per behavior, and a ``warning:`` line (stderr) for
+    those below their thresholds (``diffattr.estimators.reliability``)."""
+    import warnings
+
+    from rich.markup import escape
+
+    from diffattr.errors import DiffattrWarning
+    from diffattr.estimators.reliability import advice, summary
+
+    for a in attrs:
+        rel = a.settings.get("reliability")
+        if not rel:
+            continue
+        out.print(f"  reliability of {escape(str(a.behavior))}: {summary(rel)}")
+        line = advice(estimator, a.behavior, rel)
+        if line:
+            warnings.warn(line, DiffattrWarning, stacklevel=2)
 
 
 @app.command("run")

@@ -320,7 +320,7 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     cache = run_dir / "cache"
     digest = dataset_digest(dataset, cache if cache.is_dir() else None)
     check_data_unchanged(run_dir, digest, cfg.attribution.full_model)
-    from diffattr.runner.run import shared_work_dir
+    from diffattr.runner.layout import shared_work_dir
 
     shared = [shared_work_dir(run_dir, cfg.method, digest)]
     check_model_dirs(run_dir, cfg.attribution.full_model, shared)

@@ -37,23 +37,12 @@ from tqdm.auto import tqdm
 from diffattr.config import RunConfig, home
 from diffattr.counterfactual.settings import MethodSettings
 from diffattr.errors import DiffattrError
+from diffattr.estimators.reliability import assess as assess_reliability
 from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
 from diffattr.runner.job import JobContext, JobSpec
+from diffattr.runner.layout import shared_work_dir
 from diffattr.store import JobRecord, Store, job_key, mask_to_str, str_to_mask
-
-
-def settings_digest(settings: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def shared_work_dir(run_dir: str | Path, settings: MethodSettings, data_digest: str) -> Path:
-    """Where a method's one-time shared work lives: ``shared/<method>-<digest of its shared
-    settings and the data>`` (the plan verifies it before any work, ``prepare`` fills it)."""
-    shared = {**settings.shared_settings(), "data_digest": data_digest}
-    return Path(run_dir) / "shared" / f"{settings.name}-{settings_digest(shared)}"
 
 
 @dataclass
@@ -597,6 +586,8 @@ class Run:
                 if table.n_rows == 0:
                     raise DiffattrError(f"no finished jobs for estimator {est.name!r}")
                 attrs = fit_table(est, table)
+                for attr, rel in zip(attrs, assess_reliability(est, table, attrs)):
+                    attr.settings["reliability"] = rel.to_dict()
             except DiffattrError as e:
                 if errors is None:
                     raise

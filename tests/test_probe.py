@@ -195,21 +195,28 @@ def test_cifar100_without_its_superclasses_asked_for_cifar20(tmp_path):
 
 
 def test_a_plan_whose_rows_cannot_identify_the_values_is_refused(tmp_path):
-    """11 contributors, the quick preset's 24 paired coalitions: enough rows by count, too
-    few by rank (repeated pairs). Refused by the plan (and --dry-run) with the M to pass."""
+    """11 contributors, 24 i.i.d. paired kernel coalitions (``replace = true``): enough rows
+    by count, too few by rank (repeated pairs). Refused by the plan (and --dry-run) with the
+    M to pass."""
     from diffattr.config import build_config
     from diffattr.runner.plan import make_plan
 
     data = make_folder(tmp_path / "data", contributors=[f"p{i:02d}" for i in range(11)], per=2)
     out = tmp_path / "run"
-    args = ["run", "--preset", "quick", "--dataset", "folder", "--data", data, "--out", out]
+    cfg = tmp_path / "iid.toml"
+    cfg.write_text(
+        '[[attribution.estimators]]\nname = "shapley"\n'
+        'sampler = { name = "shapley-kernel", replace = true }\n'
+    )
+    args = ["run", cfg, "--preset", "quick", "--dataset", "folder", "--data", data]
+    args += ["--subsets", "24", "--out", out]
     for res in run_many([*args, "--dry-run"], args):
         line = refused(res, "attribution.estimators[0]", "rank")
         assert not out.exists()
     # the M it names is accepted
     m = int(line.rsplit("--subsets ", 1)[1])
     flags = {"data.name": "folder", "data.path": str(data), "attribution.subsets": m}
-    plan = make_plan(build_config(None, "quick", flags), out)
+    plan = make_plan(build_config(cfg, "quick", flags), out)
     assert plan.estimators[0].rows == m and not out.exists()
 
 

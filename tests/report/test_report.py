@@ -296,7 +296,7 @@ def test_settings_are_a_table_per_section(run, tmp_path):
     att = settings.split("<th>attribution</th>", 1)[1].split("</table>", 1)[0]
     cells = {_cells(r)[0]: _cells(r)[1] for r in table_rows(att)}
     assert cells["subsets"] == "48" and cells["v1"] == "full"
-    assert cells["estimators[0] shapley.sampler.name"] == "shapley-kernel"
+    assert cells["estimators[0] shapley-cv.sampler.name"] == "leverage"
     assert "{&quot;" not in settings and '{"' not in settings  # no raw JSON
 
 
@@ -574,8 +574,10 @@ def test_report_of_an_evaluated_run(evaluated_run, tmp_path):
         rows = [_cells(r) for r in table_rows(blocks[(a["estimator"], a["behavior"])])]
         shown = {r[1]: r[3] for r in rows}
         assert set(shown) == set(a["names"])
-        for name, v in zip(a["names"], a["values"]):
-            assert shown[name].startswith(f"{v:.4g} ± ")
+        for name, v, se in zip(a["names"], a["values"], a["stderr"]):
+            # a standard error the fit's rows cannot determine is said so, not drawn
+            tail = " (interval not estimable)" if se is None else f" ± {1.96 * se:.2g}"
+            assert shown[name] == f"{v:.4g}{tail}"
         assert all(
             'class="thumb"' in r for r in table_rows(blocks[(a["estimator"], a["behavior"])])
         )

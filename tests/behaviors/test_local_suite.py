@@ -94,3 +94,11 @@ def test_reference_round_trips_through_the_run_directory(reference, tmp_path):
     with pytest.raises(DiffattrError, match="delete it"):
         load_reference(tmp_path / "bad.safetensors")
     assert not LocalSuite([])  # no local behaviors: an empty suite
+
+
+def test_reference_whose_x0_is_its_images_round_trips(tmp_path):
+    """A pixel model's x0 can be the very tensor of its images (one storage): saved anyway."""
+    images = torch.linspace(-1, 1, 2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
+    save_reference(tmp_path / "full.safetensors", LocalReference(images, images), {})
+    back = load_reference(tmp_path / "full.safetensors")
+    assert torch.equal(back.images, images) and torch.equal(back.x0, images)

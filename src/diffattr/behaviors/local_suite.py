@@ -90,6 +90,12 @@ def save_reference(path: str | Path, ref: LocalReference, record: dict[str, Any]
     tensors = {"images": ref.images.contiguous(), "x0": ref.x0.contiguous()}
     if ref.cond is not None:
         tensors["cond"] = ref.cond.contiguous()
+    # safetensors refuses tensors that share memory (a pixel model's x0 is its images)
+    seen: set[int] = set()
+    for k, t in tensors.items():
+        if t.untyped_storage().data_ptr() in seen:
+            tensors[k] = t.clone()
+        seen.add(tensors[k].untyped_storage().data_ptr())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:

@@ -168,8 +168,23 @@ def main() -> None:
             ],
         }
 
+        started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        old_meta = args.data_dir / "meta.json"
+        calls = []  # every call of this script on the game: command, start, stage, seconds
+        if old_meta.exists():
+            old = json.loads(old_meta.read_text())
+            calls = old.get("calls") or [
+                {k: old[k] for k in ("command", "stage", "seconds_this_call") if k in old}
+            ]
+
         def write_meta(stage: str) -> None:
             refs = run.reference_records(plan)
+            this = {
+                "command": "python benchmarks/complete_game.py " + " ".join(sys.argv[1:]),
+                "started": started,
+                "stage": stage,
+                "seconds_this_call": round(time.perf_counter() - t0, 1),
+            }
             rec.meta(
                 {
                     "players": list(p.players.names),
@@ -181,8 +196,9 @@ def main() -> None:
                     "test_subsets": [mask_to_str(m) for m in test],
                     "seeds": args.seeds,
                     "stage": stage,
-                    "seconds_this_call": round(time.perf_counter() - t0, 1),
-                    "command": "python benchmarks/complete_game.py " + " ".join(sys.argv[1:]),
+                    "seconds_this_call": this["seconds_this_call"],
+                    "command": this["command"],
+                    "calls": calls + [this],
                     "recipe": {k: getattr(args, k) for k in RECIPE} | {"workers": args.workers},
                     "config": cfg.to_dict(),
                 }
@@ -194,7 +210,15 @@ def main() -> None:
             done = rec.sft(sft)
             print(f"sft game: {done}/{len(sft)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         write_meta("sft game")
-        order = [s for g in ("test", "small-large") for s in groups[g]]
+        # seed by seed, so that every seed recorded covers both groups: test subsets and the
+        # small / large coalitions (sFT fidelity where kernel rows live) with seed 0 first
+        order = [
+            s
+            for seed in range(max(args.seeds, args.fidelity_seeds))
+            for g in ("test", "small-large")
+            for s in groups[g]
+            if s.seed == seed
+        ]
         for part in chunks(order, max(2, args.chunk // 4)):
             run.execute(part, "retrain")
             done = rec.retrain(groups)

@@ -150,13 +150,20 @@ class Game:
         return out
 
     def targets(self, group: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Masks ``(B, n)`` of a retrained group whose every seed finished, and per behavior
-        the retrained values ``(seeds, B)``."""
+        """Masks ``(B, n)`` of a retrained group and per behavior the retrained values
+        ``(seeds, B)``: the first k seeds and the subsets retrained with all of them, k chosen
+        for the most (subset, seed) values (a game still being recorded trains seed 0 of
+        every subset before seed 1)."""
         rows = [r for r in self.retrain if r["set"] == group]
-        seeds = sorted({int(r["seed"]) for r in rows})
         by = {(r["mask"], int(r["seed"])): r for r in rows}
-        masks = [m for m in dict.fromkeys(r["mask"] for r in rows)]
-        masks = [m for m in masks if all((m, s) in by for s in seeds)]
+        order = list(dict.fromkeys(r["mask"] for r in rows))
+        seeds: list[int] = []
+        masks: list[str] = []
+        all_seeds = sorted({int(r["seed"]) for r in rows})
+        for k in range(1, len(all_seeds) + 1):
+            kept = [m for m in order if all((m, s) in by for s in all_seeds[:k])]
+            if len(kept) * k > len(masks) * len(seeds):
+                seeds, masks = all_seeds[:k], kept
         vals = {
             b: np.array([[float(by[(m, s)][b]) for m in masks] for s in seeds])
             for b in self.behaviors
@@ -302,7 +309,9 @@ def loo_exact(game: Game) -> dict[str, np.ndarray]:
     return out
 
 
-def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | None) -> dict:
+def estimator_table(
+    game: Game, grid: list[int], draws: int, only: list[str] | None, skip: list[str] | None = None
+) -> dict:
     masks, targets = game.targets("test")
     test_set = {mask_to_str(m) for m in masks}
     exact = exact_values(game)
@@ -310,6 +319,8 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
     rows, per_draw, signals = [], {}, []
     for label, settings in ESTIMATORS_COMPARED.items():
         if only and not any(o in label for o in only):
+            continue
+        if skip and any(o in label for o in skip):
             continue
         ref = exact[definition(settings)]
         budgets = [game.n] if settings["name"] == "loo" else grid
@@ -333,9 +344,10 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
                     if definition(settings) == "datamodel":  # identified up to a shift
                         diff = diff - diff.mean()
                     res[b]["max_err"].append(float(np.abs(diff).max()))
-                    score = lds_over_seeds(v, masks, targets[b], n_bootstrap=0).mean
-                    res[b]["lds"].append(score)
-                    per_draw.setdefault((label, m, b), []).append(score)
+                    if len(masks) >= 3:
+                        score = lds_over_seeds(v, masks, targets[b], n_bootstrap=0).mean
+                        res[b]["lds"].append(score)
+                        per_draw.setdefault((label, m, b), []).append(score)
                     rel = a.settings.get("reliability")
                     if rel:
                         res[b]["reliability"].append(rel)
@@ -346,7 +358,7 @@ def estimator_table(game: Game, grid: list[int], draws: int, only: list[str] | N
                     "settings": settings,
                     "M": m,
                     "behavior": b,
-                    "draws": len(r["lds"]),
+                    "draws": len(r["spearman"]),
                     "not_identified": errors,
                     "seconds_per_fit": (time.perf_counter() - t0) / max(1, draws),
                 }
@@ -422,6 +434,8 @@ def paired(per_draw: dict, base: str, others: list[str], grid: list[int], behavi
 
 def ceilings(game: Game) -> list[dict]:
     masks, targets = game.targets("test")
+    if len(masks) < 3:
+        return []
     exact = exact_values(game)
     out = []
     for kind, per_b in exact.items():
@@ -441,6 +455,7 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(behaviors), figsize=(6.5 * len(behaviors), 8.5), squeeze=False)
     ceil = {(c["values"], c["behavior"]): c["lds"] for c in result["ceilings"]}
     labels = [k for k in ESTIMATORS_COMPARED if any(r["estimator"] == k for r in rows)]
+    colors = dict(zip(labels, plt.get_cmap("tab20").colors))
     for col, b in enumerate(behaviors):
         for row_i, key in enumerate(("spearman_mean", "lds_mean")):
             ax = axes[row_i][col]
@@ -453,8 +468,8 @@ def plot(result: dict, path: Path) -> None:
                 if not pts or label == "loo":
                     continue
                 style = "-" if "fitted" in label or "tree" in label else "--"
-                ax.plot(*zip(*pts), style, marker="o", ms=3, label=label)
-            if key == "lds_mean":
+                ax.plot(*zip(*pts), style, marker="o", ms=3, label=label, color=colors[label])
+            if key == "lds_mean" and ("shapley", b) in ceil:
                 ax.axhline(ceil[("shapley", b)], color="k", lw=1, label="exact sFT-Shapley")
                 ax.set_ylabel("LDS vs retraining")
             else:
@@ -473,8 +488,27 @@ def main() -> None:
     ap.add_argument("--grid", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--only", nargs="*", default=None, help="estimator labels containing these")
+    ap.add_argument("--skip", nargs="*", default=None, help="but not those containing these")
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument(
+        "--plot-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="draw --plot from these printed results (e.g. a run with --skip tree and one "
+        "with --only tree) instead of computing",
+    )
     args = ap.parse_args()
+    if args.plot_from:
+        if not args.plot:
+            raise SystemExit("error: --plot-from needs --plot PATH")
+        parts = [json.loads(p.read_text()) for p in args.plot_from]
+        merged = {
+            "estimators": {"rows": [r for x in parts for r in x["estimators"]["rows"]]},
+            "ceilings": next((x["ceilings"] for x in parts if x["ceilings"]), []),
+        }
+        plot(merged, args.plot)
+        return
     game = load(args.data)
     if not game.complete:
         raise SystemExit(
@@ -482,15 +516,20 @@ def main() -> None:
             "run benchmarks/complete_game.py to finish it"
         )
     t0 = time.perf_counter()
-    table = estimator_table(game, args.grid, args.draws, args.only)
-    labels = [k for k in ESTIMATORS_COMPARED if not args.only or any(o in k for o in args.only)]
+    table = estimator_table(game, args.grid, args.draws, args.only, args.skip)
+    labels = [
+        k
+        for k in ESTIMATORS_COMPARED
+        if (not args.only or any(o in k for o in args.only))
+        and not (args.skip and any(o in k for o in args.skip))
+    ]
     base = "shapley (paired kernel, iid, given ends: the paper's)"
     result = {
         "command": "python benchmarks/game.py "
         + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items()
-            if v is not None and k != "data"
+            if v is not None and k not in ("data", "plot_from")
         ),
         "fidelity": fidelity(game),
         "ceilings": ceilings(game),

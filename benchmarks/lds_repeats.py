@@ -45,6 +45,8 @@ BASELINES = [
     {"name": "relative-influence"},
     {"name": "renormalized-influence"},
     {"name": "gradient-similarity"},
+    {"name": "das"},
+    {"name": "ekfac-influence"},
     {"name": "pixel-similarity", "aggregation": "mean"},
     {"name": "pixel-similarity", "aggregation": "max"},
     {"name": "feature-similarity", "aggregation": "mean"},

@@ -1,0 +1,319 @@
+"""Per-image attribution of a local behavior, resumable; raw results kept as they accrue.
+
+Players are single training images (digits, ``--per-class`` per class). Each generated image
+i has its own behavior -- ``--behavior`` (ssim, nrmse, mse or denoising-loss) of a model's
+image i against the full model's image i -- and its own attribution (``[attribution] local =
+"per-image"``, the first ``--local-images`` images). Scored as the paper's code scores local
+behaviors: LDS of each image's attribution on held-out alpha = 0.5 subsets retrained from
+scratch with ``--seeds`` seeds, averaged over the images (``diffattr.evaluate.lds``), with a
+t-interval over seeds, a bootstrap interval over test subsets and bootstrap intervals of the
+paired differences between methods (the same resamples). Methods: datamodels fitted on sFT
+jobs and on models retrained from scratch at equal compute, and the baselines (TRAK,
+D-TRAK, Journey-TRAK, DAS, EK-FAC influence, gradient / pixel / feature similarity).
+
+Everything is resumable: models live in the run store under ``--out`` (a killed run skips
+every finished job), baseline features in its cache, and the results are appended to
+``--data-out`` as they are computed -- ``agreement.json`` (the retrained behavior's
+seed-to-seed agreement, measured before any fit: it caps every method), ``targets.json``
+(every test subset's per-image behavior per seed), ``results.jsonl`` (one line per fit,
+with its per-image predictions, skipped when already there) and ``paired.json``. The
+protocol of issue 28 (64 test subsets x 3 seeds)::
+
+    OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local \\
+        --data-out benchmarks/data/per_image_local --behavior ssim --per-class 20 \\
+        --samples 64 --local-images 32 --sft-subsets 512 --test-subsets 64 --seeds 3 \\
+        --train-steps 1000 --k 100 --workers 2
+
+A tiny check of the script (minutes): ``--per-class 2 --samples 8 --local-images 4
+--sft-subsets 16 --test-subsets 4 --seeds 2 --train-steps 40 --k 5 --finetune-steps 10
+--baselines pixel-similarity das``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffattr.behaviors.keys import split_image_key
+from diffattr.config import build_config
+from diffattr.errors import DiffattrError
+from diffattr.estimators.settings import ESTIMATORS
+from diffattr.evaluate.common import held_out_masks, retrain_targets
+from diffattr.evaluate.lds import _mean_spearman, lds_per_image
+from diffattr.fileio import atomic_write_text
+from diffattr.runner.run import Run, fit_table
+from diffattr.store import mask_to_str
+
+BASELINES = {
+    "trak": {"name": "trak"},
+    "d-trak": {"name": "d-trak"},
+    "journey-trak": {"name": "journey-trak"},
+    "das": {"name": "das"},
+    "ekfac-influence": {"name": "ekfac-influence"},
+    "gradient-similarity": {"name": "gradient-similarity"},
+    "pixel-similarity": {"name": "pixel-similarity", "aggregation": "mean"},
+    "feature-similarity": {"name": "feature-similarity", "aggregation": "mean"},
+}
+
+
+def config(args):
+    behavior = {"name": args.behavior}
+    return build_config(
+        None,
+        "default",
+        {
+            "data": {"name": "digits", "limit_per_class": args.per_class, "players": "sample"},
+            "family.seed": args.seed,
+            "train.seed": args.seed,
+            "train.steps": args.train_steps,
+            "train.batch_size": 64,
+            "train.checkpoint_every": args.train_steps,
+            "sample.seed": args.seed,
+            "sample.num_samples": args.samples,
+            "sample.batch_size": args.samples,
+            "sample.ddim_steps": args.ddim_steps,
+            "behaviors.measure": [behavior],
+            "attribution.seed": args.seed,
+            "attribution.subsets": args.sft_subsets,
+            "attribution.local": "per-image",
+            "attribution.local_images": args.local_images,
+            "attribution.estimators": [{"name": "datamodel", "subsets": args.sft_subsets}],
+            "method": {"name": "sft", "finetune_steps": args.finetune_steps, "steps": args.k},
+            "executor": {"name": "process", "workers": args.workers},
+        },
+    )
+
+
+class Results:
+    """``results.jsonl`` under the data folder: one line per fit, appended when computed;
+    lines already there are not computed again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "results.jsonl"
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[row["id"]] = row
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.rows
+
+    def add(self, row: dict) -> None:
+        self.rows[row["id"]] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+
+def per_image_values(attrs: list, base: str) -> tuple[list[str], np.ndarray]:
+    """The attributions of ``base`` per generated image: their keys and values (I, n)."""
+    chosen = sorted(
+        (a for a in attrs if split_image_key(a.behavior)[0] == base),
+        key=lambda a: split_image_key(a.behavior)[1],
+    )
+    if not chosen:
+        raise DiffattrError(f"no per-image attribution of {base}")
+    return [a.behavior for a in chosen], np.array([a.values for a in chosen], dtype=float)
+
+
+def scored(values: np.ndarray, masks: np.ndarray, t: np.ndarray) -> dict:
+    score, per_image = lds_per_image(values, masks, t)
+    pred = masks.astype(float) @ values.T  # (B, I)
+    return {**score.to_dict(), "per_image_lds": per_image, "predictions": pred.T.tolist()}
+
+
+def agreement(t: np.ndarray) -> dict:
+    """Seed-to-seed agreement of the retrained behavior: for each pair of seeds, the mean
+    over images of 100 x Spearman between the two seeds' values over the test subsets."""
+    pairs = [_mean_spearman(t[a], t[b]) for a in range(len(t)) for b in range(a + 1, len(t))]
+    mean = float(np.mean(pairs)) if pairs else float("nan")
+    return {"seed_to_seed_spearman": mean, "pairs": pairs, "at_least_80": bool(mean >= 80)}
+
+
+def paired(results: Results, t: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> list:
+    """LDS differences of every pair of methods, bootstrapped over test subsets with the same
+    resamples for both; 'resolved' when the 95 % interval excludes 0."""
+    rows = [r for r in results.rows.values() if "predictions" in r]
+    preds = {r["id"]: np.array(r["predictions"]) for r in rows}
+    b = t.shape[2]
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, b, b) for _ in range(n_bootstrap)]
+
+    def lds_of(p: np.ndarray, idx: np.ndarray) -> float:
+        return float(np.mean([_mean_spearman(p[:, idx], ts[:, idx]) for ts in t]))
+
+    out = []
+    ids = sorted(preds)
+    for i, a in enumerate(ids):
+        for c in ids[i + 1 :]:
+            full = np.arange(b)
+            diff = lds_of(preds[a], full) - lds_of(preds[c], full)
+            boots = [lds_of(preds[a], idx) - lds_of(preds[c], idx) for idx in draws]
+            boots = [x for x in boots if np.isfinite(x)]
+            lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
+            out.append(
+                {
+                    "a": a,
+                    "b": c,
+                    "difference": diff,
+                    "bootstrap_95": [float(lo), float(hi)],
+                    "resolved": bool(lo > 0 or hi < 0),
+                }
+            )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="run directory (the store)")
+    ap.add_argument("--data-out", type=Path, default=Path("benchmarks/data/per_image_local"))
+    ap.add_argument(
+        "--behavior", default="ssim", choices=["ssim", "nrmse", "mse", "denoising-loss"]
+    )
+    ap.add_argument("--per-class", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--local-images", type=int, default=32)
+    ap.add_argument("--ddim-steps", type=int, default=20)
+    ap.add_argument("--sft-subsets", type=int, default=512)
+    ap.add_argument("--grid", type=int, nargs="+", default=None)
+    ap.add_argument("--test-subsets", type=int, default=64)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--train-steps", type=int, default=1000)
+    ap.add_argument("--finetune-steps", type=int, default=500)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    args.data_out.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    atomic_write_text(args.data_out / "settings.json", json.dumps(settings, indent=1))
+    results = Results(args.data_out)
+    cfg = config(args)
+    with Run(cfg, args.out, progress=False) as run:
+        plan = run.plan()
+        p = plan.prepared
+        n = p.n_players
+        # 1. the retrained ground truth first: its seed-to-seed agreement caps every method
+        masks = held_out_masks(n, 0.5, args.test_subsets, args.seed)
+        targets = retrain_targets(run, p, masks, args.seeds)
+        test_set = {mask_to_str(m) for m in targets.masks}
+        run.execute(plan.specs(), "sft")  # references and the sFT coalitions
+        full = run.reference_records(plan)["full"]
+        keys = run.per_image_columns(full)
+        (base,) = sorted({split_image_key(k)[0] for k in keys})
+        t = np.stack([targets.values(k) for k in keys], axis=1)  # (seeds, I, B)
+        atomic_write_text(
+            args.data_out / "targets.json",
+            json.dumps(
+                {
+                    "behavior": base,
+                    "masks": targets.masks.astype(int).tolist(),
+                    "values": t.tolist(),
+                }
+            ),
+        )
+        agree = agreement(t)
+        agree["behavior"] = base
+        atomic_write_text(args.data_out / "agreement.json", json.dumps(agree, indent=1))
+        c_retrain = targets.seconds_per_job()
+        fit = run.store.records([s.key for s in plan.specs() if s.kind == "fit"])
+        c_sft = float(np.mean([x.t_total for x in fit]))
+        cost = {
+            "retrain_seconds_per_job": c_retrain,
+            "sft_seconds_per_job": c_sft,
+            "sft_prepare_seconds": p.prepare_cost,
+        }
+        atomic_write_text(args.data_out / "cost.json", json.dumps(cost, indent=1))
+        masks_ok = targets.masks
+        # 2. datamodels on sFT jobs at several budgets
+        est = cfg.attribution.estimators[0]
+        grid = args.grid or [args.sft_subsets // 4, args.sft_subsets // 2, args.sft_subsets]
+        budgets = {m: p.prepare_cost + m * c_sft for m in grid}
+        for m in grid:
+            rid = f"sft-datamodel-M{m}"
+            if rid not in results:
+                _, values = per_image_values(
+                    fit_table(est, run.table(plan, "datamodel", test_set, m)), base
+                )
+                results.add(
+                    {
+                        "id": rid,
+                        "method": "sft",
+                        "estimator": "datamodel",
+                        "M": m,
+                        "seconds": budgets[m],
+                        **scored(values, masks_ok, t),
+                    }
+                )
+        # 3. datamodels on models retrained from scratch, at the compute of each sFT budget
+        m_max = int(math.floor(max(budgets.values()) / c_retrain))
+        rest = ESTIMATORS.parse({"name": "datamodel", "subsets": max(m_max, 3)})
+        rplan = run.plan("retrain", [rest])
+        run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-datamodel")
+        for m_sft, budget in budgets.items():
+            m = int(math.floor(budget / c_retrain))
+            rid = f"retrain-datamodel-M{m}"
+            if rid in results:
+                continue
+            row = {
+                "id": rid,
+                "method": "retrain",
+                "estimator": "datamodel",
+                "M": m,
+                "seconds": budget,
+                "equal_compute_to_sft_M": m_sft,
+            }
+            try:
+                attrs = fit_table(rest, run.table(rplan, "datamodel", test_set, m))
+                _, values = per_image_values(attrs, base)
+                results.add({**row, **scored(values, masks_ok, t)})
+            except DiffattrError as e:
+                results.add({**row, "error": str(e)})
+        # 4. the baselines on the full model (features cached in the run's cache)
+        for name in args.baselines:
+            rid = f"baseline-{name}"
+            if rid in results:
+                continue
+            s = ESTIMATORS.parse(BASELINES[name])
+            bplan = run.plan(estimators=[s])
+            errors: list[str] = []
+            t1 = time.perf_counter()
+            res = run.estimate(bplan, estimators=[s], errors=errors)
+            row = {"id": rid, "method": "baseline", "estimator": name}
+            try:
+                _, values = per_image_values(res.attributions, base)
+            except DiffattrError as e:
+                results.add({**row, "error": errors or str(e)})
+                continue
+            compute = res.attributions[0].settings.get("seconds")
+            results.add(
+                {
+                    **row,
+                    "seconds": time.perf_counter() - t1,
+                    "compute_seconds": compute,
+                    **scored(values, masks_ok, t),
+                }
+            )
+        # 5. paired differences (the same bootstrap resamples for both methods)
+        atomic_write_text(args.data_out / "paired.json", json.dumps(paired(results, t), indent=1))
+    summary = {
+        "seconds": time.perf_counter() - t0,
+        "players": n,
+        "images": len(keys),
+        "test_subsets": len(masks_ok),
+        "agreement": agree["seed_to_seed_spearman"],
+        "lds": {r["id"]: r.get("lds", r.get("error")) for r in results.rows.values()},
+    }
+    print(json.dumps(summary, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

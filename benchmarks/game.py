@@ -259,6 +259,27 @@ def fidelity(game: Game) -> list[dict]:
                     )
                 )
             out.append(row)
+        if group != "small-large":
+            continue
+        sizes = masks.sum(axis=1)
+        for size in sorted(set(sizes.tolist())):  # within one coalition size
+            sel = sizes == size
+            if sel.sum() < 3:
+                continue
+            for j, b in enumerate(game.behaviors):
+                mean = vals[b][:, sel].mean(axis=0)
+                out.append(
+                    {
+                        "group": f"{group}, size {size}",
+                        "behavior": b,
+                        "subsets": int(sel.sum()),
+                        "seeds": int(vals[b].shape[0]),
+                        "pearson": float(pearsonr(sft[sel, j], mean).statistic),
+                        "spearman": float(spearmanr(sft[sel, j], mean).statistic),
+                        "mean_sft": float(sft[sel, j].mean()),
+                        "mean_retrained": float(mean.mean()),
+                    }
+                )
     return out
 
 
@@ -491,6 +512,9 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=None, help="but not those containing these")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument(
+        "--fidelity-only", action="store_true", help="print sFT's fidelity to retraining only"
+    )
+    ap.add_argument(
         "--plot-from",
         type=Path,
         nargs="+",
@@ -510,6 +534,9 @@ def main() -> None:
         plot(merged, args.plot)
         return
     game = load(args.data)
+    if args.fidelity_only:
+        print(json.dumps({"fidelity": fidelity(game)}, indent=1))
+        return
     if not game.complete:
         raise SystemExit(
             f"error: the recorded game holds {len(game.sft)} of {2**game.n - 2} coalitions; "

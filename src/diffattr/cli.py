@@ -214,7 +214,8 @@ def print_reliability(out, estimator: str, attrs: list) -> None:
         rel = a.settings.get("reliability")
         if not rel:
             continue
-        out.print(f"  reliability of {escape(str(a.behavior))}: {summary(rel)}")
+        of = f" of {escape(str(a.behavior))}" if a.behavior else ""
+        out.print(f"  reliability{of}: {summary(rel)}")
         line = advice(estimator, a.behavior, rel)
         if line:
             warnings.warn(line, DiffattrWarning, stacklevel=2)

@@ -97,3 +97,34 @@ def test_the_cli_prints_the_signals_and_one_warning_line(tmp_path):
     assert "reliability: rank stability" in proc.stdout
     warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and "look unreliable" in warn[0]
+
+
+def test_a_runs_ranked_table_prints_the_signals_and_warns_below_threshold():
+    """``diffattr run`` prints one reliability line per behavior under its ranked table (from
+    the signals the run recorded in each attribution's settings) and warns once per
+    unreliable fit; a fit without recorded signals prints no such line."""
+    import io
+
+    from rich.console import Console
+
+    from diffattr.cli import print_reliability
+    from diffattr.errors import DiffattrWarning
+
+    s = ESTIMATORS.parse({"name": "shapley"})
+    noisy = _table(s, 32, 3, 3.0, np.linspace(0.0, 0.2, N))
+    (a,) = s.build().fit(noisy)
+    a.settings["reliability"] = assess(s, noisy, [a])[0].to_dict()
+    buf = io.StringIO()
+    with pytest.warns(DiffattrWarning, match="look unreliable") as caught:
+        print_reliability(Console(file=buf, width=200), "shapley", [a])
+    assert len(caught) == 1
+    assert buf.getvalue().strip().startswith("reliability: rank stability")  # no behavior
+    a.behavior = "fid[x]"
+    buf = io.StringIO()
+    with pytest.warns(DiffattrWarning, match="shapley values of fid"):
+        print_reliability(Console(file=buf, width=200), "shapley", [a])
+    assert buf.getvalue().strip().startswith("reliability of fid[x]: rank stability")
+    del a.settings["reliability"]
+    buf = io.StringIO()
+    print_reliability(Console(file=buf, width=200), "shapley", [a])
+    assert buf.getvalue() == ""

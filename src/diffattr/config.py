@@ -363,11 +363,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 #: Run presets: plain config layers under a config file's keys.
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: digits, 10 class contributors, sFT, Shapley values (shapley-cv), FID
-    # and IS; sized to finish in about 12-13 minutes on a 2-core CPU (500 images with 25 DDIM
-    # steps per model instead of the paper's 100 steps: 1.6 s of a 13-16 s job).
+    # and IS; M = 64 (at 32, shapley-cv's values have no standard errors and rank the
+    # classes far less like the exact values: BENCHMARKS.md, "The recorded complete game");
+    # about 21 minutes on a 2-core CPU (500 images with 25 DDIM steps per model instead of
+    # the paper's 100 steps: 1.3-1.7 s of a 13-17 s job).
     "default": {
         "sample": {"num_samples": 500, "ddim_steps": 25},
-        "attribution": {"subsets": 32},
+        "attribution": {"subsets": 64},
         "method": {"name": "sft", "finetune_steps": 500, "steps": 200},
         "methods": {"ft": {"steps": 200}, "lora": {"steps": 200}},
     },

@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from diffattr.behaviors.keys import BehaviorKey
-from diffattr.estimators import CoalitionTable
-from diffattr.estimators.settings import ESTIMATORS
 from diffattr.evaluate.common import retrain_targets
 from diffattr.evaluate.counterfactual import removal_mask
 from diffattr.runner.run import Run
-from game import DATA, load
+from game import DATA, fit_draw, load
 from lds_repeats import add_config_args, config
 
 #: label -> estimator settings: the run's default and KernelSHAP's default and the paper's.
@@ -49,19 +47,10 @@ RECIPE = {"train_steps": 500, "k": 60, "finetune_steps": 300, "samples": 256}
 
 
 def printed_values(game, settings: dict, m: int, seed: int) -> dict[str, np.ndarray]:
-    """The values a run with this estimator, M and seed prints, per behavior."""
-    s = ESTIMATORS.parse(settings)
-    masks, pair_ids = s.draw(game.n, m, seed)
-    table = CoalitionTable(
-        masks,
-        game.values(masks),
-        names=game.players,
-        behaviors=game.behaviors,
-        v0=[game.v0[b] for b in game.behaviors],
-        v1=[game.v1[b] for b in game.behaviors],
-        pair_ids=pair_ids,
-    )
-    return {a.behavior: np.asarray(a.values, float) for a in s.build().fit(table)}
+    """The values a run with this estimator, M and seed prints, per behavior (no row is
+    dropped: a run has no test subsets)."""
+    atts, _ = fit_draw(game, settings, m, seed, set())
+    return {a.behavior: np.asarray(a.values, float) for a in atts}
 
 
 def main() -> None:

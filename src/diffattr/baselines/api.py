@@ -92,18 +92,7 @@ def attribute(
     values, stderr = aggregate_local(
         local.scores, members, s.aggregation, s.aggregate_per_generated
     )
-    now = time.perf_counter()
-    info = _info(
-        s,
-        target,
-        seconds={
-            "featurize": local.featurize_seconds,
-            "score": local.score_seconds + (now - t_agg),
-            "wall": now - t0,
-        },
-        cache=local.cache,
-        details=local.details,
-    )
+    info = _local_info(s, target, local, t0, t_agg)
     keys: list[str | None] = list(behaviors) if behaviors else [None]
     return [
         Attribution(values, stderr, names, s.name, settings=copy.deepcopy(info), behavior=k)
@@ -148,18 +137,7 @@ def attribute_per_image(
             rows[image] = aggregate_local(
                 local.scores[image : image + 1], members, s.aggregation, s.aggregate_per_generated
             )[0]
-    now = time.perf_counter()
-    info = _info(
-        s,
-        target,
-        seconds={
-            "featurize": local.featurize_seconds,
-            "score": local.score_seconds + (now - t_agg),
-            "wall": now - t0,
-        },
-        cache=local.cache,
-        details=local.details,
-    )
+    info = _local_info(s, target, local, t0, t_agg)
     nan = np.full(len(names), np.nan)
     return [
         Attribution(
@@ -459,6 +437,18 @@ def _heuristic(s, target, names, members, measure, behaviors, t0):
 
 
 # ----------------------------------------------------------------------------- records
+
+
+def _local_info(s, target, local, t0: float, t_agg: float) -> dict:
+    """``_info`` of scores from ``local_scores``: its featurize and score seconds (the
+    aggregation, from ``t_agg``, counted as scoring) and the wall time since ``t0``."""
+    now = time.perf_counter()
+    seconds = {
+        "featurize": local.featurize_seconds,
+        "score": local.score_seconds + (now - t_agg),
+        "wall": now - t0,
+    }
+    return _info(s, target, seconds=seconds, cache=local.cache, details=local.details)
 
 
 def _info(s: BaselineSettings, target: DiffusionTarget, **extra: Any) -> dict[str, Any]:

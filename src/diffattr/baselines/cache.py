@@ -29,6 +29,21 @@ def stable_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def training_probe_fields(target: Any, settings: Any) -> dict[str, Any]:
+    """The cache-key fields of features computed from the training data's noise probes:
+    the model, its function, the noise schedule, the data, and the probes' timesteps and
+    noise (``timesteps``, ``seed``, ``shared_noise`` of the baseline's settings)."""
+    return {
+        "model": target.digest("model"),
+        "function": target.function_id(),
+        "schedule": target.digest("schedule"),
+        "data": target.digest("train"),
+        "timesteps": settings.timesteps,
+        "noise_seed": settings.seed,
+        "shared_noise": settings.shared_noise,
+    }
+
+
 class FeatureCache:
     """Features (n, d) by key under ``<cache_dir>/baselines/<kind>``; ``cache_dir`` None
     disables caching (every lookup misses, nothing is written)."""

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
-from diffattr.baselines.cache import FeatureCache, stable_key
+from diffattr.baselines.cache import FeatureCache, stable_key, training_probe_fields
 from diffattr.baselines.gradients import fixed_timesteps, noise_probes
 from diffattr.baselines.settings import DASSettings
 from diffattr.baselines.target import DiffusionTarget
@@ -91,16 +91,7 @@ def residuals(
 
 
 def _residuals_cached(s: DASSettings, target, cache_dir) -> tuple[torch.Tensor, dict[str, Any]]:
-    fields = {
-        "kind": "das-residuals",
-        "model": target.digest("model"),
-        "function": target.function_id(),
-        "schedule": target.digest("schedule"),
-        "data": target.digest("train"),
-        "timesteps": s.timesteps,
-        "noise_seed": s.seed,
-        "shared_noise": s.shared_noise,
-    }
+    fields = {"kind": "das-residuals", **training_probe_fields(target, s)}
     key = stable_key(fields)
     cache = FeatureCache(cache_dir, "das-residuals")
     hit = cache.load(key)

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffattr.baselines.cache import FeatureCache, stable_key
+from diffattr.baselines.cache import FeatureCache, stable_key, training_probe_fields
 from diffattr.baselines.gradients import ProbeSource, fixed_timesteps, noise_probes
 from diffattr.baselines.settings import EKFACSettings
 from diffattr.baselines.target import DiffusionTarget
@@ -144,13 +144,7 @@ def ekfac_local(
         "kind": "ekfac-factors",
         "kronfluence": kf_version,
         "strategy": s.strategy,
-        "model": target.digest("model"),
-        "function": target.function_id(),
-        "schedule": target.digest("schedule"),
-        "data": target.digest("train"),
-        "timesteps": s.timesteps,
-        "noise_seed": s.seed,
-        "shared_noise": s.shared_noise,
+        **training_probe_fields(target, s),
         "modules": modules,
     }
     fkey = stable_key(factor_fields)

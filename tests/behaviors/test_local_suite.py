@@ -62,10 +62,10 @@ def reference():
 def test_the_full_model_against_itself_is_exact(reference):
     from diffattr.data import load_dataset
     from diffattr.data.settings import parse_data
-    from diffattr.families.settings import parse_family
+    from diffattr.families.settings import FAMILIES
 
     model, ref = reference
-    family = parse_family({"name": "unconditional", "architecture": "tiny"}).build("cpu")
+    family = FAMILIES.parse({"name": "unconditional", "architecture": "tiny"}).build("cpu")
     dataset = load_dataset(parse_data({"name": "digits", "limit_per_class": 3}))
     suite = build_local_suite({"measure": MEASURE}, dataset, cache_dir="unused")
     assert suite.keys() == ["ssim[pixel]", "nrmse[pixel]", "mse[pixel]", "denoising-loss[model]"]

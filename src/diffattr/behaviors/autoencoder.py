@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -260,10 +259,3 @@ def build(settings, dataset, *, device="cpu", cache_dir: str | Path, seed: int =
         device=device,
         cache_dir=cache_dir,
     )
-
-
-def reconstruction_error(ext: AutoencoderExtractor, images: torch.Tensor) -> np.ndarray:
-    """Per-image reconstruction MSE (diagnostics)."""
-    x = ext._check(images).to(ext.device, torch.float32)
-    with torch.no_grad():
-        return ((ext.model(x) - x) ** 2).mean(dim=(1, 2, 3)).cpu().numpy()

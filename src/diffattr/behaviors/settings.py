@@ -286,10 +286,6 @@ class BlipFeatures(_LocalEncoder):
     implementation: ClassVar[str] = "diffattr.behaviors.pretrained:build"
 
 
-def parse_features(value: Any, where: str = "behaviors.features") -> FeatureSettings:
-    return FEATURES.parse(value, where)
-
-
 def _sub_parse(registry: ComponentRegistry, value: Any) -> Any:
     """Parse a nested component inside a pydantic validator: its error becomes a ValueError
     whose message pydantic prefixes with the field's location."""

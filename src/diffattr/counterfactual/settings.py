@@ -199,7 +199,3 @@ def check_method_family(method: MethodSettings, family: Any) -> None:
     problem = method.family_problem(family)
     if problem is not None:
         raise DiffattrError(problem)
-
-
-def parse_method(value: Any, where: str = "method") -> MethodSettings:
-    return METHODS.parse(value, where)

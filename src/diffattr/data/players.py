@@ -76,15 +76,6 @@ class Players:
             return np.zeros(0, dtype=np.int64)
         return np.sort(np.concatenate(kept)).astype(np.int64)
 
-    def mask_of(self, names: Sequence[str]) -> np.ndarray:
-        index = {n: i for i, n in enumerate(self.names)}
-        mask = np.zeros(len(self), dtype=bool)
-        for n in names:
-            if n not in index:
-                raise DiffattrError(f"unknown player {n!r}")
-            mask[index[n]] = True
-        return mask
-
     def sizes(self) -> np.ndarray:
         return np.array([len(m) for m in self.members])
 

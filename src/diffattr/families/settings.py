@@ -91,10 +91,6 @@ class ConditionalSettings(FamilySettings):
         return self
 
 
-def parse_family(value: Any, where: str = "family") -> FamilySettings:
-    return FAMILIES.parse(value, where)
-
-
 def family_of(model_dir, device: str = "cpu"):
     """The family (object) recorded in a model directory's ``diffattr.json``; a model with
     no record is a pixel-space UNet (``unconditional``). A diffusers pipeline directory

@@ -260,7 +260,3 @@ class SlurmExecutor(Executor):
             except Exception:  # noqa: BLE001 - best effort: the job may be gone
                 pass
         self._live = []
-
-
-def make_executor(cfg: ExecutorSettings) -> Executor:
-    return cfg.build()

@@ -8,7 +8,7 @@ runs the same tasks as local processes, for machines without SLURM and for tests
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -126,7 +126,3 @@ class SlurmSettings(ExecutorSettings):
         if bad:
             raise ValueError(f"give sbatch options without dashes (account, not --account): {bad}")
         return v
-
-
-def parse_executor(value: Any, where: str = "executor") -> ExecutorSettings:
-    return EXECUTORS.parse(value, where)

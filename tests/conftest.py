@@ -56,6 +56,18 @@ def small_cfg(full_model, **extra):
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch at one intra-op thread for a whole module (much faster for tiny models on a
+    shared 2-core machine); a module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``. ``one_thread`` below also
+    clears the behavior caches, for the tests that compare with a worker's floats."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @contextlib.contextmanager
 def one_thread():
     """Torch at one thread, as every pool / Ray / SLURM worker runs: the driver prepares the

@@ -42,12 +42,7 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +52,7 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def full_dir(tmp_path_factory, digits, _one_thread):
+def full_dir(tmp_path_factory, digits, one_torch_thread):
     cfg = RunConfig().with_overrides(**{"train.steps": 40, "train.batch_size": 32})
     out = tmp_path_factory.mktemp("cf") / "full"
     return train_full(cfg, out, grid_samples=0)

@@ -10,13 +10,7 @@ from diffattr.families.base import TrainingSet
 from diffattr.families.settings import FAMILIES, LATENT_ARCHITECTURES
 from diffattr.families.unconditional import load_unet, save_unet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ldm_layout_unet(seed=0):

@@ -21,13 +21,7 @@ def LOSS(model, x0, t, noise):
     return FAMILY.loss(model, x0, t, noise)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: much faster for these tiny models on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def conv_params(m: nn.Module) -> int:

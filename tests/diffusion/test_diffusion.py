@@ -9,10 +9,11 @@ from diffattr.data import load_dataset
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.sample import generate, initial_noise
 from diffattr.diffusion.train import antithetic_timesteps, train
-from diffattr.diffusion.unet import count_parameters, make_unet
+from diffattr.diffusion.unet import make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import FamilyCheckpoint, TrainingSet
 from diffattr.families.settings import UnconditionalSettings
+from diffattr.torchutils import count_parameters
 
 
 @pytest.fixture(scope="module")

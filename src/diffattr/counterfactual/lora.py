@@ -23,6 +23,7 @@ from diffattr.counterfactual.base import (
 from diffattr.counterfactual.settings import LoRASettings
 from diffattr.errors import DiffattrError
 from diffattr.families.base import TrainingSet
+from diffattr.torchutils import count_parameters
 
 
 class LoRAFineTune(CounterfactualMethod):
@@ -59,7 +60,7 @@ class LoRAFineTune(CounterfactualMethod):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the adapters' initialisation
             model = get_peft_model(base, config)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        trainable = count_parameters(model, trainable_only=True)
         tuned, seconds, info = fine_tune(
             self.family, model, subset, self.train_config(s, s.steps, seed), ema=s.ema
         )

@@ -62,7 +62,3 @@ def make_ddim(num_inference_steps: int, config: dict | None = None) -> DDIMSched
     sched = DDIMScheduler.from_config(make_scheduler(config).config)
     sched.set_timesteps(num_inference_steps)
     return sched
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -39,6 +39,7 @@ from torch import nn
 from diffattr.errors import DiffattrError
 from diffattr.families.latents import tensor_digest
 from diffattr.families.settings import OwnAutoencoderSettings
+from diffattr.torchutils import count_parameters
 
 #: Version of the training procedure (part of every cache key).
 VERSION = 1
@@ -162,7 +163,7 @@ def train_autoencoder(
         "reconstruction_mse": float((rec - images.float().cpu()).square().mean()),
         "latent_std": std,
         "latent_shape": list(means.shape[1:]),
-        "parameters": int(sum(p.numel() for p in ae.parameters())),
+        "parameters": count_parameters(ae),
     }
     return ae, report
 

@@ -40,6 +40,7 @@ from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.train import TrainResult, diffusion_loss, train
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import FamilySettings
+from diffattr.torchutils import count_parameters
 
 
 @dataclass
@@ -158,7 +159,7 @@ class ModelFamily(ABC):
         return diffusion_loss(self, model, x0, t, noise, cond, self._scheduler)
 
     def parameter_count(self, model: nn.Module) -> int:
-        return int(sum(p.numel() for p in model.parameters()))
+        return count_parameters(model)
 
     # ------------------------------------------------------------------ sampling
 

@@ -78,6 +78,7 @@ from diffattr.diffusion.checkpoint import (
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.settings import TextToImageSettings
+from diffattr.torchutils import count_parameters
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 BASE_FILE = "base.json"
@@ -137,7 +138,7 @@ class LoRAAdapters(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        n = sum(p.numel() for p in self.parameters())
+        n = count_parameters(self)
         return f"layers={len(self.layer_names)}/{len(self.targets)}, rank={self.rank}, params={n}"
 
     @torch.no_grad()
@@ -886,7 +887,7 @@ class TextToImageFamily(ModelFamily):
             "dropout": s.dropout,
             "pruned": bool(model.pruned),
             "ranks": model.ranks(),
-            "lora_parameters": int(sum(p.numel() for p in model.parameters())),
+            "lora_parameters": count_parameters(model),
             "prompts": list(self._prompts) if self._prompts else None,
             "image_size": self._image_size,
             "base": str(self.base.path),

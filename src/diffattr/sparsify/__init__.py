@@ -15,7 +15,7 @@ _EXPORTS = {
     "PRUNERS": "diffattr.sparsify.prune:PRUNERS",
     "PruneReport": "diffattr.sparsify.prune:PruneReport",
     "count_macs": "diffattr.sparsify.prune:count_macs",
-    "count_parameters": "diffattr.sparsify.prune:count_parameters",
+    "count_parameters": "diffattr.torchutils:count_parameters",
     "layer_widths": "diffattr.sparsify.prune:layer_widths",
     "prune_unet": "diffattr.sparsify.prune:prune_unet",
     "sync_attributes": "diffattr.sparsify.prune:sync_attributes",

@@ -64,6 +64,7 @@ from torch import nn
 from diffattr.diffusion.architectures import SCHEDULER_CONFIG
 from diffattr.errors import DiffattrError
 from diffattr.registry import Registry
+from diffattr.torchutils import count_parameters
 
 ImportanceFactory = Callable[[nn.Module, "ImportanceContext"], Any]
 PRUNERS: Registry[ImportanceFactory] = Registry("pruner")
@@ -250,7 +251,7 @@ def prune_unet(
     device = next(model.parameters()).device
     example = _example_inputs(model, example_images, device)
 
-    params_before = sum(p.numel() for p in model.parameters())
+    params_before = count_parameters(model)
     macs_before = count_macs(model, example)
     widths_before = layer_widths(model)
 
@@ -326,7 +327,7 @@ def prune_unet(
         model(**example)
     model.train()
 
-    params_after = sum(p.numel() for p in model.parameters())
+    params_after = count_parameters(model)
     macs_after = count_macs(model, example)
     widths_after = layer_widths(model)
     layers = {
@@ -481,7 +482,3 @@ def count_macs(unet: nn.Module, example: dict[str, torch.Tensor]) -> float:
     with contextlib.redirect_stdout(io.StringIO()):
         macs, _ = tp.utils.count_ops_and_params(unet, example)
     return float(macs)
-
-
-def count_parameters(unet: nn.Module) -> int:
-    return sum(p.numel() for p in unet.parameters())

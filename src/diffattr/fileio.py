@@ -7,6 +7,7 @@ one-line errors, where caches go, and the fault points of the kill tests.
   pid (``tmp_prefix``), so those a killed process left are removed by the next write
   (``remove_stale_tmp``).
 * ``read_json``: a JSON file, or a one-line ``DiffattrError`` naming it and what to do.
+* ``content_key``: hex digits of the SHA-256 of a record's sorted JSON (cache keys).
 * ``cache_home``: the shared cache folder of commands that have no run directory.
 * ``fault_point``: a named point where ``DIFFATTR_FAULT=name:k`` kills the process (SIGKILL)
   the k-th time it is reached -- for the fault-injection tests; a no-op otherwise.
@@ -14,12 +15,14 @@ one-line errors, where caches go, and the fault points of the kill tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +159,14 @@ def read_json(path: str | os.PathLike[str], what: str = "", fix: str | None = No
 
 def _what(what: str) -> str:
     return f" ({what})" if what else ""
+
+
+def content_key(record: Any, length: int = 20, default: Callable[[Any], Any] | None = None) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``record`` as JSON with sorted keys
+    (``json.dumps``' default separators; ``default`` as in ``json.dumps``, e.g. ``str``).
+    A cache key: changing the encoding changes every key written before."""
+    text = json.dumps(record, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def cache_home() -> Path:

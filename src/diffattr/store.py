@@ -22,7 +22,6 @@ writing); older readers ignore it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import DiffattrError
-from diffattr.fileio import fault_point
+from diffattr.fileio import content_key, fault_point
 
 SCHEMA_VERSION = 1
 
@@ -93,8 +92,7 @@ def str_to_mask(s: str) -> np.ndarray:
 
 def job_key(**parts: Any) -> str:
     """Content address of a job: a hash of everything that determines its result."""
-    payload = json.dumps({"schema": SCHEMA_VERSION, **parts}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    return content_key({"schema": SCHEMA_VERSION, **parts}, length=32, default=str)
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Files a run writes: the user's umask, and model directories whose damage (missing or
 truncated weights, optimizer state) is a one-line error naming the file."""
 
+import hashlib
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from diffattr.config import RunConfig
 from diffattr.data import load_dataset
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelState, model_meta
-from diffattr.fileio import atomic_write_text, read_json
+from diffattr.fileio import atomic_write_text, content_key, read_json
 
 
 @pytest.fixture
@@ -49,6 +51,21 @@ def test_read_json_names_the_broken_file(tmp_path):
         with pytest.raises(DiffattrError, match=what) as e:
             read_json(p)
         assert "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+def test_content_keys_are_the_ones_written_before():
+    """The values of the expression the cache keys were written with before content_key
+    (sha256 of json.dumps(record, sort_keys=True[, default=str]), first N hex digits): a
+    change here orphans the latent, caption, autoencoder, demo-base, method and job caches."""
+    record = {"version": 1, "name": "x", "values": [1.5, None, True], "nested": {"b": 2, "a": "é"}}
+    assert content_key(record) == "873aabcec6c84bcd1763"
+    assert content_key(record, length=10) == "873aabcec6"
+    with_path = {**record, "path": Path("/data/x")}
+    assert content_key(with_path, default=str) == "60dd88016ee26736e28f"
+    old = json.dumps(with_path, sort_keys=True, default=str).encode()
+    assert content_key(with_path, length=32, default=str) == hashlib.sha256(old).hexdigest()[:32]
+    with pytest.raises(TypeError):
+        content_key(with_path)  # no default: a Path is not JSON, as before
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ contributor's images; it is part of the frozen base, not of what is attributed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from torch import nn
 from diffattr.errors import DiffattrError
 from diffattr.families.latents import tensor_digest
 from diffattr.families.settings import OwnAutoencoderSettings
+from diffattr.fileio import content_key
 from diffattr.torchutils import count_parameters
 
 #: Version of the training procedure (part of every cache key).
@@ -91,7 +91,7 @@ def cache_key(recipe: OwnAutoencoderSettings, images: torch.Tensor) -> dict[str,
         "images": tensor_digest(images),
         "shape": list(images.shape[1:]),
     }
-    record["key"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    record["key"] = content_key(record, length=20)
     return record
 
 

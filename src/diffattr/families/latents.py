@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from diffattr.errors import DiffattrError
-from diffattr.fileio import atomic_write_text
+from diffattr.fileio import atomic_write_text, content_key
 
 #: Version of the encoding procedure (part of every key).
 VERSION = 1
@@ -139,7 +139,7 @@ def cached_latents(
         "sample": bool(sample),
         "seed": int(seed) if sample else None,
     }
-    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    key = content_key(record, length=20)
     if cache_dir is not None:
         stem = Path(cache_dir) / "latents" / key
         weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -230,7 +230,7 @@ def cached_text_embeddings(
         "tokens": tensor_digest(ids.double()),
         "index": tensor_digest(index.double()),
     }
-    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    key = content_key(record, length=20)
     if cache_dir is not None:
         stem = Path(cache_dir) / "captions" / key
         weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")

@@ -48,6 +48,7 @@ import torch
 from diffattr.data.base import ImageDataset
 from diffattr.data.fashion_mnist import CLASS_NAMES
 from diffattr.errors import DiffattrError
+from diffattr.fileio import content_key
 
 #: Version of the demo recipe (part of the cache key).
 VERSION = 3
@@ -263,7 +264,7 @@ def demo_key(settings) -> str:
         "configs": [VAE_CONFIG, UNET_CONFIG, TEXT_CONFIG, SCHEDULER, MAX_TOKENS, KL_WEIGHT],
         "words": caption_words(),
     }
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return content_key(record, length=20, default=str)
 
 
 def demo_base_dir(settings, cache_dir: str | Path | None) -> Path:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from diffattr.counterfactual.settings import MethodSettings
+from diffattr.fileio import content_key
 
 
 def settings_digest(settings: dict) -> str:
     """Ten hex digits of the SHA-256 of ``settings`` as sorted JSON."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return content_key(settings, length=10)
 
 
 def shared_work_dir(run_dir: str | Path, settings: MethodSettings, data_digest: str) -> Path:

@@ -252,6 +252,12 @@ def run_cmd(
     sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
     strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the jobs; exit"),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="run one coalition job first under the torch profiler: its time split and top "
+        "operators go to RUN_DIR/profile.json and profile.txt",
+    ),
 ) -> None:
     """Attribute a global behavior of the model to its data contributors (resumable).
 
@@ -304,7 +310,7 @@ def run_cmd(
             typer.echo(make_plan(cfg, run_dir).render(), err=True)
             from diffattr.runner import run_attribution
 
-            summary = run_attribution(cfg, run_dir)
+            summary = run_attribution(cfg, run_dir, profile=profile)
     except DiffattrError:
         if created:  # refused before any work: leave no empty run directory behind
             try:
@@ -312,6 +318,10 @@ def run_cmd(
             except OSError:
                 pass
         raise
+    if summary.profile is not None:
+        from diffattr.runner.profile import render
+
+        typer.echo(render(summary.profile) + f"\n(written to {run_dir / 'profile.json'})", err=True)
     print_ranking(summary.attributions, top=25)
     t = summary.timings
     typer.echo(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from diffattr.store import JobRecord, str_to_mask
 
@@ -212,23 +213,27 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
     try:
         worker = worker_for(ctx)
         torch.manual_seed(spec.seed)
-        model = worker.model_for(spec, rec)
+        # the stage markers name the stages in a profile (diffattr run --profile)
+        with record_function("diffattr.train"):
+            model = worker.model_for(spec, rec)
         local = worker.local_suite
         t = time.perf_counter()
-        if local and spec.method == "full":
-            images = worker.reference.images  # the full model's samples, generated once
-        else:
-            images = worker.sample(model, spec.mask)
+        with record_function("diffattr.sample"):
+            if local and spec.method == "full":
+                images = worker.reference.images  # the full model's samples, generated once
+            else:
+                images = worker.sample(model, spec.mask)
         rec.t_sample = time.perf_counter() - t
         if ctx.grids_dir:
             from diffattr.images import save_grid
 
             save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
         t = time.perf_counter()
-        rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
-        if local:
-            rec.local = worker.measure_local(images, model)
-            rec.behaviors.update({k: float(np.mean(v)) for k, v in rec.local.items()})
+        with record_function("diffattr.measure"):
+            rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
+            if local:
+                rec.local = worker.measure_local(images, model)
+                rec.behaviors.update({k: float(np.mean(v)) for k, v in rec.local.items()})
         rec.t_measure = time.perf_counter() - t
         bad = [k for k, v in rec.behaviors.items() if not np.isfinite(v)]
         if bad:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from diffattr.config import RunConfig, home
@@ -117,15 +118,21 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     first_error: str | None = None
     values_written: bool = False  # values.csv/json: only from tables with every planned job
+    profile: dict | None = None  # diffattr run --profile: one job's profile (runner.profile)
 
 
 class Run:
     """One run directory and its configuration; see the module docstring for the phases."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, profile: bool = False
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
+        #: profile one coalition job before the others (``runner.profile``)
+        self.profile = profile
+        self.profiled: dict | None = None
         self.timings: dict[str, float] = {}
         self._prepared: dict[str, Prepared] = {}
         self._store: Store | None = None
@@ -465,6 +472,30 @@ class Run:
             self._time("jobs", time.perf_counter() - t)
         return Executed(len(todo), failed, first)
 
+    def profile_one(self, specs: list[JobSpec]) -> dict:
+        """Profile the first of ``specs`` not yet done (the first, if all are) in this
+        process, with the torch threads a job of the run's executor gets; writes
+        ``profile.json`` / ``profile.txt`` into the run directory (``runner.profile``)."""
+        from diffattr.runner.executors import threads_per_worker
+        from diffattr.runner.profile import profile_job
+
+        done = self.store.done_keys(s.key for s in specs)
+        spec = next((s for s in specs if s.key not in done), specs[0])
+        prepared = self._prepared_for([spec])
+        ex = self.cfg.executor
+        before = torch.get_num_threads()
+        if ex.name == "process":
+            torch.set_num_threads(threads_per_worker(ex.workers))
+        t = time.perf_counter()
+        try:
+            self.profiled = profile_job(
+                spec, prepared.ctx, self.store, self.run_dir, self.cfg.device
+            )
+        finally:
+            torch.set_num_threads(before)
+            self._time("profile", time.perf_counter() - t)
+        return self.profiled
+
     def _prepared_for(self, specs: list[JobSpec]) -> Prepared:
         names = {s.method for s in specs} - {"full", "null"}
         if len(names) > 1:
@@ -700,6 +731,8 @@ class Run:
         ex_ref = self.execute(refs, "reference models")
         fit = [s for s in plan.specs() if s.kind == "fit"]
         self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
+        if self.profile and fit:
+            self.profile_one(fit)
         ex_fit = self.execute(fit, f"{plan.prepared.method.name} jobs")
         first = ex_ref.first_error or ex_fit.first_error
         rounds: list[dict] = []
@@ -888,7 +921,15 @@ def _missing_references(refs: dict, store: Store, plan: JobPlan) -> str:
     return "reference behaviors are missing; see diffattr status"
 
 
-def run_attribution(cfg: RunConfig, run_dir: str | Path | None = None, progress: bool = True):
-    """``diffattr run``: ``Run(cfg, run_dir).attribute()``."""
-    with Run(cfg, run_dir or home() / "run", progress) as run:
-        return run.attribute()
+def run_attribution(
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    profile: bool = False,
+):
+    """``diffattr run``: ``Run(cfg, run_dir).attribute()``; with ``profile``, one coalition
+    job runs first under the torch profiler (``profile.json`` in the run directory)."""
+    with Run(cfg, run_dir or home() / "run", progress, profile=profile) as run:
+        summary = run.attribute()
+        summary.profile = run.profiled
+        return summary

@@ -121,3 +121,37 @@ def test_common_random_numbers():
     torch.testing.assert_close(x1, x2, atol=1e-5, rtol=0)
     assert not torch.allclose(x1, x3)
     assert x1.min() >= -1 and x1.max() <= 1
+
+
+def test_one_ddim_loop_keeps_states_and_slices_conditions():
+    """``ddim_run`` is the one loop: the kept state of step 0 is sample i's own noise,
+    a later window (start) reproduces the same samples, and conditions reach eps_fn
+    row-sliced with their samples, whatever the batch size."""
+    from diffattr.diffusion.sample import ddim_run
+
+    seen = []
+
+    def eps(x, t, c):
+        seen.append(c["label"].clone())
+        return torch.zeros_like(x) + c["label"].float()[:, None, None, None] * 1e-3
+
+    cond = {"label": torch.arange(6)}
+    run = ddim_run(
+        eps, (1, 4, 4), 6, ddim_steps=3, seed=4, batch_size=4, cond=cond, keep_steps=[0, 2]
+    )
+    assert run.states.shape == (2, 6, 1, 4, 4) and run.steps.tolist() == [0, 2]
+    assert torch.equal(run.states[0], initial_noise(range(6), (1, 4, 4), seed=4))
+    assert torch.equal(torch.cat(seen[:1] + seen[3:4]), torch.arange(6))  # first step per batch
+    tail = ddim_run(
+        eps,
+        (1, 4, 4),
+        3,
+        ddim_steps=3,
+        seed=4,
+        batch_size=2,
+        start=3,
+        cond={"label": torch.arange(3, 6)},
+    )
+    torch.testing.assert_close(tail.final, run.final[3:], atol=1e-6, rtol=0)
+    with pytest.raises(DiffattrError, match="keep_steps"):
+        ddim_run(eps, (1, 4, 4), 2, ddim_steps=3, cond=cond, keep_steps=[3])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from diffattr.errors import DiffattrError
 
@@ -104,8 +104,7 @@ def record_trajectory(
     ``generate(model, num_samples, ddim_steps=..., seed=..., start=...)`` for an
     unconditional UNet.
     """
-    from diffattr.diffusion.sample import initial_noise
-    from diffattr.diffusion.unet import make_ddim
+    from diffattr.diffusion.sample import ddim_run
 
     if num_samples <= 0 or ddim_steps <= 0:
         raise DiffattrError("record_trajectory needs num_samples > 0 and ddim_steps > 0")
@@ -117,27 +116,26 @@ def record_trajectory(
         raise DiffattrError(f"keep_steps must lie in 0..{ddim_steps - 1}")
     was_training = model.training
     model.eval()
-    sched = make_ddim(ddim_steps)
-    timesteps = sched.timesteps
-    states = torch.empty((len(keep), num_samples, *shape))
-    finals = []
-    keep_pos = {int(s): j for j, s in enumerate(keep)}
-    for b0 in range(0, num_samples, batch_size):
-        b1 = min(b0 + batch_size, num_samples)
-        x = initial_noise(range(start + b0, start + b1), shape, seed).to(device)
-        c = None if cond is None else _rows(cond, b0, b1, device)
-        for s, t in enumerate(timesteps):
-            if s in keep_pos:
-                states[keep_pos[s], b0:b1] = x.float().cpu()
-            eps = eps_fn(model, x, t.to(device), c)
-            x = sched.step(eps, t, x, eta=0.0).prev_sample
-        finals.append(x.clamp(-1, 1).float().cpu())
-    model.train(was_training)
+    try:
+        run = ddim_run(
+            lambda x, t, c: eps_fn(model, x, t, c),
+            shape,
+            num_samples,
+            ddim_steps=ddim_steps,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            start=start,
+            cond=cond,
+            keep_steps=keep,
+        )
+    finally:
+        model.train(was_training)
     return Trajectory(
-        states=states,
-        timesteps=timesteps[torch.as_tensor(keep)].long().cpu(),
-        steps=torch.as_tensor(keep, dtype=torch.long),
-        final=torch.cat(finals),
+        states=run.states,
+        timesteps=run.timesteps[run.steps].long().cpu(),
+        steps=run.steps,
+        final=run.final.clamp(-1, 1),
         ddim_steps=ddim_steps,
         seed=seed,
         start=start,
@@ -385,10 +383,6 @@ def _update_tree(h: Any, name: str, tree: Any) -> None:
     h.update(f"{name}:{spec};".encode())
     for i, leaf in enumerate(leaves):
         _update(h, f"{name}.{i}", torch.as_tensor(leaf))
-
-
-def _rows(tree: Any, lo: int, hi: int, device: Any) -> Any:
-    return tree_map(lambda v: v[lo:hi].to(device), tree)
 
 
 def _check_cond(cond: Any, n: int, label: str) -> None:

@@ -29,11 +29,13 @@ proportions, which is what this rule asks of every model explicitly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from diffattr.diffusion.unet import make_ddim
@@ -97,10 +99,20 @@ def initial_noise(
     return out
 
 
+@dataclass
+class Sampled:
+    """What one DDIM run gives back (``ddim_run``)."""
+
+    final: torch.Tensor  # x_0, (N, *shape), float32 on the CPU, not clamped
+    timesteps: torch.Tensor  # the scheduler's timesteps, one per DDIM step
+    steps: torch.Tensor | None = None  # the kept step indices (``keep_steps``)
+    states: torch.Tensor | None = None  # x_t before each kept step, (len(steps), N, *shape)
+
+
 @torch.no_grad()
-def ddim_sample(
+def ddim_run(
     eps_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor],
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     num_samples: int,
     *,
     ddim_steps: int = 100,
@@ -109,30 +121,64 @@ def ddim_sample(
     device: str | torch.device = "cpu",
     start: int = 0,
     cond: Any = None,
+    scheduler: Any = None,
     scheduler_config: dict | None = None,
+    keep_steps: Sequence[int] | None = None,
     progress: bool = False,
-    trajectory: list | None = None,
-) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) samples x_0, shape (N, *shape), on the CPU (float32).
+) -> Sampled:
+    """The package's one DDIM loop (eta = 0): every family, baseline and trajectory
+    recorder samples through it, so the common-random-numbers rule holds everywhere --
+    sample ``start + i`` starts from ``initial_noise`` of (``seed``, ``start + i``) times the
+    scheduler's ``init_noise_sigma``, whatever the batch size and whichever model.
 
-    ``eps_fn(x_t, t, cond_batch)`` predicts the noise; ``cond`` (indexable by sample, or
-    None) gives each sample's condition. With ``trajectory`` (a list), the (x_t, t) of every
-    step is appended to it (for trajectory-based attribution).
+    Args:
+        eps_fn: ``eps_fn(x_t, t, cond_rows)`` predicts the noise (guidance goes inside it).
+        cond: per-sample conditions (a tensor, or a dict / list of tensors, first dimension
+            ``num_samples``) handed to ``eps_fn`` row-sliced per batch and moved to
+            ``device``; None for unconditional models.
+        scheduler: a DDIM scheduler with its timesteps set (a family with its own schedule);
+            default: ``make_ddim(ddim_steps, scheduler_config)``.
+        keep_steps: DDIM step indices whose input state x_t is kept (``Sampled.states``);
+            None keeps none.
     """
-    sched = make_ddim(ddim_steps, scheduler_config)
+    sched = scheduler if scheduler is not None else make_ddim(ddim_steps, scheduler_config)
+    timesteps = sched.timesteps
+    keep = None
+    states = None
+    if keep_steps is not None:
+        keep = np.asarray(sorted(set(int(s) for s in keep_steps)), dtype=np.int64)
+        if keep.size == 0 or keep.min() < 0 or keep.max() >= len(timesteps):
+            raise DiffattrError(f"keep_steps must lie in 0..{len(timesteps) - 1}")
+        states = torch.empty((len(keep), num_samples, *shape))
+    keep_pos = {} if keep is None else {int(s): j for j, s in enumerate(keep)}
     chunks = []
-    starts = range(start, start + num_samples, batch_size)
-    for b0 in tqdm(starts, desc="sample", disable=not progress, leave=False):
-        idx = range(b0, min(b0 + batch_size, start + num_samples))
-        x = initial_noise(idx, shape, seed).to(device)
-        c = None if cond is None else cond[idx.start - start : idx.stop - start]
-        for t in sched.timesteps:
-            if trajectory is not None:
-                trajectory.append((x.detach().cpu(), int(t)))
+    for b0 in tqdm(
+        range(0, num_samples, batch_size), desc="sample", disable=not progress, leave=False
+    ):
+        b1 = min(b0 + batch_size, num_samples)
+        x = initial_noise(range(start + b0, start + b1), shape, seed).to(device)
+        x = x * sched.init_noise_sigma
+        c = None if cond is None else tree_map(lambda v, lo=b0, hi=b1: v[lo:hi].to(device), cond)
+        for s, t in enumerate(timesteps):
+            if s in keep_pos:
+                states[keep_pos[s], b0:b1] = x.float().cpu()
             eps = eps_fn(x, t.to(device), c)
             x = sched.step(eps, t, x, eta=0.0).prev_sample
         chunks.append(x.float().cpu())
-    return torch.cat(chunks)[:num_samples]
+    final = torch.cat(chunks) if chunks else torch.empty((0, *shape))
+    steps = None if keep is None else torch.as_tensor(keep, dtype=torch.long)
+    return Sampled(final, timesteps, steps, states)
+
+
+def ddim_sample(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor],
+    shape: tuple[int, ...],
+    num_samples: int,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Deterministic DDIM samples x_0, (N, *shape), float32 on the CPU, not clamped:
+    ``ddim_run(...).final`` (the keyword arguments are ``ddim_run``'s)."""
+    return ddim_run(eps_fn, shape, num_samples, **kwargs).final
 
 
 def generate(

@@ -52,7 +52,7 @@ from diffattr.diffusion.checkpoint import (
     write_model_dir,
     write_training_state,
 )
-from diffattr.diffusion.sample import ddim_sample, initial_noise
+from diffattr.diffusion.sample import ddim_run, ddim_sample
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.latents import cached_latents, decode
@@ -176,27 +176,28 @@ def record_latent_trajectory(
 ):
     """Every DDIM state of ``num_samples`` latent samples under ``scheduler_config`` (the
     same noise and steps as ``LatentFamily.sample``); final latents unclamped."""
-    from diffattr.diffusion.unet import make_ddim
-
-    sched = make_ddim(ddim_steps, scheduler_config)
     was_training = model.training
     model.eval()
-    states = torch.empty((ddim_steps, num_samples, *shape))
-    finals = []
-    for b0 in range(0, num_samples, batch_size):
-        b1 = min(b0 + batch_size, num_samples)
-        x = initial_noise(range(start + b0, start + b1), shape, seed).to(device)
-        for s, t in enumerate(sched.timesteps):
-            states[s, b0:b1] = x.float().cpu()
-            x = sched.step(model(x, t.to(device)).sample, t, x, eta=0.0).prev_sample
-        finals.append(x.float().cpu())
-    model.train(was_training)
-    steps = torch.arange(ddim_steps)
+    try:
+        run = ddim_run(
+            lambda x, t, _c: model(x, t).sample,
+            shape,
+            num_samples,
+            ddim_steps=ddim_steps,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            start=start,
+            scheduler_config=scheduler_config,
+            keep_steps=range(ddim_steps),
+        )
+    finally:
+        model.train(was_training)
     return Trajectory(
-        states=states,
-        timesteps=sched.timesteps.long().cpu(),
-        steps=steps,
-        final=torch.cat(finals),
+        states=run.states,
+        timesteps=run.timesteps.long().cpu(),
+        steps=run.steps,
+        final=run.final,
         ddim_steps=ddim_steps,
         seed=seed,
         start=start,

@@ -707,38 +707,32 @@ class TextToImageFamily(ModelFamily):
     ) -> torch.Tensor:
         """DDIM latents (N, c, h, w) on the CPU; with ``trajectory`` (a list) the states
         x_t before every step, (steps, N, c, h, w), and the timesteps are appended to it."""
-        from tqdm.auto import tqdm
+        from diffattr.diffusion.sample import ddim_run
 
-        from diffattr.diffusion.sample import initial_noise
-
-        shape = self.latent_shape()
         cond = self.prompt_embeddings(num_samples, start)
         sched = self.ddim_scheduler(ddim_steps)
         was_training = model.training
         model.eval()
-        chunks, states = [], []
         try:
-            for b0 in tqdm(
-                range(0, num_samples, batch_size), desc="sample", disable=not progress, leave=False
-            ):
-                b1 = min(b0 + batch_size, num_samples)
-                x = initial_noise(range(start + b0, start + b1), shape, seed).to(self.device)
-                x = x * sched.init_noise_sigma
-                c = cond[b0:b1].to(self.device)
-                steps = []
-                for t in sched.timesteps:
-                    if trajectory is not None:
-                        steps.append(x.float().cpu())
-                    eps = self.guided_noise(model, x, t.to(self.device), c)
-                    x = sched.step(eps, t, x, eta=0.0).prev_sample
-                chunks.append(x.float().cpu())
-                if trajectory is not None:
-                    states.append(torch.stack(steps))
+            run = ddim_run(
+                lambda x, t, c: self.guided_noise(model, x, t, c),
+                self.latent_shape(),
+                num_samples,
+                ddim_steps=ddim_steps,
+                seed=seed,
+                batch_size=batch_size,
+                device=self.device,
+                start=start,
+                cond=cond,
+                scheduler=sched,
+                keep_steps=None if trajectory is None else range(len(sched.timesteps)),
+                progress=progress,
+            )
         finally:
             model.train(was_training)
         if trajectory is not None:
-            trajectory.append((torch.cat(states, 1), sched.timesteps.clone()))
-        return torch.cat(chunks)
+            trajectory.append((run.states, sched.timesteps.clone()))
+        return run.final
 
     def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         from diffattr.families.latents import decode

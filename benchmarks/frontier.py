@@ -1,0 +1,333 @@
+"""The cost-fidelity frontier of sFT counterfactuals on digits (issue: cost per counterfactual).
+
+For each operating point -- the complete game's recipe (``complete_game.py``: k = 60 steps,
+256 images x 25 DDIM steps, pruning 0.3) with one or more knobs changed: k, the fine-tune's
+learning rate, batch size, EMA handling, pruning ratio, and the sampling budget (images x
+DDIM steps, common random numbers across coalitions as always) -- this script runs the sFT
+jobs of the coalitions whose models were retrained from scratch in the complete game
+(``benchmarks/data/complete_game/retrain.csv``: every singleton and leave-one-out set and
+a few 2- and 8-player sets, plus ``--test`` of the held-out alpha = 0.5 subsets) and reports
+
+* fidelity: Pearson and Spearman correlation of the point's F(S) with the retrained F(S)
+  (mean over the recorded retraining seeds), FID and IS, over all those coalitions
+  ("pooled": sizes 1 to 9, where a size effect helps) and over the alpha = 0.5 subsets only
+  ("test": the LDS's subsets, the harder ranking);
+* cost: seconds per counterfactual, the mean of the jobs' own clocks (train + sample +
+  measure, each job in one of ``--workers`` processes at one thread), and the retraining
+  cost measured in the same call (``--retrain-timing`` retrains of test subsets, seed 99);
+* the recommended point: the cheapest whose test-group Pearson is, for both behaviors,
+  within ``--tolerance`` of the recipe's (marked in the plot and the JSON).
+
+The jobs live in the complete game's run directory (content-keyed: the recipe point's jobs
+are the game's own and cost nothing; a stopped call resumes), and every finished point is
+appended to ``benchmarks/data/frontier/jobs.csv`` so the rows can be committed as they
+accrue. Costs compare only within one call on one machine, and the machine's load matters:
+the JSON records the load average at the start and end of each point.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/frontier.py --out runs/bench-game \\
+        --data-dir benchmarks/data/frontier --workers 2 --plot benchmarks/data/frontier/frontier.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from complete_game import RECIPE
+from diffattr.runner.run import Run
+from lds_repeats import add_config_args, config
+
+HERE = Path(__file__).resolve().parent
+GAME = HERE / "data" / "complete_game"
+
+#: Operating points: knobs changed from the recipe. ``k``, ``lr``, ``batch_size``, ``ema``
+#: and ``ratio`` are sFT settings; ``samples`` and ``ddim_steps`` the sampling budget.
+POINTS: dict[str, dict] = {
+    "recipe": {},
+    # the recipe again with other fine-tune seeds: its cost timed in this call, and the
+    # spread of sFT itself (the game's recipe jobs were timed when the game was recorded)
+    "recipe-seed1": {"job_seed": 1},
+    "k30": {"k": 30},
+    "k20": {"k": 20},
+    "k10": {"k": 10},
+    "ddim10": {"ddim_steps": 10},
+    "ddim5": {"ddim_steps": 5},
+    "n128": {"samples": 128},
+    "k20-ddim10": {"k": 20, "ddim_steps": 10},
+    "k10-ddim10-n128": {"k": 10, "ddim_steps": 10, "samples": 128},
+    "k20-lr2x": {"k": 20, "lr_scale": 2.0},
+    "batch32": {"batch_size": 32},
+    "ema-none": {"ema": "none"},
+    "ratio0.5": {"ratio": 0.5},
+    "k120": {"k": 120},
+}
+METHOD_KNOBS = {
+    "k": "steps",
+    "lr": "lr",
+    "batch_size": "batch_size",
+    "ema": "ema",
+    "ratio": "ratio",
+}
+SAMPLE_KNOBS = {"samples", "ddim_steps"}
+
+
+def point_config(base, knobs: dict):
+    """The run configuration of one operating point (validated)."""
+    unknown = set(knobs) - set(METHOD_KNOBS) - SAMPLE_KNOBS - {"lr_scale", "job_seed"}
+    if unknown:
+        raise SystemExit(f"frontier: unknown knobs {sorted(unknown)}")
+    method = base.method.model_dump()
+    for k, field in METHOD_KNOBS.items():
+        if k in knobs:
+            method[field] = knobs[k]
+    if "lr_scale" in knobs:  # relative to the recipe's (the full model's) learning rate
+        method["lr"] = float(knobs["lr_scale"]) * base.train.lr
+    sample = base.sample.model_dump()
+    if "samples" in knobs:
+        sample.update(num_samples=knobs["samples"], batch_size=knobs["samples"])
+    if "ddim_steps" in knobs:
+        sample["ddim_steps"] = knobs["ddim_steps"]
+    return base.model_copy(
+        update={
+            "method": type(base.method)(**method),
+            "sample": type(base.sample)(**sample),
+        }
+    )
+
+
+def ground_truth(test: int) -> tuple[dict[str, dict[str, float]], dict[str, str], dict]:
+    """Retrained F(S) per mask (mean over seeds), each mask's group, and the seed-to-seed
+    agreement of retraining where two seeds exist (the ceiling of any method's fidelity)."""
+    rows = list(csv.DictReader((GAME / "retrain.csv").open()))
+    meta = json.loads((GAME / "meta.json").read_text())
+    behaviors = meta["behaviors"]
+    keep_test = set(meta["test_subsets"][:test])
+    by_mask: dict[str, list[dict]] = {}
+    group: dict[str, str] = {}
+    for r in rows:
+        if r["set"] == "test" and r["mask"] not in keep_test:
+            continue
+        by_mask.setdefault(r["mask"], []).append(r)
+        group[r["mask"]] = r["set"]
+    truth = {
+        m: {b: float(np.mean([float(r[b]) for r in rs])) for b in behaviors}
+        for m, rs in by_mask.items()
+    }
+    ceiling = {}
+    two = [sorted(rs, key=lambda r: int(r["seed"])) for rs in by_mask.values()]
+    two = [rs for rs in two if len(rs) >= 2 and rs[0]["seed"] != rs[1]["seed"]]
+    for b in behaviors:
+        pairs = [(float(rs[0][b]), float(rs[1][b])) for rs in two]
+        if len(pairs) >= 8:
+            a, c = np.array(pairs).T
+            ceiling[b] = {"pairs": len(pairs), "pearson_seed0_seed1": float(pearsonr(a, c)[0])}
+    return truth, group, ceiling
+
+
+def fidelity(values: dict[str, dict[str, float]], truth, group, behaviors) -> dict:
+    out = {}
+    for g in ("pooled", "test", "small-large"):
+        masks = [m for m in values if m in truth and (g == "pooled" or group[m] == g)]
+        for b in behaviors:
+            if len(masks) < 4:
+                continue
+            x = np.array([values[m][b] for m in masks])
+            y = np.array([truth[m][b] for m in masks])
+            out[f"{g}:{b}"] = {
+                "n": len(masks),
+                "pearson": float(pearsonr(x, y)[0]),
+                "spearman": float(spearmanr(x, y)[0]),
+            }
+    return out
+
+
+def load_avg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="the complete game's run directory")
+    ap.add_argument("--data-dir", type=Path, default=HERE / "data" / "frontier")
+    ap.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
+    ap.add_argument("--test", type=int, default=24, help="alpha = 0.5 subsets per point")
+    ap.add_argument("--retrain-timing", type=int, default=2, help="retrains timed in this call")
+    ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument("--plot", type=Path, default=None)
+    add_config_args(ap)
+    ap.set_defaults(**RECIPE, estimators=["shapley"], grid=[64])
+    args = ap.parse_args()
+    base = config(args, 0)
+    truth, group, ceiling = ground_truth(args.test)
+    masks = sorted(truth, key=lambda m: (group[m] != "small-large", m))
+    behaviors = json.loads((GAME / "meta.json").read_text())["behaviors"]
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    jobs_csv = args.data_dir / "jobs.csv"
+    head = ["point", "mask", "group", *behaviors, "t_train", "t_sample", "t_measure", "t_total"]
+    recorded: dict[str, list[dict]] = {}
+    if jobs_csv.exists():
+        for r in csv.DictReader(jobs_csv.open()):
+            recorded.setdefault(r["point"], []).append(r)
+    summary: dict = {
+        "command": "python benchmarks/frontier.py " + " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "masks": len(masks),
+        "retrain_ceiling": ceiling,
+        "points": {},
+    }
+    t_call = time.perf_counter()
+    for name in args.points:
+        knobs = POINTS[name]
+        cfg = point_config(base, knobs)
+        load0 = load_avg()
+        t0 = time.perf_counter()
+        with Run(cfg, args.out, progress=False) as run:
+            p = run.prepare(cfg.method)
+            seed = cfg.attribution.seed + 1000 * int(knobs.get("job_seed", 0))
+            specs = [run.spec(p, m, p.method, seed, "test") for m in masks]
+            ex = run.execute(specs, name)
+            recs = {r.key: r for r in run.store.records([s.key for s in specs], status="done")}
+            prepare_cost = p.prepare_cost
+        wall = time.perf_counter() - t0
+        rows = []
+        for s in specs:
+            r = recs.get(s.key)
+            if r is None:
+                continue
+            rows.append(
+                {
+                    "point": name,
+                    "mask": s.mask,
+                    "group": group[s.mask],
+                    **{b: repr(float(r.behaviors[b])) for b in behaviors},
+                    "t_train": round(r.t_train, 3),
+                    "t_sample": round(r.t_sample, 3),
+                    "t_measure": round(r.t_measure, 3),
+                    "t_total": round(r.t_total, 3),
+                }
+            )
+        if len(rows) < len(specs):
+            print(f"{name}: {len(specs) - len(rows)} jobs failed; see diffattr status {args.out}")
+        if ex.ran or name not in recorded:  # new rows: rewrite the CSV
+            recorded[name] = rows
+            tmp = jobs_csv.with_suffix(".tmp")
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, head)
+                w.writeheader()
+                for pt in recorded:
+                    w.writerows(recorded[pt])
+            tmp.replace(jobs_csv)
+        values = {r["mask"]: {b: float(r[b]) for b in behaviors} for r in rows}
+        t_total = [float(r["t_total"]) for r in rows]
+        summary["points"][name] = {
+            "knobs": knobs,
+            "jobs": len(rows),
+            "new_jobs_this_call": ex.ran,
+            "seconds_per_counterfactual": float(np.mean(t_total)) if t_total else None,
+            "train_sample_measure": [
+                float(np.mean([float(r[k]) for r in rows]))
+                for k in ("t_train", "t_sample", "t_measure")
+            ]
+            if rows
+            else None,
+            "prepare_seconds": prepare_cost,
+            "wall_seconds_this_call": round(wall, 1),
+            "load_before_after": [load0, load_avg()],
+            "fidelity": fidelity(values, truth, group, behaviors),
+        }
+        print(json.dumps({name: summary["points"][name]}), flush=True)
+    # retraining's cost, timed now (new seed: never cached)
+    if args.retrain_timing > 0:
+        retrain = base.method_settings("retrain")
+        tests = [m for m in masks if group[m] == "test"][: args.retrain_timing]
+        with Run(base, args.out, progress=False) as run:
+            rp = run.prepare(retrain)
+            specs = [run.spec(rp, m, retrain, 99, "test") for m in tests]
+            run.execute(specs, "retrain timing")
+            recs = run.store.records([s.key for s in specs], status="done")
+        summary["retrain_seconds"] = float(np.mean([r.t_total for r in recs])) if recs else None
+    summary["recommended"] = recommend(summary, behaviors, args.tolerance)
+    summary["seconds_this_call"] = round(time.perf_counter() - t_call, 1)
+    (args.data_dir / "frontier.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if args.plot:
+        plot(summary, behaviors, args.plot)
+    print(
+        json.dumps(
+            {
+                "recommended": summary["recommended"],
+                "retrain_seconds": summary.get("retrain_seconds"),
+            }
+        )
+    )
+
+
+def recommend(summary: dict, behaviors: list[str], tol: float) -> dict | None:
+    """The cheapest point whose test-group Pearson is within ``tol`` of the recipe's for
+    every behavior (None without the recipe point)."""
+    pts = summary["points"]
+    if "recipe" not in pts:
+        return None
+    ref = pts["recipe"]["fidelity"]
+    ok = []
+    for name, pt in pts.items():
+        fid = pt["fidelity"]
+        if pt["seconds_per_counterfactual"] is None:
+            continue
+        if all(
+            f"test:{b}" in fid and fid[f"test:{b}"]["pearson"] >= ref[f"test:{b}"]["pearson"] - tol
+            for b in behaviors
+        ):
+            ok.append((pt["seconds_per_counterfactual"], name))
+    if not ok:
+        return None
+    sec, name = min(ok)
+    rec = {"point": name, "seconds_per_counterfactual": sec}
+    recipe_sec = pts["recipe"]["seconds_per_counterfactual"]
+    rec["speedup_vs_recipe"] = recipe_sec / sec if sec else None
+    if summary.get("retrain_seconds"):
+        rec["cheaper_than_retraining"] = summary["retrain_seconds"] / sec
+    return rec
+
+
+def plot(summary: dict, behaviors: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(behaviors), figsize=(6 * len(behaviors), 4.5))
+    best = (summary.get("recommended") or {}).get("point")
+    for ax, b in zip(np.atleast_1d(axes), behaviors):
+        for name, pt in summary["points"].items():
+            f = pt["fidelity"].get(f"test:{b}")
+            if f is None or pt["seconds_per_counterfactual"] is None:
+                continue
+            x, y = pt["seconds_per_counterfactual"], f["pearson"]
+            ax.scatter(x, y, c="C3" if name == best else ("k" if name == "recipe" else "C0"))
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if summary.get("retrain_seconds"):
+            ax.axvline(summary["retrain_seconds"] / 25, ls=":", c="grey", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per counterfactual (one job, one thread)")
+        ax.set_ylabel(f"Pearson with retraining, alpha = 0.5 subsets ({b})")
+        ax.set_title(b)
+    fig.suptitle("sFT cost vs fidelity (digits; red: recommended; dotted: retrain / 25)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

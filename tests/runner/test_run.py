@@ -317,3 +317,21 @@ def test_until_stderr_adds_rounds_and_resumes(tmp_path, full_model):
 if __name__ == "__main__":  # PYTHONPATH=tests python tests/runner/test_run.py --pin RUN_DIR
     if len(sys.argv) == 3 and sys.argv[1] == "--pin":
         _pin(sys.argv[2])
+
+
+def test_a_run_built_in_python_is_checked_like_the_cli(tmp_path):
+    """``Run(cfg, dir)`` runs the CLI's cheap checks before any work: a missing full model
+    is a one-line error and nothing is written."""
+    import torch
+
+    from conftest import SMALL
+    from diffattr.config import RunConfig
+    from diffattr.errors import DiffattrError
+    from diffattr.runner.run import Run
+
+    with pytest.raises(DiffattrError, match="attribution.full_model: .* does not exist"):
+        Run(small_cfg(tmp_path / "missing"), tmp_path / "run")
+    if not torch.cuda.is_available():  # a device this machine lacks
+        with pytest.raises(DiffattrError, match="cuda"):
+            Run(RunConfig().with_overrides(**SMALL, device="cuda"), tmp_path / "r")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "r").exists()

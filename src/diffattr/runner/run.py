@@ -127,6 +127,9 @@ class Run:
     def __init__(
         self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, profile: bool = False
     ) -> None:
+        from diffattr.runner.plan import check_config
+
+        check_config(cfg)  # as the CLI does: paths, device, executor, packages, behaviors
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress

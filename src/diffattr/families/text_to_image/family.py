@@ -2,11 +2,7 @@
 ArtBench set-up: miniSD + a LoRA on every attention projection, credited to the artists).
 
 The base
-    A local diffusers directory with ``unet/`` (``UNet2DConditionModel``), ``vae/``
-    (``AutoencoderKL``), ``text_encoder/`` (CLIP), ``tokenizer/`` and ``scheduler/``, read
-    without downloads and without pickle (safetensors only), or ``demo``: the embedded model
-    the package builds and caches (``diffattr.families.tiny_t2i``). The UNet and text encoder
-    load in ``dtype`` (float16 / bfloat16 for GPU users); the autoencoder stays float32.
+    A local diffusers directory or ``demo``: see ``diffattr.families.text_to_image.pipeline``.
 
 The model
     The family's model is :class:`LoRAAdapters`: the adapters and *nothing else*. The base
@@ -48,25 +44,18 @@ reads::
                                        targets, per-layer ranks, generation prompts
     training/                          raw adapters and Adam state (to continue training)
 
-The scale alpha/r is folded into ``lora_B`` on disk and the metadata says alpha = rank per
-layer, so a pruned LoRA (ranks differ per layer) loads with the same scale in diffusers with
-or without the metadata.
+See ``diffattr.families.text_to_image.lora`` for how the scale is stored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
-import math
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffattr.diffusion.checkpoint import (
@@ -78,408 +67,18 @@ from diffattr.diffusion.checkpoint import (
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.settings import TextToImageSettings
+from diffattr.families.text_to_image.lora import LoRAAdapters, read_lora, write_lora
+from diffattr.families.text_to_image.pipeline import (
+    BasePipeline,
+    _init_config,
+    _read_config,
+    base_digest,
+    check_base_dir,
+    load_base,
+)
 from diffattr.torchutils import count_parameters
 
-WEIGHTS = "pytorch_lora_weights.safetensors"
 BASE_FILE = "base.json"
-PREFIX = "unet."
-
-#: Components of a Stable Diffusion pipeline directory and the file each must have.
-COMPONENTS = {
-    "unet": "config.json",
-    "vae": "config.json",
-    "text_encoder": "config.json",
-    "tokenizer": None,  # tokenizer.json, or vocab.json + merges.txt
-    "scheduler": "scheduler_config.json",
-}
-
-
-# --------------------------------------------------------------------------- the adapters
-
-
-class LoRAAdapters(nn.Module):
-    """The LoRA of a UNet: ``A_l`` (r_l x in_l) and ``B_l`` (out_l x r_l) for each named
-    linear layer l with r_l > 0, the nominal rank r, alpha and dropout.
-
-    The layer adds ``(alpha / r) * B_l A_l dropout(x)``; r stays the unpruned rank when
-    components are removed, so the remaining ones keep their contribution. The frozen UNet is
-    not part of this module.
-    """
-
-    def __init__(
-        self,
-        layers: list[tuple[str, int, int, int]],
-        rank: int,
-        alpha: float,
-        dropout: float = 0.0,
-        pruned: bool = False,
-    ) -> None:
-        super().__init__()
-        self.targets = [(name, int(i), int(o)) for name, i, o, _ in layers]
-        self.layer_names = [name for name, _, _, r in layers if r > 0]
-        self.rank = int(rank)
-        self.alpha = float(alpha)
-        self.dropout = float(dropout)
-        self.pruned = bool(pruned)
-        kept = [(i, o, r) for _, i, o, r in layers if r > 0]
-        self.A = nn.ParameterList([nn.Parameter(torch.zeros(r, i)) for i, _, r in kept])
-        self.B = nn.ParameterList([nn.Parameter(torch.zeros(o, r)) for _, o, r in kept])
-        self.index = {name: j for j, name in enumerate(self.layer_names)}
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
-
-    def ranks(self) -> dict[str, int]:
-        """Rank of every target layer (0 where no component is left)."""
-        out = {name: 0 for name, _, _ in self.targets}
-        for name, a in zip(self.layer_names, self.A):
-            out[name] = int(a.shape[0])
-        return out
-
-    def extra_repr(self) -> str:
-        n = count_parameters(self)
-        return f"layers={len(self.layer_names)}/{len(self.targets)}, rank={self.rank}, params={n}"
-
-    @torch.no_grad()
-    def reset(self, seed: int) -> LoRAAdapters:
-        """peft's initialisation: A Kaiming-uniform (a = sqrt 5), B zero (seeded)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for a in self.A:
-                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-        for b in self.B:
-            b.zero_()
-        return self
-
-    def with_components(self, kept: list[torch.Tensor]) -> LoRAAdapters:
-        """A copy keeping the components ``kept[j]`` of layer j (in ``layer_names`` order)."""
-        from diffattr.sparsify.lora import prune_factors
-
-        A, B = prune_factors(list(self.A), list(self.B), kept)
-        ranks = {name: int(a.shape[0]) for name, a in zip(self.layer_names, A)}
-        layers = [(n, i, o, ranks.get(n, 0)) for n, i, o in self.targets]
-        out = LoRAAdapters(layers, self.rank, self.alpha, self.dropout, pruned=True)
-        with torch.no_grad():
-            for dst, src in zip(out.A, (a for a in A if a.shape[0] > 0)):
-                dst.copy_(src)
-            for dst, src in zip(out.B, (b for b in B if b.shape[1] > 0)):
-                dst.copy_(src)
-        return out.to(self.A[0].device if len(self.A) else "cpu")
-
-    def diffusers_state(self) -> dict[str, torch.Tensor]:
-        """``<layer>.lora_A.weight`` / ``lora_B.weight`` with the scale folded into B."""
-        out = {}
-        for name, a, b in zip(self.layer_names, self.A, self.B):
-            out[f"{name}.lora_A.weight"] = a.detach().float().cpu().contiguous()
-            out[f"{name}.lora_B.weight"] = (b.detach().float() * self.scale).cpu().contiguous()
-        return out
-
-    def adapter_metadata(self) -> dict[str, Any]:
-        """The peft ``LoraConfig`` of ``diffusers_state`` (scale 1 in every layer)."""
-        ranks = [int(a.shape[0]) for a in self.A]
-        if not ranks:
-            return {}
-        r = Counter(ranks).most_common(1)[0][0]
-        pattern = {n: k for n, k in zip(self.layer_names, ranks) if k != r}
-        return {
-            "r": r,
-            "lora_alpha": r,
-            "rank_pattern": pattern,
-            "alpha_pattern": dict(pattern),
-            "target_modules": list(self.layer_names),
-            "lora_dropout": self.dropout,
-            "init_lora_weights": True,
-        }
-
-
-def lora_layers(unet: nn.Module, target_modules: list[str]) -> list[tuple[str, int, int]]:
-    """(name, in, out) of the UNet's linear layers matched by ``target_modules`` (a name or
-    a dotted suffix); a target that matches nothing is a one-line error."""
-    found, used = [], set()
-    for name, m in unet.named_modules():
-        hit = [t for t in target_modules if name == t or name.endswith("." + t)]
-        if hit and isinstance(m, nn.Linear):
-            found.append((name, m.in_features, m.out_features))
-            used.update(hit)
-    missing = [t for t in target_modules if t not in used]
-    if missing:
-        raise DiffattrError(
-            f"[family] target_modules {missing} match no linear layer of the base UNet "
-            "(SD's attention projections are to_q, to_k, to_v, to_out.0)"
-        )
-    return found
-
-
-def write_lora(directory: Path, adapters: LoRAAdapters) -> None:
-    """``pytorch_lora_weights.safetensors`` in diffusers' format (nothing for no layers)."""
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
-
-    state = adapters.diffusers_state()
-    if not state:
-        return
-    StableDiffusionLoraLoaderMixin.save_lora_weights(
-        directory,
-        unet_lora_layers=state,
-        unet_lora_adapter_metadata=adapters.adapter_metadata(),
-        safe_serialization=True,
-    )
-
-
-def read_lora(
-    directory: Path,
-    targets: list[tuple[str, int, int]],
-    rank: int,
-    alpha: float,
-    dropout: float,
-    pruned: bool,
-) -> LoRAAdapters:
-    """Adapters from ``write_lora``'s file, checked against the base's layers and ``rank``
-    (a layer of another shape or a higher rank is a one-line error)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(directory) / WEIGHTS
-    state: dict[str, torch.Tensor] = {}
-    if path.is_file():
-        try:
-            state = dict(load_file(str(path)))
-        except (SafetensorError, OSError) as e:
-            raise DiffattrError(f"{path} is unreadable ({e}); delete the model to redo it") from e
-    layers, tensors = [], []
-    scale = alpha / rank
-    for name, i, o in targets:
-        a = state.pop(f"{PREFIX}{name}.lora_A.weight", None)
-        b = state.pop(f"{PREFIX}{name}.lora_B.weight", None)
-        if (a is None) != (b is None):
-            raise DiffattrError(f"{path}: layer {name} has only one of lora_A / lora_B")
-        if a is None:
-            layers.append((name, i, o, 0))
-            continue
-        r = int(a.shape[0])
-        if a.shape != (r, i) or b.shape != (o, r):
-            raise DiffattrError(
-                f"{path}: layer {name} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, "
-                f"but the base's layer maps {i} -> {o} features (another base?)"
-            )
-        if r > rank or (r != rank and not pruned):
-            raise DiffattrError(
-                f"{path}: layer {name} has LoRA rank {r}, but the LoRA's rank is {rank}"
-            )
-        layers.append((name, i, o, r))
-        tensors.append((a.float(), b.float() / scale))
-    if state:
-        extra = sorted(state)[0]
-        raise DiffattrError(
-            f"{path} holds weights for layers that are not LoRA targets of this base "
-            f"(e.g. {extra}); check [family] target_modules"
-        )
-    out = LoRAAdapters(layers, rank, alpha, dropout, pruned=pruned)
-    with torch.no_grad():
-        for (a, b), pa, pb in zip(tensors, out.A, out.B):
-            pa.copy_(a)
-            pb.copy_(b)
-    return out
-
-
-# --------------------------------------------------------------------------- the base
-
-
-@dataclass
-class BasePipeline:
-    """The frozen parts of a Stable-Diffusion-style pipeline, hooked for LoRA."""
-
-    path: Path
-    unet: nn.Module
-    vae: nn.Module
-    text_encoder: nn.Module
-    tokenizer: Any
-    scheduler_config: dict[str, Any]
-    targets: list[tuple[str, int, int]]
-    active: LoRAAdapters | None = None
-    _digest: str | None = None
-    _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
-
-    @property
-    def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    def digest(self) -> str:
-        """Content digest of the base directory (a demo base: its cache key)."""
-        if self._digest is None:
-            self._digest = base_digest(self.path)
-        return self._digest
-
-    def hook(self, name: str):
-        def add_lora(module: nn.Module, args: tuple, output: torch.Tensor):
-            ad = self.active
-            if ad is None:
-                return None
-            j = ad.index.get(name)
-            if j is None:
-                return None
-            x = args[0]
-            if ad.training and ad.dropout > 0:
-                x = F.dropout(x, ad.dropout, training=True)
-            a, b = ad.A[j], ad.B[j]
-            delta = F.linear(F.linear(x, a.to(x.dtype)), b.to(x.dtype))
-            return output + delta * ad.scale
-
-        return add_lora
-
-    @contextlib.contextmanager
-    def using(self, adapters: LoRAAdapters | None):
-        previous, self.active = self.active, adapters
-        try:
-            yield
-        finally:
-            self.active = previous
-
-    def embed(self, texts: tuple[str, ...], device) -> torch.Tensor:
-        """Text-encoder embeddings (len, L, D) of prompts, float32 on the CPU (memoised)."""
-        if texts not in self._embeddings:
-            from diffattr.families.latents import encode_text, token_ids
-
-            ids = token_ids(self.tokenizer, list(texts))
-            self._embeddings[texts] = encode_text(self.text_encoder, ids, device=device)
-        return self._embeddings[texts]
-
-
-def base_digest(path: Path) -> str:
-    """A demo base's key, or the digest of a pipeline directory's configs and weights."""
-    demo = Path(path) / "demo.json"
-    if demo.is_file():
-        try:
-            return "demo-" + str(json.loads(demo.read_text())["key"])
-        except (OSError, KeyError, json.JSONDecodeError):
-            pass
-    h = hashlib.sha256()
-    for comp in COMPONENTS:
-        root = Path(path) / comp
-        for p in sorted(root.rglob("*")) if root.is_dir() else []:
-            if p.is_file() and p.suffix in (".json", ".txt", ".safetensors"):
-                h.update(str(p.relative_to(path)).encode())
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 24), b""):
-                        h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def check_base_dir(path: Path) -> None:
-    """A one-line error naming the first missing component of a pipeline directory."""
-    d = Path(path)
-    if not d.is_dir():
-        raise DiffattrError(
-            f"[family] base: {d} is not a directory (give a local diffusers Stable Diffusion "
-            "directory, or base = 'demo')"
-        )
-    for comp, marker in COMPONENTS.items():
-        sub = d / comp
-        if comp == "tokenizer":
-            ok = (sub / "tokenizer.json").is_file() or (
-                (sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()
-            )
-            what = f"{sub}/tokenizer.json or vocab.json + merges.txt"
-        else:
-            ok = (sub / marker).is_file()
-            what = f"{sub}/{marker}"
-        if not ok:
-            raise DiffattrError(
-                f"{d} has no {comp} ({what} missing); a Stable Diffusion pipeline directory "
-                "has unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
-            )
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DiffattrError(f"{path} is unreadable ({e})") from None
-
-
-_BASES: dict[tuple, BasePipeline] = {}
-
-
-def load_base(
-    path: str | Path, settings: TextToImageSettings, device: str | torch.device
-) -> BasePipeline:
-    """The frozen base of a pipeline directory, hooked for LoRA (cached per process: the
-    runner's and the workers' families of one run share it)."""
-    d = Path(path).expanduser().resolve()
-    key = (str(d), settings.dtype, str(device), tuple(settings.target_modules))
-    if key in _BASES:
-        return _BASES[key]
-    check_base_dir(d)
-    sched = _read_config(d / "scheduler" / "scheduler_config.json")
-    if sched.get("prediction_type", "epsilon") != "epsilon":
-        raise DiffattrError(
-            f"{d}/scheduler predicts {sched.get('prediction_type')!r}; the text-to-image family "
-            "trains epsilon-prediction models (Stable Diffusion 1.x)"
-        )
-    dtype = getattr(torch, settings.dtype)
-    import warnings
-
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    def one_line(comp: str, e: Exception) -> DiffattrError:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return DiffattrError(f"cannot load {comp} of {d} ({first}); safetensors weights only")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            unet = UNet2DConditionModel.from_pretrained(
-                d, subfolder="unet", use_safetensors=True, local_files_only=True, torch_dtype=dtype
-            )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise one_line("the unet", e) from None
-        try:
-            vae = AutoencoderKL.from_pretrained(
-                d, subfolder="vae", use_safetensors=True, local_files_only=True
-            )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise one_line("the vae", e) from None
-        try:
-            text_encoder = CLIPTextModel.from_pretrained(
-                d / "text_encoder", use_safetensors=True, local_files_only=True, dtype=dtype
-            )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise one_line("the text_encoder", e) from None
-        try:
-            tokenizer = CLIPTokenizer.from_pretrained(d / "tokenizer", local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise one_line("the tokenizer", e) from None
-    unet = unet.to(device).eval().requires_grad_(False)
-    vae = vae.to(device).eval().requires_grad_(False)
-    text_encoder = text_encoder.to(device).eval().requires_grad_(False)
-    if unet.dtype != dtype or text_encoder.dtype != dtype:
-        unet, text_encoder = unet.to(dtype=dtype), text_encoder.to(dtype=dtype)
-    cross = unet.config.cross_attention_dim
-    if text_encoder.config.hidden_size != cross:
-        raise DiffattrError(
-            f"{d}: the text encoder gives {text_encoder.config.hidden_size}-wide embeddings "
-            f"but the UNet cross-attends to {cross}"
-        )
-    if vae.config.latent_channels != unet.config.in_channels:
-        raise DiffattrError(
-            f"{d}: the vae has {vae.config.latent_channels} latent channels but the UNet takes "
-            f"{unet.config.in_channels}"
-        )
-    targets = lora_layers(unet, list(settings.target_modules))
-    base = BasePipeline(d, unet, vae, text_encoder, tokenizer, sched, targets)
-    for name, _, _ in targets:
-        unet.get_submodule(name).register_forward_hook(base.hook(name))
-    _BASES.clear()  # one base per process at a time (they are large)
-    _BASES[key] = base
-    return base
-
-
-# --------------------------------------------------------------------------- the family
 
 
 class TextToImageFamily(ModelFamily):
@@ -980,11 +579,3 @@ class TextToImageFamily(ModelFamily):
                 f"full model {d} is a LoRA of another base ({digest}) than [family] base "
                 f"({self._base.digest()})"
             )
-
-
-def _init_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a scheduler config that ``cls.__init__`` takes."""
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in config.items() if k in params and not k.startswith("_")}

@@ -335,3 +335,20 @@ def test_a_run_built_in_python_is_checked_like_the_cli(tmp_path):
         with pytest.raises(DiffattrError, match="cuda"):
             Run(RunConfig().with_overrides(**SMALL, device="cuda"), tmp_path / "r")
     assert not (tmp_path / "run").exists() and not (tmp_path / "r").exists()
+
+
+def test_the_printed_plan_counts_the_jobs_the_run_runs(tmp_path, full_model):
+    """``diffattr run --dry-run``'s job count is the number of specs the run executes,
+    with estimators whose rows overlap (shared coalitions are one job)."""
+    from diffattr.runner.plan import make_plan
+    from diffattr.runner.run import Run
+
+    cfg = small_cfg(
+        full_model,
+        **{"attribution.estimators": ["shapley", "loo", "banzhaf"], "attribution.subsets": 24},
+    )
+    printed = make_plan(cfg, tmp_path / "run")
+    with Run(cfg, tmp_path / "run", progress=False) as run:
+        specs = run.plan().specs()
+    assert printed.jobs == len(specs) == len({s.key for s in specs})
+    assert sum(1 for s in specs if s.kind == "fit") == printed.jobs - 3

@@ -86,11 +86,6 @@ class JobPlan:
                     out.setdefault(s.key, s)
         return list(out.values())
 
-    @property
-    def fit_jobs(self) -> int:
-        keys = {s.key for specs in self.fit.values() for s in specs if "1" in s.mask}
-        return len(keys - {s.key for s in self.references.values()})
-
 
 @dataclass
 class Executed:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffattr.baselines.settings import BASELINES as BASELINE_SETTINGS
 from diffattr.baselines.settings import GradientSettings
 from diffattr.behaviors.keys import BehaviorKey
 from diffattr.estimators.settings import ESTIMATORS
@@ -41,7 +42,7 @@ CATEGORIES = {
     # every baseline whose settings class is a gradient baseline (TRAK and its variants)
     "gradient": lambda r: (
         r["method"] == "baseline"
-        and issubclass(ESTIMATORS.get(r["estimator"].split("[")[0]), GradientSettings)
+        and issubclass(BASELINE_SETTINGS.get(r["estimator"].split("[")[0]), GradientSettings)
     ),
     "similarity": lambda r: (
         r["method"] == "baseline"
@@ -78,7 +79,7 @@ def values_of(run, plan, method: str, label: str, m, test_set) -> dict[str, np.n
             if name == b["name"]
             and all(f"[{k}={b[k]}]" in label for k in ("chunk_size", "aggregation") if k in b)
         )
-        settings = ESTIMATORS.parse(spec)
+        settings = BASELINE_SETTINGS.parse(spec)
         est = run.estimate(run.plan(estimators=[settings]), estimators=[settings])
         return {a.behavior: a.values for a in est.attributions}
     settings = ESTIMATORS.parse({"name": name} if name == "loo" else {"name": name, "subsets": m})

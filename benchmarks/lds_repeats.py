@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffattr.baselines.settings import BASELINES as BASELINE_SETTINGS
 from diffattr.config import build_config
 from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
@@ -247,7 +248,7 @@ def _fit_rows(run, plan, est, test_set, m: int, targets, row: dict, out: dict) -
 def _baselines(run, targets, out: dict) -> None:
     """Every gradient / similarity / heuristic baseline on the full model."""
     for b in BASELINES:
-        settings = ESTIMATORS.parse(b)
+        settings = BASELINE_SETTINGS.parse(b)
         bplan = run.plan(estimators=[settings])
         errors: list[str] = []
         t = time.perf_counter()

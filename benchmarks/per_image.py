@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffattr.baselines.settings import BASELINES
 from diffattr.config import build_config
 from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
@@ -132,7 +133,7 @@ def main() -> None:
             except DiffattrError as e:
                 out["results"].append({**row, "error": str(e)})
         for name in ("trak", "d-trak"):
-            settings = ESTIMATORS.parse({"name": name, "aggregation": "sum"})
+            settings = BASELINES.parse({"name": name, "aggregation": "sum"})
             bplan = run.plan(estimators=[settings])
             t = time.perf_counter()
             errors: list[str] = []

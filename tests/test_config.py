@@ -5,6 +5,7 @@ import tomllib
 
 import pytest
 
+from diffattr.baselines.settings import BASELINES
 from diffattr.config import RUN_PRESETS, TAGGED, RunConfig, build_config, merge, parse_assignment
 from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
@@ -82,13 +83,13 @@ def test_every_setting_of_every_registered_thing_round_trips(tmp_path):
             for k, v in values.items():
                 assert getattr(getattr(again, section), k) == v, (section, name, k)
             checked += 1
-    for name in ESTIMATORS.names():
+    for name in [*ESTIMATORS.names(), *BASELINES.names()]:  # both kinds a run may list
         cfg = RunConfig().with_overrides(**{"attribution.estimators": [name]})
         path = tmp_path / f"est-{name}.toml"
         path.write_text(cfg.to_toml())
         assert RunConfig.from_toml(path) == cfg
         checked += 1
-    assert checked >= 5 + 5 + 3 + 1 + len(ESTIMATORS.names())
+    assert checked >= 5 + 5 + 3 + 1 + len(ESTIMATORS.names()) + len(BASELINES.names())
 
 
 @pytest.mark.parametrize(

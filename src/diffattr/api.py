@@ -485,8 +485,6 @@ def estimate(
     if estimator not in ESTIMATORS:
         _unknown_estimator(estimator)
     settings = estimator_settings(estimator, **options)
-    if not settings.uses_coalitions:
-        raise DiffattrError(f"estimator {estimator!r} does not fit coalition tables")
     if isinstance(table, CoalitionTable):
         tbl = table
     elif isinstance(table, str | os.PathLike):
@@ -528,13 +526,19 @@ def estimate(
 
 
 def _unknown_estimator(name: str) -> None:
-    """The registry's one-line "unknown estimator" error, choosing among the estimators
-    that fit tables (as ``diffattr estimate``, which never loads the baselines, lists them)."""
+    """The one-line "unknown estimator" error, choosing among the estimators that fit
+    tables; a baseline's name is told apart (it scores a trained model, not a table)."""
     import difflib
 
+    from diffattr.baselines.settings import BASELINES
     from diffattr.estimators.settings import ESTIMATORS
 
-    names = [n for n in ESTIMATORS.names() if ESTIMATORS.defaults(n).uses_coalitions]
+    if isinstance(name, str) and name in BASELINES:
+        raise DiffattrError(
+            f"{name!r} is a baseline: it scores a trained model, not a table of coalitions "
+            "(name it in a run's [attribution] estimators)"
+        )
+    names = ESTIMATORS.names()
     hint = difflib.get_close_matches(str(name), names, n=1)
     msg = f"unknown {ESTIMATORS.kind} {name!r}"
     if hint:

@@ -28,12 +28,16 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-import diffattr.baselines.settings  # noqa: F401  (registers the baselines as estimators)
+from diffattr.baselines.settings import BASELINES, BaselineSettings
 from diffattr.behaviors.settings import BehaviorsSettings
 from diffattr.counterfactual.settings import METHODS, MethodSettings, SFTSettings
 from diffattr.data.settings import DATASETS, DataSettings, DigitsData
 from diffattr.errors import DiffattrError
-from diffattr.estimators.settings import ESTIMATORS, EstimatorSettings
+from diffattr.estimators.settings import (
+    ESTIMATORS,
+    CoalitionEstimatorSettings,
+    EstimatorSettings,
+)
 from diffattr.families.settings import FAMILIES, FamilySettings, UnconditionalSettings
 from diffattr.runner.settings import EXECUTORS, ExecutorSettings, InlineSettings
 from diffattr.settings import Component, ComponentRegistry, Settings, format_validation_error
@@ -122,13 +126,13 @@ class AttributionConfig(Settings):
         ge=1,
         description="per-image: attribute the first this many generated images (default: all)",
     )
-    estimators: list[SerializeAsAny[EstimatorSettings]] = Field(
+    estimators: list[SerializeAsAny[EstimatorSettings | BaselineSettings]] = Field(
         # shapley-cv: the most accurate Shapley estimator at the budgets runs use on the
         # recorded complete game (BENCHMARKS.md, "The recorded complete game")
         default_factory=lambda: [ESTIMATORS.parse("shapley-cv")],
         min_length=1,
-        description=f"estimators: {' | '.join(ESTIMATORS.names())} (a name or a table; "
-        "default shapley-cv)",
+        description=f"estimators: {' | '.join(ESTIMATORS.names())}, or baselines: "
+        f"{' | '.join(BASELINES.names())} (a name or a table; default shapley-cv)",
     )
 
     @model_validator(mode="after")
@@ -156,12 +160,62 @@ class AttributionConfig(Settings):
             v = [v]
         if not isinstance(v, list | tuple):
             return v
-        out = [ESTIMATORS.parse(x, f"estimators[{i}]") for i, x in enumerate(v)]
+        out = [parse_attribution_entry(x, f"estimators[{i}]") for i, x in enumerate(v)]
         names = [e.name for e in out]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DiffattrError(f"estimators: {', '.join(dup)} listed more than once")
         return out
+
+    @property
+    def fitted(self) -> list[CoalitionEstimatorSettings]:
+        """The estimators fitted on tables of evaluated coalitions, in the listed order."""
+        return fitted_estimators(self.estimators)
+
+    @property
+    def baselines(self) -> list[BaselineSettings]:
+        """The baselines, which score the full model and need no coalitions."""
+        return listed_baselines(self.estimators)
+
+    def where(self, entry: EstimatorSettings | BaselineSettings) -> str:
+        """``attribution.estimators[i]``: where ``entry`` is listed (for error messages)."""
+        for i, e in enumerate(self.estimators):
+            if e is entry or e == entry:
+                return f"attribution.estimators[{i}]"
+        return f"{entry.kind} {entry.name!r}"
+
+
+def parse_attribution_entry(value: Any, where: str) -> EstimatorSettings | BaselineSettings:
+    """One entry of ``[attribution] estimators``: a coalition estimator (``ESTIMATORS``) or a
+    baseline (``BASELINES``), by name, table or settings; an unknown name is one line naming
+    the choices of both kinds."""
+    if isinstance(value, EstimatorSettings | BaselineSettings):
+        return value
+    name = value.get("name") if isinstance(value, dict) else value
+    if isinstance(name, str) and name in BASELINES:
+        return BASELINES.parse(value, where)
+    if isinstance(name, str) and name not in ESTIMATORS:
+        import difflib
+
+        choices = [*ESTIMATORS.names(), *BASELINES.names()]
+        hint = difflib.get_close_matches(name, choices, n=1)
+        raise DiffattrError(
+            f"{where}.name: unknown estimator {name!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; choose one of: {', '.join(ESTIMATORS.names())}, or a baseline: "
+            + ", ".join(BASELINES.names())
+        )
+    return ESTIMATORS.parse(value, where)
+
+
+def fitted_estimators(entries: list[Any]) -> list[CoalitionEstimatorSettings]:
+    """The coalition estimators among ``entries`` (settings of either kind), in order."""
+    return [e for e in entries if isinstance(e, CoalitionEstimatorSettings)]
+
+
+def listed_baselines(entries: list[Any]) -> list[BaselineSettings]:
+    """The baselines among ``entries`` (settings of either kind), in order."""
+    return [e for e in entries if isinstance(e, BaselineSettings)]
 
 
 class RunConfig(Settings):
@@ -219,11 +273,10 @@ class RunConfig(Settings):
 
     @model_validator(mode="after")
     def _estimators_fit_family(self) -> RunConfig:
-        for i, est in enumerate(self.attribution.estimators):
-            check = getattr(est, "family_problem", None)  # baselines that need a model kind
-            problem = check(self.family) if check is not None else None
+        for b in self.attribution.baselines:  # baselines that need a model kind
+            problem = b.family_problem(self.family)
             if problem is not None:
-                raise DiffattrError(f"attribution.estimators[{i}]: {problem}")
+                raise DiffattrError(f"{self.attribution.where(b)}: {problem}")
         return self
 
     # ------------------------------------------------------------------ access

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from diffattr.baselines.api import Baseline
 from diffattr.baselines.settings import (
     BASELINES,
     BaselineSettings,
@@ -15,33 +16,49 @@ from diffattr.baselines.settings import (
     TrakSettings,
     parse_baseline,
 )
+from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
 
 
-def test_every_baseline_is_registered_without_coalitions():
-    for name in BASELINES:
-        cls = ESTIMATORS.get(name)
+def test_every_baseline_is_registered_in_its_own_registry():
+    assert len(BASELINES.names()) == 11
+    for name in BASELINES.names():
+        cls = BASELINES.get(name)
         assert issubclass(cls, BaselineSettings)
-        assert cls.uses_coalitions is False
-        assert cls.implementation == "diffattr.baselines.api:attribute"
-        assert ESTIMATORS.defaults(name).name == name
-    assert callable(TrakSettings.implementation_class())
+        assert name not in ESTIMATORS  # not a coalition estimator
+        assert BASELINES.defaults(name).name == name
+        assert isinstance(BASELINES.defaults(name).build(), Baseline)
+    assert Baseline(TrakSettings()).name == "trak"
+
+
+def test_a_run_lists_estimators_and_baselines_and_splits_them_by_kind():
+    cfg = RunConfig().with_overrides(
+        **{"attribution.estimators": ["trak", "shapley", {"name": "pixel", "aggregation": "max"}]}
+    )
+    a = cfg.attribution
+    assert [e.name for e in a.estimators] == ["trak", "shapley", "pixel-similarity"]
+    assert [e.name for e in a.fitted] == ["shapley"]
+    assert [e.name for e in a.baselines] == ["trak", "pixel-similarity"]
+    assert a.where(a.baselines[1]) == "attribution.estimators[2]"
+    with pytest.raises(DiffattrError, match="did you mean 'trak'") as err:
+        RunConfig().with_overrides(**{"attribution.estimators": ["trakk"]})
+    assert "\n" not in str(err.value)
 
 
 def test_paper_defaults_and_aliases():
-    trak = ESTIMATORS.parse("trak")
+    trak = BASELINES.parse("trak")
     assert isinstance(trak, TrakSettings)
     assert (trak.aggregation, trak.regularization, trak.projection_dim) == ("sum", 0.5, 1024)
-    assert isinstance(ESTIMATORS.parse("dtrak"), DTrakSettings)
+    assert isinstance(BASELINES.parse("dtrak"), DTrakSettings)
     assert DTrakSettings().train_output == DTrakSettings().gen_output == "squared-norm"
-    journey = ESTIMATORS.parse({"name": "journey", "journey_points": 5})
+    journey = BASELINES.parse({"name": "journey", "journey_points": 5})
     assert isinstance(journey, JourneyTrakSettings)
     assert (journey.train_output, journey.gen_output) == ("loss", "loss")
-    assert ESTIMATORS.parse("pixel-similarity").aggregation == "mean"
-    pixel_max = ESTIMATORS.parse({"name": "pixel", "aggregation": "max"})
+    assert BASELINES.parse("pixel-similarity").aggregation == "mean"
+    pixel_max = BASELINES.parse({"name": "pixel", "aggregation": "max"})
     assert pixel_max.label == "pixel-similarity[max]"
-    heur = ESTIMATORS.parse({"name": "heuristic", "chunk_size": 0})
+    heur = BASELINES.parse({"name": "heuristic", "chunk_size": 0})
     assert isinstance(heur, PropertyHeuristicSettings) and heur.chunk_size == 0
 
 
@@ -62,7 +79,7 @@ def test_paper_defaults_and_aliases():
 )
 def test_bad_settings_are_one_line_errors(table, key):
     with pytest.raises(DiffattrError) as err:
-        ESTIMATORS.parse(table)
+        BASELINES.parse(table)
     msg = str(err.value)
     assert "\n" not in msg and key in msg
     with pytest.raises(DiffattrError) as err2:
@@ -79,7 +96,7 @@ def test_unknown_baseline_name_is_one_line():
 def test_label_and_family():
     assert TrakSettings().label == "trak[sum]"
     assert TrakSettings.family == "gradient" and issubclass(TrakSettings, GradientSettings)
-    assert ESTIMATORS.get("feature-similarity").family == "similarity"
+    assert BASELINES.get("feature-similarity").family == "similarity"
     assert PropertyHeuristicSettings.family == "heuristic"
 
 

@@ -21,6 +21,7 @@ from diffattr.estimators import (
     fit,
     make_estimator,
 )
+from diffattr.estimators.settings import CoalitionEstimatorSettings
 
 NAMES = [
     "aoi",
@@ -36,8 +37,7 @@ NAMES = [
 
 
 def test_registry_names_and_default_samplers():
-    coalition = [n for n in ESTIMATORS.names() if ESTIMATORS.get(n).uses_coalitions]
-    assert coalition == NAMES
+    assert ESTIMATORS.names() == NAMES  # coalition estimators only: baselines are apart
     defaults = {name: ESTIMATORS.parse(name).sampler.to_dict() for name in NAMES}
     assert defaults == {
         "aoi": {"name": "add-one-in"},
@@ -51,7 +51,7 @@ def test_registry_names_and_default_samplers():
         "tree-shapley": {"name": "uniform", "p": 0.5, "replace": False},
     }
     for name in NAMES:
-        assert ESTIMATORS.get(name).uses_coalitions
+        assert issubclass(ESTIMATORS.get(name), CoalitionEstimatorSettings)
 
 
 def test_settings_round_trip_through_plain_data():

@@ -90,9 +90,11 @@ def test_killed_again_and_again_resumes_to_the_uninterrupted_values(tmp_path):
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
             rc = p.wait()
+            err = ""
         else:
-            rc = run_cli("run", cfg, "--out", run_dir, DIFFATTR_FAULT=step).returncode
-        assert rc in (0, -signal.SIGKILL), (step, rc)
+            res = run_cli("run", cfg, "--out", run_dir, DIFFATTR_FAULT=step)
+            rc, err = res.returncode, res.stderr[-2000:]
+        assert rc in (0, -signal.SIGKILL), (step, rc, err)
         killed += rc == -signal.SIGKILL
         check_no_job_redone()
         assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name and p.is_file()]

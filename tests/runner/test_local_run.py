@@ -59,6 +59,10 @@ def test_a_run_with_local_behaviors_resumes_refits_and_scores_per_image(tmp_path
     assert (
         json.loads((run_dir / "values.json").read_text())["attributions"] == values["attributions"]
     )
+    # a baseline's timings and cache use live in summary.json, not in the values
+    costs = json.loads((run_dir / "summary.json").read_text())["baseline_costs"]
+    assert any(k.startswith("pixel-similarity") for k in costs)
+    assert all({"seconds", "cache"} <= set(c) for c in costs.values())
     # per-image LDS: each image's LDS, averaged, with its interval
     lds = run_lds(run_dir, LDSProtocol((0.5,), 4, 1), progress=False).to_dict()
     by = {(r["estimator"], r["behavior"]): r for r in lds["results"]}

@@ -352,3 +352,28 @@ def test_the_printed_plan_counts_the_jobs_the_run_runs(tmp_path, full_model):
         specs = run.plan().specs()
     assert printed.jobs == len(specs) == len({s.key for s in specs})
     assert sum(1 for s in specs if s.kind == "fit") == printed.jobs - 3
+
+
+def test_a_baseline_listed_before_an_estimator_runs_in_that_order_and_resumes(tmp_path, full_model):
+    """Baselines are their own kind: no coalitions in the plan, scored on the full model,
+    values in the listed order, and a resumed run writes the same values.json (its timings
+    go to summary.json)."""
+    from diffattr.runner.plan import make_plan
+
+    cfg = small_cfg(full_model, **{"attribution.estimators": ["pixel-similarity", "shapley"]})
+    printed = make_plan(cfg, tmp_path / "run")
+    assert [(e.name, e.rows) for e in printed.estimators] == [
+        ("pixel-similarity", 0),
+        ("shapley", 24),
+    ]
+    first = run_attribution(cfg, tmp_path / "run", progress=False)
+    assert first.failed == 0 and first.values_written
+    assert [a.estimator for a in first.attributions][:2] == ["pixel-similarity"] * 2
+    assert {a.estimator for a in first.attributions[2:]} == {"shapley"}
+    values = (tmp_path / "run" / "values.json").read_text()
+    costs = json.loads((tmp_path / "run" / "summary.json").read_text())["baseline_costs"]
+    assert set(costs) == {"pixel-similarity[mean]"}
+    assert set(costs["pixel-similarity[mean]"]["seconds"]) == {"featurize", "score", "wall"}
+    assert "seconds" not in json.loads(values)["attributions"][0]["settings"]
+    again = run_attribution(cfg, tmp_path / "run", progress=False)
+    assert again.failed == 0 and (tmp_path / "run" / "values.json").read_text() == values

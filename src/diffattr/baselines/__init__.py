@@ -10,7 +10,7 @@ heuristic (the behaviour measured on each player's own training images).
 * :func:`attribute` ``(settings, target, players, *, behaviors, features, measure,
   cache_dir) -> list[Attribution]``;
 * settings classes in :mod:`diffattr.baselines.settings` (pydantic only), registered in
-  ``diffattr.estimators.settings.ESTIMATORS`` when that module is imported.
+  their own registry ``BASELINES``; ``settings.build()`` is a :class:`Baseline`.
 
 Local scores (generated x training) are averaged over the generated images and aggregated
 to players by ``sum``, ``mean`` or ``max`` over each player's images. A larger value means
@@ -27,6 +27,8 @@ from typing import Any
 
 _LAZY = {
     "attribute": "diffattr.baselines.api",
+    "Baseline": "diffattr.baselines.api",
+    "BASELINES": "diffattr.baselines.settings",
     "gradient_features": "diffattr.baselines.api",
     "local_scores": "diffattr.baselines.api",
     "LocalScores": "diffattr.baselines.api",

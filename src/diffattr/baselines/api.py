@@ -50,6 +50,40 @@ Features = Callable[[torch.Tensor], Any]
 Measure = Callable[[torch.Tensor], dict[str, float]]
 
 
+class Baseline:
+    """A baseline built from its settings (``BASELINES.parse("trak").build()``), in traker's
+    phases on a :class:`DiffusionTarget`: :meth:`local_scores` featurizes the training and
+    generated examples (content-keyed cache) and scores every generated example against
+    every training example; :meth:`attribute` aggregates those scores to players (the
+    property heuristic instead measures each player's own images). The module's functions
+    of the same names take the settings instead of the object."""
+
+    def __init__(self, settings: BaselineSettings | dict[str, Any] | str) -> None:
+        self.settings = parse_baseline(settings)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def local_scores(self, target: DiffusionTarget, **options: Any) -> LocalScores:
+        """``local_scores(settings, target, features=, cache_dir=, progress=)``."""
+        return local_scores(self.settings, target, **options)
+
+    def attribute(self, target: DiffusionTarget, players: Any, **options: Any) -> list[Attribution]:
+        """``attribute(settings, target, players, behaviors=, features=, measure=,
+        cache_dir=, progress=)``: one Attribution per behavior."""
+        return attribute(self.settings, target, players, **options)
+
+    def attribute_per_image(
+        self, target: DiffusionTarget, players: Any, keys: Sequence[str], **options: Any
+    ) -> list[Attribution]:
+        """``attribute_per_image(settings, target, players, keys, ...)``."""
+        return attribute_per_image(self.settings, target, players, keys, **options)
+
+    def __repr__(self) -> str:
+        return f"Baseline({self.settings!r})"
+
+
 def attribute(
     settings: BaselineSettings | dict[str, Any] | str,
     target: DiffusionTarget,

@@ -1,9 +1,11 @@
 """Typed settings of the baselines the method is judged against (pydantic only, no torch).
 
-Importing this module registers every baseline in
-:data:`diffattr.estimators.settings.ESTIMATORS` with ``uses_coalitions = False``: they score
-the full model (or its training data) directly and need no table of evaluated coalitions.
-Each class names the code that runs it, :func:`diffattr.baselines.api.attribute`.
+Baselines are their own kind, registered explicitly in :data:`BASELINES` (not among the
+coalition estimators of :data:`diffattr.estimators.settings.ESTIMATORS`): they score the
+full model (or its training data) directly and need no table of evaluated coalitions.
+``settings.build()`` is the :class:`diffattr.baselines.api.Baseline` that runs them. A run's
+``[attribution] estimators`` list takes names of both kinds
+(:func:`diffattr.config.parse_attribution_entry`).
 
 Registry names (aliases in brackets):
 
@@ -34,17 +36,16 @@ baseline whose values do not track the behaviour in that direction gets a negati
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from diffattr.estimators.settings import ESTIMATORS, EstimatorSettings
+from diffattr.settings import Component, ComponentRegistry
 
 Aggregation = Literal["sum", "mean", "max"]
-IMPLEMENTATION = "diffattr.baselines.api:attribute"
 
 
-class BaselineSettings(EstimatorSettings):
+class BaselineSettings(Component):
     """Settings shared by every baseline.
 
     ``aggregation``: how a player's per-image scores become its value: ``sum``, ``mean``
@@ -54,8 +55,8 @@ class BaselineSettings(EstimatorSettings):
     ``sum``/``mean``; for ``max`` it is the mean over generated images of the best match).
     """
 
-    uses_coalitions: ClassVar[bool] = False
-    implementation: ClassVar[str | None] = IMPLEMENTATION
+    kind: ClassVar[str] = "baseline"
+    implementation: ClassVar[str | None] = "diffattr.baselines.api:Baseline"
     #: ``gradient``, ``similarity`` or ``heuristic`` (what inputs the baseline needs).
     family: ClassVar[str] = ""
     #: ``"module:function"`` computing the local scores of a baseline with its own module
@@ -69,6 +70,17 @@ class BaselineSettings(EstimatorSettings):
     def label(self) -> str:
         """Name plus the aggregation, e.g. ``pixel-similarity[max]``: tells table rows apart."""
         return f"{self.name}[{self.aggregation}]"
+
+    def build(self) -> Any:
+        """The :class:`~diffattr.baselines.api.Baseline` these settings describe."""
+        return self.implementation_class()(self)
+
+    def family_problem(self, family: object) -> str | None:
+        """Why this baseline cannot score models of ``family`` (its settings), or None."""
+        return None
+
+    def check_available(self) -> None:
+        """A one-line error when an optional package the baseline needs is missing."""
 
 
 class GradientSettings(BaselineSettings):
@@ -307,6 +319,7 @@ EKFAC_EXTRA = (
     "torch: pip install einops einconv opt-einsum && pip install --no-deps kronfluence)"
 )
 
+BASELINES: ComponentRegistry[BaselineSettings] = ComponentRegistry("baseline", BaselineSettings)
 for _cls, _aliases in (
     (TrakSettings, ()),
     (DTrakSettings, ("dtrak",)),
@@ -320,32 +333,10 @@ for _cls, _aliases in (
     (DASSettings, ()),
     (EKFACSettings, ("ekfac",)),
 ):
-    if _cls.model_fields["name"].default not in ESTIMATORS:
-        ESTIMATORS.register(_cls, aliases=_aliases)
+    BASELINES.register(_cls, aliases=_aliases)
 del _cls, _aliases
 
-BASELINES: tuple[str, ...] = (
-    "trak",
-    "d-trak",
-    "journey-trak",
-    "relative-influence",
-    "renormalized-influence",
-    "gradient-similarity",
-    "pixel-similarity",
-    "feature-similarity",
-    "property-heuristic",
-    "das",
-    "ekfac-influence",
-)
 
-
-def parse_baseline(value: object, where: str = "estimator") -> BaselineSettings:
+def parse_baseline(value: object, where: str = "baseline") -> BaselineSettings:
     """A name, table or settings object -> baseline settings; one-line error otherwise."""
-    from diffattr.errors import DiffattrError
-
-    settings = ESTIMATORS.parse(value, where)
-    if not isinstance(settings, BaselineSettings):
-        raise DiffattrError(
-            f"{where}: {settings.name!r} is not a baseline; choose one of: {', '.join(BASELINES)}"
-        )
-    return settings
+    return BASELINES.parse(value, where)

@@ -27,8 +27,6 @@ def make_estimator(estimator: str | EstimatorSettings | Estimator, **options: An
         settings = ESTIMATORS.parse(estimator.to_dict() | options) if options else estimator
     else:
         raise DiffattrError(f"expected an estimator name or settings, got {estimator!r}")
-    if not settings.uses_coalitions:
-        raise DiffattrError(f"estimator {settings.name!r} does not fit coalition tables")
     return settings.build()
 
 

@@ -119,8 +119,6 @@ def estimate(
     if estimator not in ESTIMATORS:
         ESTIMATORS.get(estimator)  # the one-line "unknown estimator" error
     settings = estimator_settings(estimator, **options)
-    if not settings.uses_coalitions:
-        raise DiffattrError(f"estimator {estimator!r} does not fit coalition tables")
     est = settings.build()
     tbl = read_table_csv(table, v0=v0, v1=v1)
     k = tbl.n_behaviors

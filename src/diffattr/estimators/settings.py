@@ -7,8 +7,9 @@ Coalition estimators (Shapley, Banzhaf, datamodels, LOO, AOI) derive from
 rows they need (``sampler``, validated against the class variable ``samplers``), an
 optional ``subsets`` (the number of coalitions ``M`` for this estimator, overriding the
 run's), and the bootstrap options. Baselines that score the trained model directly
-(TRAK-type, similarity, heuristics; ``diffattr.baselines``) register here too with
-``uses_coalitions = False`` and need no sampler.
+(TRAK-type, similarity, heuristics) are a kind of their own, registered in
+``diffattr.baselines.settings.BASELINES``; a run's ``[attribution] estimators`` list may
+name either kind.
 
 A run plan names an estimator by a string or a table::
 
@@ -60,11 +61,9 @@ from diffattr.settings import Component, ComponentRegistry
 
 
 class EstimatorSettings(Component):
-    """Settings every estimator shares. ``uses_coalitions``: whether it fits a table of
-    evaluated coalitions (True) or scores the full model directly (baselines)."""
+    """Settings every estimator shares: each fits a table of evaluated coalitions."""
 
     kind: ClassVar[str] = "estimator"
-    uses_coalitions: ClassVar[bool] = True
 
     def build(self) -> Any:
         """The estimator object these settings describe (``implementation(settings)``)."""

@@ -189,9 +189,7 @@ def require_evaluation_fits(
     for M coalitions."""
     a = cfg.attribution
     excluded = set(test_masks)
-    for est in a.estimators:
-        if not est.uses_coalitions:
-            continue
+    for est in a.fitted:
         require_identified(
             est,
             n_players,

@@ -76,10 +76,8 @@ def check_config(cfg: RunConfig) -> None:
             )
     check_device(cfg.device)
     cfg.executor.check()
-    for est in cfg.attribution.estimators:
-        check = getattr(est, "check_available", None)  # a baseline's optional package
-        if check is not None:
-            check()
+    for baseline in cfg.attribution.baselines:
+        baseline.check_available()  # an optional package it needs
     from diffattr.behaviors.settings import check_settings
 
     check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
@@ -233,10 +231,8 @@ def check_identified(cfg: RunConfig, n_players: int) -> None:
 
     a = cfg.attribution
     subsets = a.max_subsets if a.until_stderr is not None else a.subsets
-    for i, est in enumerate(a.estimators):
-        if not est.uses_coalitions:
-            continue
-        where = f"attribution.estimators[{i}]"
+    for est in a.fitted:
+        where = a.where(est)
 
         def fix(m: int, est=est, where=where) -> str:
             if est.subsets is not None:
@@ -327,13 +323,14 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
     masks: set[str] = set()
     ests = []
     a = cfg.attribution
-    for i, est in enumerate(a.estimators):
-        if not est.uses_coalitions:
-            ests.append(EstimatorPlan(est.name, "the full model (no coalitions)", 0))
-            continue
-        rows, _ = est.draw(n, a.subsets, a.seed, where=f"attribution.estimators[{i}]")
+    by_entry: dict[int, EstimatorPlan] = {}
+    for est in a.fitted:
+        rows, _ = est.draw(n, a.subsets, a.seed, where=a.where(est))
         masks |= {"".join("1" if b else "0" for b in r) for r in rows}
-        ests.append(EstimatorPlan(est.name, est.sampler.name, len(rows)))
+        by_entry[id(est)] = EstimatorPlan(est.name, est.sampler.name, len(rows))
+    for baseline in a.baselines:
+        by_entry[id(baseline)] = EstimatorPlan(baseline.name, "the full model (no coalitions)", 0)
+    ests = [by_entry[id(e)] for e in a.estimators]  # as listed
     check_identified(cfg, n)  # the rank of those rows, not only their count
     masks.discard("0" * n)  # the null model's job
     masks.discard("1" * n)  # the method's all-players job (a reference)

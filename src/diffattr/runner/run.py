@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffattr.config import RunConfig, home
+from diffattr.baselines.settings import BaselineSettings
+from diffattr.config import RunConfig, fitted_estimators, home, listed_baselines
 from diffattr.counterfactual.settings import MethodSettings
 from diffattr.errors import DiffattrError
 from diffattr.estimators.reliability import assess as assess_reliability
@@ -75,7 +76,7 @@ class JobPlan:
     references: dict[str, JobSpec]  # 'full', 'null', 'method' (the method on all players)
     fit: dict[str, list[JobSpec]]  # estimator name -> one spec per sampled row, in order
     pairs: dict[str, np.ndarray | None] = field(default_factory=dict)  # pair id of each row
-    baselines: list[EstimatorSettings] = field(default_factory=list)  # score the full model
+    baselines: list[BaselineSettings] = field(default_factory=list)  # score the full model
 
     def specs(self) -> list[JobSpec]:
         """Every job to run, each key once (all-0 rows are the null model, not a job)."""
@@ -132,6 +133,9 @@ class Run:
         self.profile = profile
         self.profiled: dict | None = None
         self.timings: dict[str, float] = {}
+        #: each baseline's compute cost and feature-cache use in this call, by label: kept out of
+        #: the attributions' settings so that values.json repeats on a resumed run
+        self.baseline_costs: dict[str, dict[str, Any]] = {}
         self._prepared: dict[str, Prepared] = {}
         self._store: Store | None = None
         self._base: tuple | None = None
@@ -416,26 +420,22 @@ class Run:
     def plan(
         self,
         method: MethodSettings | str | None = None,
-        estimators: list[EstimatorSettings] | None = None,
+        estimators: list[EstimatorSettings | BaselineSettings] | None = None,
         subsets: int | None = None,
     ) -> JobPlan:
-        """Phase 2: each estimator's sampled coalitions as job specs (prefix-stable: more
-        subsets extend the same row sequence)."""
+        """Phase 2: each coalition estimator's sampled coalitions as job specs
+        (prefix-stable: more subsets extend the same row sequence); baselines get no jobs."""
         p = self.prepare(method)
         a = self.cfg.attribution
+        entries = estimators or a.estimators
         fit: dict[str, list[JobSpec]] = {}
         pairs: dict[str, np.ndarray | None] = {}
-        baselines = []
-        for i, est in enumerate(estimators or a.estimators):
-            if not est.uses_coalitions:
-                baselines.append(est)
-                continue
-            masks, pair_ids = est.draw(
-                p.n_players, subsets or a.subsets, a.seed, where=f"attribution.estimators[{i}]"
-            )
+        for est in fitted_estimators(entries):
+            where = a.where(est)
+            masks, pair_ids = est.draw(p.n_players, subsets or a.subsets, a.seed, where=where)
             fit[est.name] = [self.spec(p, row, p.method, a.seed, "fit") for row in masks]
             pairs[est.name] = pair_ids
-        return JobPlan(p, self.reference_specs(p), fit, pairs, baselines)
+        return JobPlan(p, self.reference_specs(p), fit, pairs, listed_baselines(entries))
 
     # ------------------------------------------------------------------ execute
 
@@ -593,43 +593,27 @@ class Run:
         exclude_masks: set[str] | None = None,
         limit: int | None = None,
         errors: list[str] | None = None,
-        estimators: list[EstimatorSettings] | None = None,
+        estimators: list[EstimatorSettings | BaselineSettings] | None = None,
     ) -> Estimated:
-        """Phase 5: every estimator fitted on its table; one Attribution per behavior.
+        """Phase 5: every coalition estimator fitted on its table, and every baseline of the
+        plan scored on the full model (not with ``limit``, which is about coalitions); one
+        Attribution per behavior, in the order the estimators are listed.
 
         With ``errors`` given, an estimator that cannot be fitted (e.g. too few finished
         jobs) is reported there and skipped instead of raising.
         """
         t = time.perf_counter()
-        out = []
         refs = self.reference_records(plan)
-        for est in estimators or self.cfg.attribution.estimators:
-            if not est.uses_coalitions:
-                if limit is None and est in plan.baselines:
-                    out.extend(self._baseline(plan, est, errors))
-                continue
-            if est.name not in plan.fit:
-                continue
-            try:
-                table = self.table(plan, est.name, exclude_masks, limit)
-                if table.n_rows == 0:
-                    raise DiffattrError(f"no finished jobs for estimator {est.name!r}")
-                attrs = fit_table(est, table)
-                for attr, rel in zip(attrs, assess_reliability(est, table, attrs)):
-                    attr.settings["reliability"] = rel.to_dict()
-            except DiffattrError as e:
-                if errors is None:
-                    raise
-                errors.append(f"{est.name}: {e}")
-                continue
-            for attr in attrs:
-                attr.settings = {
-                    **attr.settings,
-                    "method": plan.prepared.method.name,
-                    "subsets_planned": len(plan.fit[est.name]),
-                    "v1_source": self.cfg.attribution.v1,
-                }
-            out.extend(attrs)
+        entries = estimators or self.cfg.attribution.estimators
+        by_entry: dict[int, list] = {}
+        for est in fitted_estimators(entries):
+            if est.name in plan.fit:
+                by_entry[id(est)] = self._fit(plan, est, exclude_masks, limit, errors)
+        if limit is None:
+            for baseline in listed_baselines(entries):
+                if baseline in plan.baselines:
+                    by_entry[id(baseline)] = self._baseline(plan, baseline, errors)
+        out = [a for e in entries for a in by_entry.get(id(e), [])]
         self._time("estimate", time.perf_counter() - t)
         full, null, method_all = refs["full"], refs["null"], refs["method"]
         return Estimated(
@@ -640,14 +624,37 @@ class Run:
             method_all=dict(method_all.behaviors) if method_all else None,
         )
 
+    def _fit(self, plan: JobPlan, est, exclude_masks, limit, errors: list[str] | None) -> list:
+        """One coalition estimator fitted on the plan's table of its rows, with the reliability
+        signals of the fit; [] (and a line in ``errors``) when it cannot be fitted."""
+        try:
+            table = self.table(plan, est.name, exclude_masks, limit)
+            if table.n_rows == 0:
+                raise DiffattrError(f"no finished jobs for estimator {est.name!r}")
+            attrs = fit_table(est, table)
+            for attr, rel in zip(attrs, assess_reliability(est, table, attrs)):
+                attr.settings["reliability"] = rel.to_dict()
+        except DiffattrError as e:
+            if errors is None:
+                raise
+            errors.append(f"{est.name}: {e}")
+            return []
+        for attr in attrs:
+            attr.settings = {
+                **attr.settings,
+                "method": plan.prepared.method.name,
+                "subsets_planned": len(plan.fit[est.name]),
+                "v1_source": self.cfg.attribution.v1,
+            }
+        return attrs
+
     # ------------------------------------------------------------------ baselines
 
-    def _baseline(self, plan: JobPlan, est: EstimatorSettings, errors: list[str] | None) -> list:
+    def _baseline(self, plan: JobPlan, est: BaselineSettings, errors: list[str] | None) -> list:
         """A baseline that scores the full model directly (TRAK-type, similarity, heuristic):
         its target is the full model with the run's generated samples (same seeds as the
         jobs), its features cached under the run's cache folder."""
-        from diffattr.baselines.api import attribute
-
+        baseline = est.build()
         try:
             family, dataset, players, data, full_dir, _ = self._base_models()
             target = self._baseline_target()
@@ -662,8 +669,7 @@ class Run:
             feature_fn = extractors[0].features if extractors else None
             attrs = []
             if keys:
-                attrs = attribute(
-                    est,
+                attrs = baseline.attribute(
                     target,
                     players,
                     behaviors=keys,
@@ -673,11 +679,8 @@ class Run:
                     progress=self.progress,
                 )
             if per_image:
-                from diffattr.baselines.api import attribute_per_image
-
                 try:
-                    attrs += attribute_per_image(
-                        est,
+                    attrs += baseline.attribute_per_image(
                         target,
                         players,
                         per_image,
@@ -695,6 +698,12 @@ class Run:
             errors.append(f"{est.name}: {e}")
             return []
         for a in attrs:
+            cost = {k: a.settings.pop(k) for k in ("seconds", "cache") if k in a.settings}
+            if cost:
+                label = str(a.settings.get("label", est.name))
+                if (a.behavior or "").partition("#")[2]:  # one per generated image: one cost
+                    label += " (per generated image)"
+                self.baseline_costs[label] = cost
             a.settings = {**a.settings, "method": "full model (no coalitions)"}
         return attrs
 
@@ -770,6 +779,8 @@ class Run:
         }
         if rounds:
             summary["stopping_rounds"] = rounds
+        if self.baseline_costs:
+            summary["baseline_costs"] = self.baseline_costs
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunSummary(
             self.run_dir,

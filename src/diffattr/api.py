@@ -269,8 +269,10 @@ class Run(RunResults):
             with RunLock(self.path):
                 if self._lost is not None:
                     raise self._lost
-                make_plan(self.cfg, self.path)
-                with Runner(self.cfg, self.path, progress=progress is True) as runner:
+                plan = make_plan(self.cfg, self.path)  # resolved once, executed below
+                with Runner(
+                    self.cfg, self.path, progress=progress is True, resolution=plan.resolution
+                ) as runner:
                     if callable(progress):
                         runner.on_job = lambda phase, done, total, rec: progress(
                             JobProgress(phase, done, total, rec)

@@ -307,10 +307,11 @@ def run_cmd(
         with RunLock(run_dir):  # a second run on this directory stops here, before any work
             if lost is not None:  # said after the lock's own word (held, not writable)
                 raise lost
-            typer.echo(make_plan(cfg, run_dir).render(), err=True)
+            plan = make_plan(cfg, run_dir)
+            typer.echo(plan.render(), err=True)
             from diffattr.runner import run_attribution
 
-            summary = run_attribution(cfg, run_dir, profile=profile)
+            summary = run_attribution(cfg, run_dir, profile=profile, resolution=plan.resolution)
     except DiffattrError:
         if created:  # refused before any work: leave no empty run directory behind
             try:

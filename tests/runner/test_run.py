@@ -377,3 +377,28 @@ def test_a_baseline_listed_before_an_estimator_runs_in_that_order_and_resumes(tm
     assert "seconds" not in json.loads(values)["attributions"][0]["settings"]
     again = run_attribution(cfg, tmp_path / "run", progress=False)
     assert again.failed == 0 and (tmp_path / "run" / "values.json").read_text() == values
+
+
+def test_the_run_executes_the_plans_resolution(tmp_path, full_model, monkeypatch):
+    """``diffattr run`` resolves once: the data are loaded (and hashed) by the plan, and the
+    run built with the plan's resolution loads them no more and runs its drawn rows."""
+    import diffattr.data as data_pkg
+    from diffattr.runner.plan import make_plan
+    from diffattr.runner.run import Run
+
+    cfg = small_cfg(full_model)
+    plan = make_plan(cfg, tmp_path / "run")
+    loads = []
+    real = data_pkg.load_dataset
+    monkeypatch.setattr(data_pkg, "load_dataset", lambda *a, **k: loads.append(1) or real(*a, **k))
+    with Run(cfg, tmp_path / "run", progress=False, resolution=plan.resolution) as run:
+        jp = run.plan()
+        assert run.data_digest == plan.resolution.digest
+    (est,) = cfg.attribution.fitted
+    masks, _ = plan.resolution.rows(est)
+    assert [s.mask for s in jp.fit[est.name]] == [
+        "".join("1" if b else "0" for b in r) for r in masks
+    ]
+    assert loads == [] and plan.jobs == len(jp.specs())
+    with pytest.raises(ValueError, match="another configuration"):
+        Run(small_cfg(full_model), tmp_path / "run", resolution=plan.resolution)

@@ -8,7 +8,12 @@ made from (``check_data_unchanged``), and counts the jobs each estimator's sampl
 It also verifies the model directories the run will read (``check_model_dirs``) and that
 the rows each estimator will draw identify its values (``check_identified``: their rank,
 not only their count). ``diffattr run`` prints the plan and ``diffattr run --dry-run``
-stops there. ``Run`` calls the same checks before it trains anything.
+stops there. The data part is one :class:`Resolution` (``resolve``: the dataset, players and
+digest, checked, and each estimator's drawn rows), which the plan carries and ``Run``
+executes (``Run(cfg, run_dir, resolution=plan.resolution)``; a ``Run`` built without one
+resolves the same way on first use), so the printed rows are the rows run and the data are
+loaded and hashed once. ``Run`` repeats only the run directory's checks, after it has put
+back what a killed run left half-written.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class PlanSummary:
     notes: list[str] = field(default_factory=list)
     image_size: int | None = None  # what the models train on, after loading and resizing
     channels: int | None = None
+    resolution: Resolution | None = field(default=None, repr=False)  # what Run executes
 
     def render(self) -> str:
         c = self.cfg
@@ -295,37 +301,71 @@ def check_data_unchanged(
             )
 
 
-def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
-    """Resolve the run: load the players, draw every estimator's coalitions, count the
-    jobs; raise a one-line error for anything that would fail later (all before any
-    training, and without writing anything)."""
+@dataclass
+class Resolution:
+    """A run resolved once: its data, players and their content digest (after the checks
+    that need them: the recipe, the family's data and model, the method's players), and
+    each coalition estimator's rows at the run's M, drawn on first use. ``make_plan``
+    renders it, ``Run`` executes it (``Run(..., resolution=plan.resolution)``: the printed
+    plan is the plan), so ``diffattr run`` loads and hashes the data once."""
+
+    cfg: RunConfig
+    dataset: Any
+    players: Any
+    digest: str
+    _rows: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_players(self) -> int:
+        return len(self.players)
+
+    def rows(self, est) -> tuple[Any, Any]:
+        """``(masks, pair_ids)`` of coalition estimator ``est`` (one of the run's) at the
+        run's ``subsets``: drawn once (prefix-stable, a function of the seed)."""
+        a = self.cfg.attribution
+        if id(est) not in self._rows:
+            self._rows[id(est)] = est.draw(self.n_players, a.subsets, a.seed, where=a.where(est))
+        return self._rows[id(est)]
+
+
+def resolve(cfg: RunConfig, cache_dir: Path | None = None) -> Resolution:
+    """Load the run's data and players and check them against the recipe, the family, the
+    method and a given full model (one-line errors, before any training); the dataset's
+    digest is cached under ``cache_dir`` when that folder exists (nothing is created)."""
     from diffattr.data import Players, load_dataset
     from diffattr.data.digest import dataset_digest
 
-    check_config(cfg)
-    run_dir = check_run_dir(run_dir)
     dataset = load_dataset(cfg.data)
     players = Players.from_dataset(dataset, cfg.data.players)
     check_recipe(cfg, dataset, players)
-    n = len(players)
-    family = cfg.family.build("cpu")
+    family = cfg.family.build("cpu")  # its checks read settings and data, never weights
     family.check_data(dataset)
     cfg.method.check_players(family, dataset, players)
     if cfg.attribution.full_model:
         family.check_model(cfg.attribution.full_model, dataset)
-    cache = run_dir / "cache"
-    digest = dataset_digest(dataset, cache if cache.is_dir() else None)
+    cache = cache_dir if cache_dir is not None and Path(cache_dir).is_dir() else None
+    return Resolution(cfg, dataset, players, dataset_digest(dataset, cache))
+
+
+def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
+    """Resolve the run: load the players, draw every estimator's coalitions, count the
+    jobs; raise a one-line error for anything that would fail later (all before any
+    training, and without writing anything). The plan carries its ``resolution`` for the
+    run to execute."""
+    check_config(cfg)
+    run_dir = check_run_dir(run_dir)
+    res = resolve(cfg, run_dir / "cache")
+    dataset, n, digest = res.dataset, res.n_players, res.digest
     check_data_unchanged(run_dir, digest, cfg.attribution.full_model)
     from diffattr.runner.layout import shared_work_dir
 
     shared = [shared_work_dir(run_dir, cfg.method, digest)]
     check_model_dirs(run_dir, cfg.attribution.full_model, shared)
     masks: set[str] = set()
-    ests = []
     a = cfg.attribution
     by_entry: dict[int, EstimatorPlan] = {}
     for est in a.fitted:
-        rows, _ = est.draw(n, a.subsets, a.seed, where=a.where(est))
+        rows, _ = res.rows(est)
         masks |= {"".join("1" if b else "0" for b in r) for r in rows}
         by_entry[id(est)] = EstimatorPlan(est.name, est.sampler.name, len(rows))
     for baseline in a.baselines:
@@ -352,4 +392,5 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         notes=notes,
         image_size=dataset.image_size,
         channels=dataset.channels,
+        resolution=res,
     )

@@ -2,8 +2,9 @@
 
 ::
 
-    Run(cfg, run_dir)
-      .prepare(method)   dataset + players, full model theta* (train or load), null model,
+    Run(cfg, run_dir[, resolution=make_plan(cfg, run_dir).resolution])
+      .resolution        dataset + players + digest, checked; each estimator's rows (plan.resolve)
+      .prepare(method)   full model theta* (train or load), null model,
                          the method's shared state (e.g. prune + fine-tune, cached)  -> Prepared
       .plan(method)      coalitions from each estimator's sampler -> job specs      -> JobPlan
       .execute(specs)    executor -> store (one committed row per finished job)   -> Executed
@@ -44,6 +45,7 @@ from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
 from diffattr.runner.job import JobContext, JobSpec
 from diffattr.runner.layout import shared_work_dir
+from diffattr.runner.plan import Resolution
 from diffattr.store import JobRecord, Store, job_key, mask_to_str, str_to_mask
 
 
@@ -121,11 +123,20 @@ class Run:
     """One run directory and its configuration; see the module docstring for the phases."""
 
     def __init__(
-        self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, profile: bool = False
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        progress: bool = True,
+        profile: bool = False,
+        resolution: Resolution | None = None,
     ) -> None:
         from diffattr.runner.plan import check_config
 
+        if resolution is not None and resolution.cfg is not cfg:
+            raise ValueError("the resolution was made from another configuration")
         check_config(cfg)  # as the CLI does: paths, device, executor, packages, behaviors
+        #: the data, players, digest and drawn rows (``make_plan``'s, or resolved on first use)
+        self._resolution = resolution
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -140,8 +151,6 @@ class Run:
         self._store: Store | None = None
         self._base: tuple | None = None
         self._lock = None
-        self._digest: str | None = None
-        self._players: tuple | None = None
         #: called with (phase, jobs finished, jobs to run, record) after each job's commit
         self.on_job: Callable[[str, int, int, JobRecord], None] | None = None
 
@@ -196,13 +205,10 @@ class Run:
         cfg = self.cfg
         self.acquire()
         recover_folder(self.run_dir)  # what a killed run was writing: put back or removed
+        res = self.resolution  # the data, checked against the recipe, family and method
+        self._check_run_dir()
         family = cfg.family.build(cfg.device)
-        dataset, players = self.players()
-        family.check_data(dataset)
-        if cfg.attribution.full_model:
-            family.check_model(cfg.attribution.full_model, dataset)
-        self._check_data(dataset, players)
-        cfg.method.check_players(family, dataset, players)
+        dataset, players = res.dataset, res.players
         t = time.perf_counter()
         data = family.training_set(dataset, self.cache_dir)
         self._time("encode", time.perf_counter() - t)
@@ -218,41 +224,41 @@ class Run:
         self._base = (family, dataset, players, data, full_dir, null_dir)
         return self._base
 
+    @property
+    def resolution(self) -> Resolution:
+        """The run resolved once (``plan.resolve``): data, players, digest, drawn rows."""
+        if self._resolution is None:
+            from diffattr.runner.plan import resolve
+
+            self._resolution = resolve(self.cfg, self.cache_dir)
+        return self._resolution
+
     def players(self) -> tuple:
         """``(dataset, players)`` of the run's data, loaded once and without training
         anything (evaluations check their fits with the number of players first)."""
-        if self._players is None:
-            from diffattr.data import Players, load_dataset
-
-            dataset = load_dataset(self.cfg.data)
-            self._players = (dataset, Players.from_dataset(dataset, self.cfg.data.players))
-        return self._players
+        res = self.resolution
+        return res.dataset, res.players
 
     @property
     def n_players(self) -> int:
-        return len(self.players()[1])
+        return self.resolution.n_players
 
-    def _check_data(self, dataset, players) -> None:
-        """Before any work: the data carry the recipe and are those this run directory
-        (and a given full model) were made from, and the model directories it will read are
-        whole; then record the data's digest in the store."""
-        from diffattr.data.digest import dataset_digest
-        from diffattr.runner.plan import check_data_unchanged, check_model_dirs, check_recipe
+    def _check_run_dir(self) -> None:
+        """Before any work (after a killed run's folders are put back): the data are those
+        this run directory (and a given full model) were made from, and the model
+        directories it will read are whole; then record the data's digest in the store."""
+        from diffattr.runner.plan import check_data_unchanged, check_model_dirs
 
-        check_recipe(self.cfg, dataset, players)
-        digest = dataset_digest(dataset, self.cache_dir)
+        digest = self.resolution.digest
         check_data_unchanged(self.run_dir, digest, self.cfg.attribution.full_model)
         check_model_dirs(self.run_dir, self.cfg.attribution.full_model)
         if self.store.get_meta("data_digest") is None:
             self.store.set_meta("data_digest", digest)
-        self._digest = digest
 
     @property
     def data_digest(self) -> str:
         """The content digest of the run's dataset (loads the data on first use)."""
-        if self._digest is None:
-            self._base_models()
-        return self._digest
+        return self.resolution.digest
 
     def prepare(self, method: MethodSettings | str | None = None) -> Prepared:
         """Phase 1: the full and null models and ``method``'s one-time shared work."""
@@ -430,9 +436,13 @@ class Run:
         entries = estimators or a.estimators
         fit: dict[str, list[JobSpec]] = {}
         pairs: dict[str, np.ndarray | None] = {}
+        own = estimators is None and subsets in (None, a.subsets)  # the resolved rows
         for est in fitted_estimators(entries):
-            where = a.where(est)
-            masks, pair_ids = est.draw(p.n_players, subsets or a.subsets, a.seed, where=where)
+            if own:
+                masks, pair_ids = self.resolution.rows(est)
+            else:
+                where = a.where(est)
+                masks, pair_ids = est.draw(p.n_players, subsets or a.subsets, a.seed, where=where)
             fit[est.name] = [self.spec(p, row, p.method, a.seed, "fit") for row in masks]
             pairs[est.name] = pair_ids
         return JobPlan(p, self.reference_specs(p), fit, pairs, listed_baselines(entries))
@@ -935,10 +945,13 @@ def run_attribution(
     run_dir: str | Path | None = None,
     progress: bool = True,
     profile: bool = False,
+    resolution: Resolution | None = None,
 ):
     """``diffattr run``: ``Run(cfg, run_dir).attribute()``; with ``profile``, one coalition
-    job runs first under the torch profiler (``profile.json`` in the run directory)."""
-    with Run(cfg, run_dir or home() / "run", progress, profile=profile) as run:
+    job runs first under the torch profiler (``profile.json`` in the run directory); with
+    ``resolution`` (``make_plan(cfg, run_dir).resolution``), the data are not loaded again."""
+    run_dir = run_dir or home() / "run"
+    with Run(cfg, run_dir, progress, profile=profile, resolution=resolution) as run:
         summary = run.attribute()
         summary.profile = run.profiled
         return summary

@@ -72,7 +72,7 @@ class RetrainTargets:
     def values(self, behavior: str) -> np.ndarray:
         """(seeds, B) behavior values (``name[space]#i``: generated image i of a local
         behavior)."""
-        from diffattr.runner.run import behavior_value
+        from diffattr.runner.tables import behavior_value
 
         return np.array([[behavior_value(r, behavior) for r in row] for row in self.records])
 

@@ -46,7 +46,7 @@ from diffattr.fileio import atomic_write_text
 from diffattr.runner.job import JobContext, JobSpec
 from diffattr.runner.layout import shared_work_dir
 from diffattr.runner.plan import Resolution
-from diffattr.store import JobRecord, Store, job_key, mask_to_str, str_to_mask
+from diffattr.store import JobRecord, Store, job_key, mask_to_str
 
 
 @dataclass
@@ -532,52 +532,22 @@ class Run:
         all-players job. ``exclude_masks`` drops rows equal to held-out test masks (LDS);
         ``limit`` keeps only the first rows of the sampler's stream (compute budgets).
         """
-        from diffattr.estimators import CoalitionTable
+        from diffattr.runner.tables import coalition_table
 
         refs = self.reference_records(plan)
-        full, null = refs["full"], refs["null"]
-        if full is None or null is None:
+        if refs["full"] is None or refs["null"] is None:
             raise DiffattrError(_missing_references(refs, self.store, plan))
-        behaviors = sorted(full.behaviors)
-        per_image = self.per_image_columns(full)
-        if per_image:  # one column per generated image instead of the local means
-            behaviors = [b for b in behaviors if b not in full.local] + per_image
         specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
-        all_pairs = plan.pairs.get(estimator)
-        rows = {r.key: r for r in self.store.records([s.key for s in specs])}
-        masks, values, pair_ids = [], [], []
-        for i, s in enumerate(specs):
-            if exclude_masks and s.mask in exclude_masks:
-                continue
-            if "1" not in s.mask:
-                rec = null
-            elif s.key == plan.references["method"].key:
-                rec = refs["method"]
-            else:
-                rec = rows.get(s.key)
-            if rec is None or rec.status != "done":
-                continue
-            masks.append(str_to_mask(s.mask))
-            values.append([behavior_value(rec, b) for b in behaviors])
-            if all_pairs is not None:
-                pair_ids.append(int(all_pairs[i]))
-        n = plan.prepared.n_players
-        v1_rec = full
-        if self.cfg.attribution.v1 == "method":
-            v1_rec = refs["method"]
-            if v1_rec is None:
-                raise DiffattrError(
-                    "v1 = 'method' needs the method's all-players job, which did not finish; "
-                    "see diffattr status"
-                )
-        return CoalitionTable(
-            masks=np.array(masks, dtype=bool).reshape(-1, n),
-            values=np.array(values, dtype=float).reshape(-1, len(behaviors)),
-            names=list(plan.prepared.players.names),
-            behaviors=behaviors,
-            v0=np.array([behavior_value(null, b) for b in behaviors]),
-            v1=np.array([behavior_value(v1_rec, b) for b in behaviors]),
-            pair_ids=np.array(pair_ids, dtype=np.int64) if all_pairs is not None else None,
+        records = {r.key: r for r in self.store.records([s.key for s in specs])}
+        return coalition_table(
+            plan,
+            estimator,
+            refs,
+            records,
+            per_image=self.per_image_columns(refs["full"]),
+            v1=self.cfg.attribution.v1,
+            exclude_masks=exclude_masks,
+            limit=limit,
         )
 
     def per_image_columns(self, full: JobRecord) -> list[str]:
@@ -754,7 +724,9 @@ class Run:
         first = ex_ref.first_error or ex_fit.first_error
         rounds: list[dict] = []
         if self.cfg.attribution.until_stderr is not None:
-            plan, rounds, more = self.until_stderr(plan)
+            from diffattr.runner.stopping import until_stderr
+
+            plan, rounds, more = until_stderr(self, plan)
             first = first or more
         refs_done = self.reference_records(plan)
         errors: list[str] = []
@@ -802,66 +774,6 @@ class Run:
             first_error=first,
             values_written=written,
         )
-
-    # ------------------------------------------------------------------ adaptive stopping
-
-    def until_stderr(self, plan: JobPlan) -> tuple[JobPlan, list[dict], str | None]:
-        """Add coalitions in rounds until every player's standard error is below
-        ``attribution.until_stderr`` (per behavior) or ``max_subsets`` is reached.
-
-        Rounds extend each sampler's stream (row r depends only on (seed, r)), so a resumed
-        run replays the finished rounds from the store and continues the same sequence.
-        Estimators that fix their own ``subsets`` keep them. A NaN standard error (the data
-        cannot determine it) counts as not yet below the threshold.
-        """
-        a = self.cfg.attribution
-        step = a.round_subsets or a.subsets
-        step += step % 2  # whole pairs for paired samplers
-        m = a.subsets
-        rounds: list[dict] = []
-        first = None
-        while True:
-            errors: list[str] = []
-            est = self.estimate(plan, errors=errors)
-            worst = self._worst_stderr(est.attributions)
-            done = bool(worst) and all(w <= lim for w, lim in worst.values())
-            rounds.append(
-                {
-                    "subsets": m,
-                    "worst_stderr": {k: w for k, (w, _) in worst.items()},
-                    "below": done,
-                    "errors": errors,
-                }
-            )
-            if done or m >= a.max_subsets:
-                return plan, rounds, first
-            m = min(m + step, a.max_subsets)
-            plan = self.plan(subsets=m)
-            self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
-            ex = self.execute(
-                [s for s in plan.specs() if s.kind == "fit"], f"round at {m} coalitions"
-            )
-            first = first or ex.first_error
-
-    def _worst_stderr(self, attributions: list) -> dict[str, tuple[float, float]]:
-        """Behavior key -> (largest player standard error over estimators, its limit)."""
-        from diffattr.behaviors.keys import BehaviorKey
-
-        limit = self.cfg.attribution.until_stderr
-        out: dict[str, tuple[float, float]] = {}
-        for attr in attributions:
-            key = BehaviorKey.parse(attr.behavior)
-            if isinstance(limit, dict):
-                lim = limit.get(str(key), limit.get(key.name))
-                if lim is None:
-                    continue
-            else:
-                lim = float(limit)
-            se = np.asarray(attr.stderr, dtype=float)
-            w = float(np.max(np.where(np.isfinite(se), se, np.inf))) if se.size else np.inf
-            prev = out.get(attr.behavior, (0.0, lim))[0]
-            out[attr.behavior] = (max(prev, w), lim)
-        return out
 
     def values_payload(self, est: Estimated) -> dict[str, Any]:
         gap = None
@@ -912,23 +824,6 @@ def fit_table(est: EstimatorSettings, table) -> list:
     """Fit one estimator on a coalition table (one Attribution per behavior)."""
     attrs = est.build().fit(table)
     return attrs if isinstance(attrs, list) else [attrs]
-
-
-def behavior_value(rec: JobRecord, key: str) -> float:
-    """A record's value of a behavior key; ``name[space]#i`` is generated image i of a local
-    behavior (``JobRecord.local``)."""
-    from diffattr.behaviors.keys import split_image_key
-
-    base, image = split_image_key(key)
-    if image is None:
-        return rec.behaviors[key]
-    values = rec.local.get(base)
-    if values is None or image >= len(values):
-        raise DiffattrError(
-            f"job {rec.key} has no local value {key} (measured before the run measured it?); "
-            "see diffattr status"
-        )
-    return float(values[image])
 
 
 def _missing_references(refs: dict, store: Store, plan: JobPlan) -> str:

@@ -278,8 +278,8 @@ def _stored_sections(meta: dict, model_dir: Path):
     """
     from pydantic import ValidationError
 
-    from diffattr.config import SampleConfig
     from diffattr.data.settings import parse_data
+    from diffattr.diffusion.settings import SampleConfig
     from diffattr.settings import format_validation_error
 
     config = meta.get("config") if isinstance(meta, dict) else None

@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from diffattr.config import TrainConfig
 from diffattr.counterfactual.settings import EmaMode, FineTuneSettings, MethodSettings
 from diffattr.diffusion.checkpoint import read_meta
 from diffattr.diffusion.ema import EMA
+from diffattr.diffusion.settings import TrainConfig
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.settings import pipeline_class

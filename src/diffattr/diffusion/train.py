@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from diffattr.config import TrainConfig
 from diffattr.diffusion.ema import EMA
+from diffattr.diffusion.settings import TrainConfig
 from diffattr.errors import DiffattrError
 
 

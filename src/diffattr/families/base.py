@@ -28,19 +28,22 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from diffattr.config import RunConfig, TrainConfig
 from diffattr.diffusion.checkpoint import is_model_dir, read_meta
 from diffattr.diffusion.ema import EMA
+from diffattr.diffusion.settings import TrainConfig
 from diffattr.diffusion.train import TrainResult, diffusion_loss, train
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import FamilySettings
 from diffattr.torchutils import count_parameters
+
+if TYPE_CHECKING:  # the run's whole config is only read here; config.py sits above families
+    from diffattr.config import RunConfig
 
 
 @dataclass

@@ -429,7 +429,7 @@ def train_unet(latents, cond, null, settings, device="cpu", progress: bool = Fal
     """Pretrain the demo UNet on (latents, caption embeddings); returns its EMA weights."""
     from diffusers import UNet2DConditionModel
 
-    from diffattr.config import TrainConfig
+    from diffattr.diffusion.settings import TrainConfig
     from diffattr.diffusion.train import train
     from diffattr.families.base import TrainingSet
 

@@ -484,9 +484,9 @@ def check_report_inputs(run_dir: Path) -> None:
 
 def _register_commands() -> None:
     """Commands implemented beside the stage they drive (their modules import lightly)."""
-    from diffattr.behaviors.cli import measure
-    from diffattr.estimators.cli import estimate
-    from diffattr.sparsify.cli import prune
+    from diffattr.commands.estimate import estimate
+    from diffattr.commands.measure import measure
+    from diffattr.commands.prune import prune
 
     app.command("estimate")(_utf8_table(estimate))
     app.command("measure")(measure)

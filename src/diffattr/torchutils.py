@@ -1,9 +1,11 @@
-"""Small helpers on torch modules that any layer of the package imports (no diffattr
-imports, and no torch import at module level)."""
+"""Small helpers on torch that any layer of the package imports (only ``diffattr.errors``
+among diffattr's modules, and no torch import at module level)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from diffattr.errors import DiffattrError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -13,3 +15,29 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter entries of ``model`` (only those with ``requires_grad`` when
     ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_device(device: str) -> None:
+    """A device this machine has, or a one-line error."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DiffattrError(
+            f"device: {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffattrError(
+                f"device: {device!r} asked for, but this torch build or machine has no CUDA "
+                "(install a CUDA build of torch, or use --device cpu)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DiffattrError(
+                f"device: {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DiffattrError("device: 'mps' asked for, but this machine has no MPS backend")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DiffattrError(f"device: {device!r} is not supported (cpu, cuda, mps)")

@@ -10,8 +10,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffattr.behaviors.cli import measure
 from diffattr.behaviors.reference import read_image_folder
+from diffattr.commands.measure import measure
 from diffattr.config import RunConfig
 from diffattr.data import load_dataset
 from diffattr.errors import DiffattrError

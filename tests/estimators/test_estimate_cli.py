@@ -10,9 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from diffattr.coalitions import ShapleyKernelSampler
+from diffattr.commands.estimate import estimate
 from diffattr.errors import DiffattrError
 from diffattr.estimators import all_subsets, exact_shapley, write_table_csv
-from diffattr.estimators.cli import estimate
 
 app = typer.Typer()
 app.command("estimate")(estimate)
@@ -230,7 +230,7 @@ def test_estimate_does_not_import_torch(tmp_path):
     write_table_csv(table, z, z @ [1.0, 2.0, 3.0])
     code = (
         "import sys\n"
-        "from diffattr.estimators.cli import estimate\n"
+        "from diffattr.commands.estimate import estimate\n"
         f"atts = estimate({str(table)!r}, estimator='shapley')\n"
         "assert abs(atts[0].values[2] - 3.0) < 1e-12\n"
         "heavy = [m for m in ('torch', 'diffusers', 'torch_pruning') if m in sys.modules]\n"

@@ -26,6 +26,7 @@ from typing import Any
 from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.fileio import check_dir_path
+from diffattr.torchutils import check_device
 
 #: Folders and files of a run directory (a file where a folder belongs is refused early).
 RUN_DIRS = ("full", "null", "shared", "cache", "grids", "slurm")
@@ -33,32 +34,6 @@ RUN_FILES = ("store.sqlite", "values.json", "values.csv", "summary.json", "confi
 #: The fewest images the behaviors' reference statistics (and the classifier feature
 #: spaces' held-out split) are computed from.
 MIN_IMAGES = 20
-
-
-def check_device(device: str) -> None:
-    """A device this machine has, or a one-line error."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise DiffattrError(
-            f"device: {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DiffattrError(
-                f"device: {device!r} asked for, but this torch build or machine has no CUDA "
-                "(install a CUDA build of torch, or use --device cpu)"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DiffattrError(
-                f"device: {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DiffattrError("device: 'mps' asked for, but this machine has no MPS backend")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise DiffattrError(f"device: {device!r} is not supported (cpu, cuda, mps)")
 
 
 def check_config(cfg: RunConfig) -> None:

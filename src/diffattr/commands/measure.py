@@ -204,7 +204,7 @@ def measure(
         raise DiffattrError("give either a model directory or --images DIR (exactly one)")
     if samples is not None and samples < 2:
         raise DiffattrError(f"--samples must be at least 2, got {samples}")
-    from diffattr.runner.plan import check_device
+    from diffattr.torchutils import check_device
 
     check_device(device)
     cache = default_cache_dir(cache_dir)

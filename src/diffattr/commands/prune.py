@@ -36,7 +36,7 @@ def prune(
     from diffattr.diffusion.checkpoint import read_meta
     from diffattr.fileio import check_dir_path
     from diffattr.images import save_grid
-    from diffattr.runner.plan import check_device
+    from diffattr.torchutils import check_device
 
     out = check_dir_path(out, "--out")  # a file there is one line, before any work
     check_device(device)

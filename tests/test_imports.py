@@ -106,3 +106,76 @@ def test_settings_and_config_do_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+#: The floors of the package, bottom first: a module imports only from its own package or
+#: from floors at or below its own. ``*.settings`` modules (pydantic only) form a floor of
+#: their own, so that a run's whole configuration validates before torch loads.
+FLOORS = [
+    {"errors", "settings", "fileio", "torchutils", "lazy", "registry", "images", "store"},
+    {"<settings>"},
+    {"data", "diffusion", "coalitions"},
+    {"estimators", "sparsify", "behaviors"},
+    {"baselines"},
+    {"families"},
+    {"counterfactual"},
+    {"config"},
+    {"runner"},
+    {"evaluate", "report"},
+    {"commands", "given", "api", "results", "cli", "<root>"},
+]
+#: Imports against the floors, each with the reason it is there.
+ALLOWED_UPWARD = {
+    ("diffattr.families.settings", "diffattr.diffusion.architectures"): (
+        "the architecture names: a constant table, no torch"
+    ),
+    ("diffattr.families.settings", "diffattr.diffusion.checkpoint"): (
+        "read_meta, called only when a model directory's family is looked up"
+    ),
+}
+
+
+def _floor(module: str) -> int:
+    parts = module.split(".")[1:]
+    if not parts:
+        return len(FLOORS) - 1
+    if len(parts) >= 2 and parts[-1] == "settings":
+        return 1
+    name = parts[0] if parts[0] != "__init__" else "<root>"
+    for i, members in enumerate(FLOORS):
+        if name in members:
+            return i
+    raise AssertionError(f"{module} is on no floor: add its package to FLOORS")
+
+
+def _imports_outside_type_checking(tree: ast.AST):
+    """(line, module) of every diffattr import, except under ``if TYPE_CHECKING:``."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            skip |= {id(n) for b in node.body for n in ast.walk(b)}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("diffattr"):
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("diffattr"):
+                    yield node.lineno, a.name
+
+
+def test_imports_follow_the_floors():
+    """No module imports from a floor above its own (type-only imports aside), except the
+    listed ones; a new package must be given a floor."""
+    upward = []
+    for f in sorted(ROOT.rglob("*.py")):
+        parts = f.relative_to(ROOT.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(module.split(".")[:2])
+        for line, target in _imports_outside_type_checking(ast.parse(f.read_text())):
+            if target.startswith(package + ".") or target == package:
+                continue  # within its own package
+            if _floor(target) > _floor(module) and (module, target) not in ALLOWED_UPWARD:
+                upward.append(f"{module}:{line} imports {target}")
+    assert upward == [], "\n".join(upward)

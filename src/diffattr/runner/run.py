@@ -37,15 +37,33 @@ import torch
 from tqdm.auto import tqdm
 
 from diffattr.baselines.settings import BaselineSettings
+from diffattr.behaviors.keys import image_key
+from diffattr.behaviors.settings import local_behavior_keys
 from diffattr.config import RunConfig, fitted_estimators, home, listed_baselines
-from diffattr.counterfactual.settings import MethodSettings
+from diffattr.counterfactual.base import FullModel, build_method
+from diffattr.counterfactual.settings import MethodSettings, check_method_family
+from diffattr.data import dataset_key
+from diffattr.diffusion.checkpoint import recover_folder
 from diffattr.errors import DiffattrError
 from diffattr.estimators.reliability import assess as assess_reliability
 from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
-from diffattr.runner.job import JobContext, JobSpec
+from diffattr.runner.executors import threads_per_worker
+from diffattr.runner.job import JobContext, JobSpec, worker_for
 from diffattr.runner.layout import shared_work_dir
-from diffattr.runner.plan import Resolution
+from diffattr.runner.lock import RunLock
+from diffattr.runner.plan import (
+    Resolution,
+    check_config,
+    check_data_unchanged,
+    check_identified,
+    check_model_dirs,
+    check_run_dir,
+    resolve,
+)
+from diffattr.runner.stopping import until_stderr
+from diffattr.runner.tables import coalition_table
+from diffattr.runner.values import write_values
 from diffattr.store import JobRecord, Store, job_key, mask_to_str
 
 
@@ -130,7 +148,6 @@ class Run:
         profile: bool = False,
         resolution: Resolution | None = None,
     ) -> None:
-        from diffattr.runner.plan import check_config
 
         if resolution is not None and resolution.cfg is not cfg:
             raise ValueError("the resolution was made from another configuration")
@@ -166,9 +183,6 @@ class Run:
     def acquire(self) -> None:
         """Take the run directory's lock (one writer per run directory); idempotent."""
         if self._lock is None:
-            from diffattr.runner.lock import RunLock
-            from diffattr.runner.plan import check_run_dir
-
             check_run_dir(self.run_dir)
             self._lock = RunLock(self.run_dir).acquire()
 
@@ -200,7 +214,6 @@ class Run:
         """Dataset, players, family, training set, full and null model (once per Run)."""
         if self._base is not None:
             return self._base
-        from diffattr.diffusion.checkpoint import recover_folder
 
         cfg = self.cfg
         self.acquire()
@@ -228,8 +241,6 @@ class Run:
     def resolution(self) -> Resolution:
         """The run resolved once (``plan.resolve``): data, players, digest, drawn rows."""
         if self._resolution is None:
-            from diffattr.runner.plan import resolve
-
             self._resolution = resolve(self.cfg, self.cache_dir)
         return self._resolution
 
@@ -247,7 +258,6 @@ class Run:
         """Before any work (after a killed run's folders are put back): the data are those
         this run directory (and a given full model) were made from, and the model
         directories it will read are whole; then record the data's digest in the store."""
-        from diffattr.runner.plan import check_data_unchanged, check_model_dirs
 
         digest = self.resolution.digest
         check_data_unchanged(self.run_dir, digest, self.cfg.attribution.full_model)
@@ -262,8 +272,6 @@ class Run:
 
     def prepare(self, method: MethodSettings | str | None = None) -> Prepared:
         """Phase 1: the full and null models and ``method``'s one-time shared work."""
-        from diffattr.counterfactual.base import FullModel, build_method
-        from diffattr.counterfactual.settings import check_method_family
 
         settings = self._method(method)
         if settings.name in self._prepared:
@@ -274,8 +282,6 @@ class Run:
         settings.check_players(family, dataset, players)
         work_dir = shared_work_dir(self.run_dir, settings, self.data_digest)
         t = time.perf_counter()
-        from diffattr.diffusion.checkpoint import recover_folder
-        from diffattr.runner.plan import check_model_dirs
 
         recover_folder(work_dir)
         check_model_dirs(self.run_dir, None, [work_dir], reference=False)
@@ -322,7 +328,6 @@ class Run:
 
     def local_keys(self) -> list[str]:
         """Keys of the run's local behaviors (one value per generated image)."""
-        from diffattr.behaviors.settings import local_behavior_keys
 
         d = self.cfg.data
         return local_behavior_keys(self.cfg.behaviors, d.dataset_name(), d.has_semantic_labels())
@@ -369,7 +374,6 @@ class Run:
     # ------------------------------------------------------------------ plan
 
     def key(self, p: Prepared, mask: str, method: str, settings: dict, seed: int, kind: str) -> str:
-        from diffattr.data import dataset_key
 
         cfg = self.cfg
         return job_key(
@@ -484,7 +488,6 @@ class Run:
         """Profile the first of ``specs`` not yet done (the first, if all are) in this
         process, with the torch threads a job of the run's executor gets; writes
         ``profile.json`` / ``profile.txt`` into the run directory (``runner.profile``)."""
-        from diffattr.runner.executors import threads_per_worker
         from diffattr.runner.profile import profile_job
 
         done = self.store.done_keys(s.key for s in specs)
@@ -532,7 +535,6 @@ class Run:
         all-players job. ``exclude_masks`` drops rows equal to held-out test masks (LDS);
         ``limit`` keeps only the first rows of the sampler's stream (compute budgets).
         """
-        from diffattr.runner.tables import coalition_table
 
         refs = self.reference_records(plan)
         if refs["full"] is None or refs["null"] is None:
@@ -554,7 +556,6 @@ class Run:
         """``[attribution] local = "per-image"``: the table's column of each local behavior
         and attributed generated image (``ssim[pixel]#i``), else none (the mean is a
         column like any behavior)."""
-        from diffattr.behaviors.keys import image_key
 
         a = self.cfg.attribution
         if a.local != "per-image" or not full.local:
@@ -698,7 +699,6 @@ class Run:
         return self._target
 
     def _measure_worker(self, p: Prepared):
-        from diffattr.runner.job import worker_for
 
         return worker_for(p.ctx)
 
@@ -706,7 +706,6 @@ class Run:
 
     def attribute(self) -> RunSummary:
         """The whole method for the run's configuration: values.csv / values.json."""
-        from diffattr.runner.plan import check_identified
 
         t_start = time.perf_counter()
         check_identified(self.cfg, self.n_players)  # the planned rows' rank, before any work
@@ -724,8 +723,6 @@ class Run:
         first = ex_ref.first_error or ex_fit.first_error
         rounds: list[dict] = []
         if self.cfg.attribution.until_stderr is not None:
-            from diffattr.runner.stopping import until_stderr
-
             plan, rounds, more = until_stderr(self, plan)
             first = first or more
         refs_done = self.reference_records(plan)
@@ -741,8 +738,6 @@ class Run:
             est = self.estimate(plan, errors=errors)
             attributions = est.attributions
             if attributions:
-                from diffattr.runner.values import write_values
-
                 write_values(self.run_dir, attributions, self.values_payload(est))
                 written = True
         if failed_now and first is None:

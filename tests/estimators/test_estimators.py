@@ -546,7 +546,7 @@ def test_shapley_weights_sum_to_one():
 
 
 def test_blas_gram_helpers_match_plain_products():
-    from diffattr.estimators.kernel_shap import kernel_gram
+    from diffattr.estimators.kernel_rows import kernel_gram
     from diffattr.estimators.linalg import Solver, gram_binary, gram_float
 
     rng = np.random.default_rng(0)

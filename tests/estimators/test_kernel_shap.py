@@ -215,7 +215,7 @@ def test_leverage_weights_are_exact_on_the_full_design():
 
 
 def test_leverage_weights_match_the_kernel_mass_per_size():
-    from diffattr.estimators.kernel_shap import leverage_weights
+    from diffattr.estimators.kernel_rows import leverage_weights
 
     n = 6
     z = LeverageSampler(n, seed=0).sample(40)

@@ -33,7 +33,7 @@ This sampler draws such a design as a deterministic stream (row ``r`` depends on
 The estimator reweights by post-stratification: a row of class ``k`` that holds ``u_k``
 sampled pairs gets weight ``K_k / u_k`` with ``K_k = (n-1) / (k (n-k))`` the kernel mass of
 one size (halved for ``2k = n``, whose pairs hold two rows of the same size); see
-``diffattr.estimators.kernel_shap.leverage_weights``. A closed class is then weighted
+``diffattr.estimators.kernel_rows.leverage_weights``. A closed class is then weighted
 exactly, and a table holding every pair gives exact Shapley values.
 """
 

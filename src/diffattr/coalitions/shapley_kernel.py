@@ -16,7 +16,7 @@ within its size class, and a size class (``k = min(|S|, n - |S|)`` for pairs) wh
 coalitions are all drawn is closed, its probability going to the open ones. Within a class
 every coalition keeps the same inclusion probability, so KernelSHAP post-stratifies the
 rows by class (weight = the class's kernel mass over its number of rows;
-``diffattr.estimators.kernel_shap.leverage_weights``), which is exact when a class is
+``diffattr.estimators.kernel_rows.leverage_weights``), which is exact when a class is
 complete and consistent in general. ``replace=True`` is the paper's i.i.d. design (weight
 1 per row, Covert & Lee 2021, eq. 7); at ``n = 10`` about 26 of 32 pairs are distinct.
 Row ``r`` still depends only on ``(seed, r)``: the stream is deterministic and a prefix

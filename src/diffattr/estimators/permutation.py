@@ -35,7 +35,7 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Estimator, Fit, bootstrap_std
-from diffattr.estimators.kernel_shap import leverage_weights
+from diffattr.estimators.kernel_rows import leverage_weights
 from diffattr.estimators.linalg import Solver
 from diffattr.estimators.settings import PermutationShapleySettings
 from diffattr.estimators.table import CoalitionTable

@@ -52,14 +52,14 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.base import Fit, bootstrap_std
-from diffattr.estimators.kernel_shap import (
+from diffattr.estimators.kernel_rows import (
     KernelRows,
-    KernelShap,
-    _dropped,
     distinct_units,
+    dropped_note,
     leverage_weights,
     not_identified,
 )
+from diffattr.estimators.kernel_shap import KernelShap
 from diffattr.estimators.linalg import (
     MIN_RESIDUAL_DOF,
     ConstrainedSolution,
@@ -209,7 +209,7 @@ class ShapleyCV(KernelShap):
         if not fits[0].identified:
             rank = fits[0].sol.solver.rank
             p = fits[0].design.shape[1]
-            raise not_identified(m, n, rank, self.min_rows(n), rows.paired, _dropped(info), p)
+            raise not_identified(m, n, rank, self.min_rows(n), rows.paired, dropped_note(info), p)
         phi = np.stack(  # (K, n)
             [
                 efficient(fits[c].sol.theta[:n, j : j + 1], totals[j : j + 1])[:, 0]

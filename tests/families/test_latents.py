@@ -1,7 +1,7 @@
 import torch
 from diffusers import AutoencoderKL
 
-from diffattr.families.latents import cached_latents, decode, module_digest
+from diffattr.families.latent_cache import cached_latents, decode, module_digest
 
 
 def tiny_vae(seed=0):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from diffattr.errors import DiffattrError
-from diffattr.families.autoencoder import make_autoencoder, own_autoencoder, train_autoencoder
 from diffattr.families.settings import OwnAutoencoderSettings
+from diffattr.families.vae import make_autoencoder, own_autoencoder, train_autoencoder
 
 RECIPE = OwnAutoencoderSettings(steps=4, width=8, downsample=1, latent_channels=2, batch_size=8)
 

@@ -48,7 +48,7 @@ from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.settings import ConditionalSettings
 from diffattr.families.unconditional import load_unet, prune_family_unet, save_unet
-from diffattr.sparsify.checkpoint import is_pruned_unet_dir
+from diffattr.sparsify.pruned_io import is_pruned_unet_dir
 
 #: The null label inside the family (mapped to the model's last class embedding).
 NULL = -1

@@ -6,8 +6,8 @@ VQ-VAE.
 * **autoencoder**: a diffusers ``AutoencoderKL`` or ``VQModel`` from a local directory
   (``[family] autoencoder = "/path"``: the model's own directory, or a pipeline holding
   ``vqvae/`` or ``vae/``), or the package's own (``autoencoder = "train"``,
-  ``diffattr.families.autoencoder``). Frozen: it encodes the training images once
-  (``families.latents.cached_latents``, content-keyed under the run's cache folder) and
+  ``diffattr.families.vae``). Frozen: it encodes the training images once
+  (``families.latent_cache.cached_latents``, content-keyed under the run's cache folder) and
   decodes samples; fine-tunes never run the encoder.
 * **scaling factor**: ``[family] scaling_factor`` if set, else the ``scaling_factor`` written
   in the autoencoder's ``config.json``, else 1 (the LDM VQ-VAEs were trained with 1; their
@@ -55,14 +55,14 @@ from diffattr.diffusion.checkpoint import (
 from diffattr.diffusion.sample import ddim_run, ddim_sample
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
-from diffattr.families.latents import cached_latents, decode
+from diffattr.families.latent_cache import cached_latents, decode
 from diffattr.families.settings import (
     LATENT_ARCHITECTURES,
     LatentSettings,
     pipeline_class,
 )
 from diffattr.families.unconditional import load_unet, prune_family_unet, save_unet
-from diffattr.sparsify.checkpoint import is_pruned_unet_dir
+from diffattr.sparsify.pruned_io import is_pruned_unet_dir
 
 AUTOENCODER_CLASSES = ("AutoencoderKL", "VQModel")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -294,7 +294,7 @@ class LatentFamily(ModelFamily):
                 f"family.beta_end ({s.beta_end:g}) must exceed family.beta_start ({s.beta_start:g})"
             )
         if self.trains_autoencoder:
-            from diffattr.families.autoencoder import check_image_size
+            from diffattr.families.vae import check_image_size
 
             check_image_size(self.settings.own_autoencoder(), dataset.image_size)
         else:
@@ -325,7 +325,7 @@ class LatentFamily(ModelFamily):
         cache) encodes them once; later calls read the content-keyed cache."""
         self.check_data(dataset)
         if self._ae is None and self.trains_autoencoder:
-            from diffattr.families.autoencoder import own_autoencoder
+            from diffattr.families.vae import own_autoencoder
 
             ae, files, record = own_autoencoder(
                 self.settings.own_autoencoder(), dataset.images, cache_dir, device=self.device

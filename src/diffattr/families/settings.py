@@ -150,7 +150,7 @@ class OwnAutoencoderSettings(Settings):
     """The recipe of the package's own ``AutoencoderKL`` (``autoencoder = "train"``; the
     ``ae_*`` settings of ``[family]``): trained on the run's training images, seeded and
     deterministic, cached by content under the run's cache folder
-    (``diffattr.families.autoencoder``). Sized for 8-32 px grey or RGB images."""
+    (``diffattr.families.vae``). Sized for 8-32 px grey or RGB images."""
 
     latent_channels: int = Field(4, ge=1, le=16, description="latent channels")
     downsample: int = Field(

@@ -314,7 +314,7 @@ def build_demo_base(
     """Pretrain the demo pipeline on the settings' data and write it to ``directory``."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from diffattr.families.latents import cached_latents, cached_text_embeddings
+    from diffattr.families.latent_cache import cached_latents, cached_text_embeddings
 
     t0 = time.perf_counter()
     images, captions = pretraining_data(settings)

@@ -4,7 +4,7 @@ The paper's CIFAR-20 setting (a 35.7 M-parameter DDPM UNet trained from scratch)
 package's digits / Fashion-MNIST demos with smaller architectures. A model directory is a
 ``DDPMPipeline`` (``DDPMPipeline.from_pretrained(dir)`` samples it) plus ``diffattr.json``;
 a pruned UNet no longer matches any diffusers config and is stored by
-``diffattr.sparsify.checkpoint`` (widths + config + safetensors, no pickle) in ``unet/``.
+``diffattr.sparsify.pruned_io`` (widths + config + safetensors, no pickle) in ``unet/``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from diffattr.diffusion.unet import check_image_size, make_scheduler, make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.settings import UnconditionalSettings, pipeline_class
-from diffattr.sparsify.checkpoint import is_pruned_unet_dir, load_pruned_unet, save_pruned_unet
 from diffattr.sparsify.prune import prune_unet
+from diffattr.sparsify.pruned_io import is_pruned_unet_dir, load_pruned_unet, save_pruned_unet
 
 
 def save_unet(unet: nn.Module, directory: Path) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from diffattr.lazy import lazy_exports
 
 _EXPORTS = {
-    "load_pruned_unet": "diffattr.sparsify.checkpoint:load_pruned_unet",
-    "save_pruned_unet": "diffattr.sparsify.checkpoint:save_pruned_unet",
+    "load_pruned_unet": "diffattr.sparsify.pruned_io:load_pruned_unet",
+    "save_pruned_unet": "diffattr.sparsify.pruned_io:save_pruned_unet",
     "PRUNERS": "diffattr.sparsify.prune:PRUNERS",
     "PruneReport": "diffattr.sparsify.prune:PruneReport",
     "count_macs": "diffattr.sparsify.prune:count_macs",

@@ -18,7 +18,7 @@ The model
 Examples
     ``training_set`` encodes the images to VAE latents and the captions (a missing caption
     takes ``prompt``) to text-encoder embeddings once, both cached under the run's cache
-    folder by content (``families.latents``): ``TrainingSet.x0`` = latents,
+    folder by content (``families.latent_cache``): ``TrainingSet.x0`` = latents,
     ``TrainingSet.cond`` = embeddings (N, L, D), so fine-tunes never run either encoder.
 
 Sampling
@@ -195,7 +195,7 @@ class TextToImageFamily(ModelFamily):
 
     def training_set(self, dataset, cache_dir: Path | None = None) -> TrainingSet:
         """Latents and caption embeddings of ``dataset``, from the content-keyed caches."""
-        from diffattr.families.latents import cached_latents, cached_text_embeddings
+        from diffattr.families.latent_cache import cached_latents, cached_text_embeddings
 
         captions = self.captions(dataset)
         base = self.ensure_base(cache_dir=cache_dir)
@@ -334,7 +334,7 @@ class TextToImageFamily(ModelFamily):
         return run.final
 
     def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        from diffattr.families.latents import decode
+        from diffattr.families.latent_cache import decode
 
         base = self.base
         return decode(

@@ -100,7 +100,7 @@ class BasePipeline:
     def embed(self, texts: tuple[str, ...], device) -> torch.Tensor:
         """Text-encoder embeddings (len, L, D) of prompts, float32 on the CPU (memoised)."""
         if texts not in self._embeddings:
-            from diffattr.families.latents import encode_text, token_ids
+            from diffattr.families.latent_cache import encode_text, token_ids
 
             ids = token_ids(self.tokenizer, list(texts))
             self._embeddings[texts] = encode_text(self.text_encoder, ids, device=device)

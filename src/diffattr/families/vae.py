@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from diffattr.errors import DiffattrError
-from diffattr.families.latents import tensor_digest
+from diffattr.families.latent_cache import tensor_digest
 from diffattr.families.settings import OwnAutoencoderSettings
 from diffattr.fileio import content_key
 from diffattr.torchutils import count_parameters

@@ -391,15 +391,15 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: digits, 10 class contributors, sFT, Shapley values (shapley-cv), FID
     # and IS; M = 64 (at 32, shapley-cv's values have no standard errors and rank the
     # classes far less like the exact values: BENCHMARKS.md, "The recorded complete game");
-    # about 21 minutes on a 2-core CPU (500 images with 25 DDIM steps per model instead of
-    # the paper's 100 steps: 1.3-1.7 s of a 13-17 s job).
+    # 500 images with 25 DDIM steps per model instead of the paper's 100 (its cost:
+    # BENCHMARKS.md, "The main job").
     "default": {
         "sample": {"num_samples": 500, "ddim_steps": 25},
         "attribution": {"subsets": 64},
         "method": {"name": "sft", "finetune_steps": 500, "steps": 200},
         "methods": {"ft": {"steps": 200}, "lora": {"steps": 200}},
     },
-    # A small version for first tries and tests: a few minutes on a 2-core CPU.
+    # A small version for first tries and tests (minutes on a CPU).
     "quick": {
         "train": {"steps": 800, "batch_size": 64, "checkpoint_every": 400},
         "sample": {"num_samples": 256, "ddim_steps": 20, "batch_size": 256},
@@ -431,7 +431,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     # 16 px (200 images per class, 10 class contributors), the package's own AutoencoderKL
     # (4x4x4 latents, trained once and cached), a latent UNet with attention, sFT with
     # head-grouped pruning at 0.5, diversity entropy and FID in the offline classifier's
-    # space. About 6 CPU-minutes (see BENCHMARKS.md).
+    # space (its cost: BENCHMARKS.md, "Latent diffusion").
     "latent-quick": {
         "data": {"name": "fashion-mnist", "image_size": 16, "limit_per_class": 200},
         "family": {"name": "latent", "autoencoder": "train", "architecture": "latent-tiny"},
@@ -466,8 +466,8 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     # pretrains on Fashion-MNIST tops, trousers and bags; a LoRA on the attention projections
     # trained on the footwear of 20 artists, 4 of whom upload noisy images); v0 = the base
     # without LoRA. sFT prunes the LoRA to half its parameters (the paper's ArtBench
-    # setting); FID and IS in the fashion-mnist-cnn space. About 8-12 CPU-minutes (23 min
-    # wall at 35-50 % of one core; BENCHMARKS.md "Text-to-image").
+    # setting); FID and IS in the fashion-mnist-cnn space (its cost: BENCHMARKS.md,
+    # "Text-to-image").
     "t2i-quick": {
         "data": {"name": "t2i-demo"},
         "family": {
@@ -489,7 +489,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "behaviors": {"features": "fashion-mnist-cnn"},
     },
     # The same demo at the default sizes: a better base and LoRA, more samples and subsets
-    # (sized for about 30 minutes on 2 idle cores; not yet timed on main).
+    # (not yet timed: BENCHMARKS.md has the quick demo's cost).
     "t2i": {
         "data": {"name": "t2i-demo"},
         "family": {"name": "text-to-image", "rank": 8},

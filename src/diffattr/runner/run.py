@@ -48,8 +48,9 @@ from diffattr.errors import DiffattrError
 from diffattr.estimators.reliability import assess as assess_reliability
 from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
+from diffattr.runner.baselines import score_baseline
 from diffattr.runner.executors import threads_per_worker
-from diffattr.runner.job import JobContext, JobSpec, worker_for
+from diffattr.runner.job import JobContext, JobSpec
 from diffattr.runner.layout import shared_work_dir
 from diffattr.runner.lock import RunLock
 from diffattr.runner.plan import (
@@ -164,6 +165,7 @@ class Run:
         #: each baseline's compute cost and feature-cache use in this call, by label: kept out of
         #: the attributions' settings so that values.json repeats on a resumed run
         self.baseline_costs: dict[str, dict[str, Any]] = {}
+        self._target = None  # the full model as the baselines' target (runner.baselines)
         self._prepared: dict[str, Prepared] = {}
         self._store: Store | None = None
         self._base: tuple | None = None
@@ -593,7 +595,7 @@ class Run:
         if limit is None:
             for baseline in listed_baselines(entries):
                 if baseline in plan.baselines:
-                    by_entry[id(baseline)] = self._baseline(plan, baseline, errors)
+                    by_entry[id(baseline)] = score_baseline(self, plan, baseline, errors)
         out = [a for e in entries for a in by_entry.get(id(e), [])]
         self._time("estimate", time.perf_counter() - t)
         full, null, method_all = refs["full"], refs["null"], refs["method"]
@@ -630,77 +632,6 @@ class Run:
         return attrs
 
     # ------------------------------------------------------------------ baselines
-
-    def _baseline(self, plan: JobPlan, est: BaselineSettings, errors: list[str] | None) -> list:
-        """A baseline that scores the full model directly (TRAK-type, similarity, heuristic):
-        its target is the full model with the run's generated samples (same seeds as the
-        jobs), its features cached under the run's cache folder."""
-        baseline = est.build()
-        try:
-            family, dataset, players, data, full_dir, _ = self._base_models()
-            target = self._baseline_target()
-            refs = self.reference_records(plan)
-            full = refs["full"]
-            keys = sorted(full.behaviors) if full else None
-            per_image = self.per_image_columns(full) if full else []
-            if per_image:
-                keys = [k for k in keys if k not in full.local]
-            worker = self._measure_worker(plan.prepared)
-            extractors = list(worker.suite.extractors.values())
-            feature_fn = extractors[0].features if extractors else None
-            attrs = []
-            if keys:
-                attrs = baseline.attribute(
-                    target,
-                    players,
-                    behaviors=keys,
-                    features=feature_fn,
-                    measure=worker.measure,
-                    cache_dir=self.cache_dir,
-                    progress=self.progress,
-                )
-            if per_image:
-                try:
-                    attrs += baseline.attribute_per_image(
-                        target,
-                        players,
-                        per_image,
-                        features=feature_fn,
-                        cache_dir=self.cache_dir,
-                        progress=self.progress,
-                    )
-                except DiffattrError as e:
-                    if errors is None or not attrs:
-                        raise
-                    errors.append(f"{est.name} (per generated image): {e}")
-        except DiffattrError as e:
-            if errors is None:
-                raise
-            errors.append(f"{est.name}: {e}")
-            return []
-        for a in attrs:
-            cost = {k: a.settings.pop(k) for k in ("seconds", "cache") if k in a.settings}
-            if cost:
-                label = str(a.settings.get("label", est.name))
-                if (a.behavior or "").partition("#")[2]:  # one per generated image: one cost
-                    label += " (per generated image)"
-                self.baseline_costs[label] = cost
-            a.settings = {**a.settings, "method": "full model (no coalitions)"}
-        return attrs
-
-    def _baseline_target(self):
-        if getattr(self, "_target", None) is None:
-            family, dataset, players, data, full_dir, _ = self._base_models()
-            s = self.cfg.sample
-            state = family.load(full_dir)
-            self._target = family.baseline_target(
-                state.model, data, num_samples=s.num_samples, seed=s.seed, ddim_steps=s.ddim_steps
-            )
-        return self._target
-
-    def _measure_worker(self, p: Prepared):
-
-        return worker_for(p.ctx)
 
     # ------------------------------------------------------------------ diffattr run
 

@@ -8,7 +8,7 @@ estimators (``Game.targets``), so the rows compare with that table directly. Eac
 compute (featurize / score seconds, from the run's ``baseline_costs``) is recorded beside it.
 
     OMP_NUM_THREADS=1 python benchmarks/game_baselines.py --out runs/bench-game \\
-        --data-dir benchmarks/data/complete_game > benchmarks/data/complete_game/baselines.json
+        --data-dir benchmarks/data/complete_game
 
 Resumable: it writes ``baselines.json`` under ``--data-dir`` after every baseline and skips
 the ones recorded there (the features stay in the run's cache).

@@ -1,0 +1,65 @@
+"""Counterfactual jobs per hour on this machine by process workers x torch threads (issue 26
+item 3); prints JSON.
+
+    python benchmarks/throughput.py runs/bench-default4 --jobs 6
+
+Every setting runs the same ``--jobs`` jobs of the run's method (held-out alpha = 0.5 masks
+with seeds no other job uses; nothing is written to the run's store) through the process
+executor, a fresh pool per setting, so its start-up (spawning, loading the data and the
+pruned model) is inside the wall time as it is in a run. Run it on an otherwise idle
+machine: the settings are compared within one call, back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffattr.evaluate.common import held_out_masks, open_run
+from diffattr.runner.settings import ProcessSettings
+
+SETTINGS = ((1, 1), (1, 2), (2, 1))  # (workers, threads per worker)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--jobs", type=int, default=6)
+    args = ap.parse_args()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    run = open_run(args.run_dir, progress=False)
+    p = run.prepare()
+    masks = held_out_masks(p.n_players, 0.5, args.jobs, run.cfg.attribution.seed + 1)
+    specs = [run.spec(p, m, p.method, 30_000 + k, "throughput") for k, m in enumerate(masks)]
+    out = {"run_dir": str(args.run_dir), "jobs": len(specs), "cpus": cpus, "settings": []}
+    for workers, threads in SETTINGS:
+        if workers * threads > (cpus or 1):
+            continue
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the executor's cap per worker
+        executor = ProcessSettings(workers=workers).build()
+        t0 = time.perf_counter()
+        recs = list(executor.run(specs, p.ctx))
+        wall = time.perf_counter() - t0
+        failed = [r.error for r in recs if r.status != "done"]
+        out["settings"].append(
+            {
+                "workers": workers,
+                "threads": threads,
+                "wall_seconds": wall,
+                "jobs_per_hour": len(specs) / wall * 3600,
+                "mean_job_seconds": float(np.mean([r.t_total for r in recs])),
+                "mean_train_seconds": float(np.mean([r.t_train for r in recs])),
+                "failed": failed,
+            }
+        )
+        print(json.dumps(out["settings"][-1]), flush=True)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,13 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path("benchmarks/data/complete_game"))
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--only", nargs="*", default=None, help="baseline names to run")
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="baseline tables as JSON to run instead of the default list, e.g. "
+        '\'{"name": "ekfac-influence", "timesteps": 1}\'',
+    )
     add_config_args(ap)
     ap.set_defaults(**RECIPE, estimators=["shapley"], grid=[64])
     args = ap.parse_args()
@@ -57,8 +64,13 @@ def main() -> None:
     done = {r["baseline"] for r in out["rows"]}
     cfg = config(args, args.repeat)
     with Run(cfg, args.out, progress=False) as run:
-        for spec in BASELINES:
-            label = label_of(spec)
+        specs = [json.loads(x) for x in args.extra] if args.extra else BASELINES
+        for spec in specs:
+            label = label_of(spec) + "".join(
+                f"[{k}={v}]"
+                for k, v in spec.items()
+                if k not in ("name", "chunk_size", "aggregation")
+            )
             if label in done or (args.only and spec["name"] not in args.only):
                 continue
             settings = BASELINE_SETTINGS.parse(spec)

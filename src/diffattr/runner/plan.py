@@ -288,6 +288,8 @@ class Resolution:
     dataset: Any
     players: Any
     digest: str
+    #: the config checks and the planned rows' identifiability passed (``make_plan``)
+    planned: bool = False
     _rows: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -347,6 +349,7 @@ def make_plan(cfg: RunConfig, run_dir: str | Path) -> PlanSummary:
         by_entry[id(baseline)] = EstimatorPlan(baseline.name, "the full model (no coalitions)", 0)
     ests = [by_entry[id(e)] for e in a.estimators]  # as listed
     check_identified(cfg, n)  # the rank of those rows, not only their count
+    res.planned = True  # a Run given this resolution need not check them again
     masks.discard("0" * n)  # the null model's job
     masks.discard("1" * n)  # the method's all-players job (a reference)
     notes = []

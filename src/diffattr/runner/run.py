@@ -149,10 +149,10 @@ class Run:
         profile: bool = False,
         resolution: Resolution | None = None,
     ) -> None:
-
         if resolution is not None and resolution.cfg is not cfg:
             raise ValueError("the resolution was made from another configuration")
-        check_config(cfg)  # as the CLI does: paths, device, executor, packages, behaviors
+        if resolution is None or not resolution.planned:  # make_plan checked it already
+            check_config(cfg)  # as the CLI does: paths, device, executor, packages, behaviors
         #: the data, players, digest and drawn rows (``make_plan``'s, or resolved on first use)
         self._resolution = resolution
         self.cfg = cfg
@@ -376,7 +376,6 @@ class Run:
     # ------------------------------------------------------------------ plan
 
     def key(self, p: Prepared, mask: str, method: str, settings: dict, seed: int, kind: str) -> str:
-
         cfg = self.cfg
         return job_key(
             base=p.base_id,
@@ -639,7 +638,8 @@ class Run:
         """The whole method for the run's configuration: values.csv / values.json."""
 
         t_start = time.perf_counter()
-        check_identified(self.cfg, self.n_players)  # the planned rows' rank, before any work
+        if not self.resolution.planned:  # make_plan checks it when it made the resolution
+            check_identified(self.cfg, self.n_players)  # the planned rows' rank, before any work
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.toml", self.cfg.to_toml())
         plan = self.plan()

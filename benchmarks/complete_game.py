@@ -146,7 +146,7 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = config(args, args.repeat)
     with Run(cfg, args.out, progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         p = plan.prepared
         n = p.n_players
         run.execute(list(plan.references.values()), "references")

@@ -80,10 +80,10 @@ def values_of(run, plan, method: str, label: str, m, test_set) -> dict[str, np.n
             and all(f"[{k}={b[k]}]" in label for k in ("chunk_size", "aggregation") if k in b)
         )
         settings = BASELINE_SETTINGS.parse(spec)
-        est = run.estimate(run.plan(estimators=[settings]), estimators=[settings])
+        est = run.estimate(run.jobs(estimators=[settings]), estimators=[settings])
         return {a.behavior: a.values for a in est.attributions}
     settings = ESTIMATORS.parse({"name": name} if name == "loo" else {"name": name, "subsets": m})
-    mplan = plan if method == "sft" else run.plan(method, [settings])
+    mplan = plan if method == "sft" else run.jobs(method, [settings])
     limit = None if name == "loo" else m
     table = run.table(mplan, name, test_set if method != "retrain" else None, limit)
     return {a.behavior: a.values for a in fit_table(settings, table)}
@@ -107,7 +107,7 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = config(args, args.repeat)
     with Run(cfg, args.out / f"r{args.repeat}", progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         p = plan.prepared
         n = p.n_players
         k = max(1, int(round(args.fraction * n)))

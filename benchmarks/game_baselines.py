@@ -77,7 +77,7 @@ def main() -> None:
             run.baseline_costs.clear()
             errors: list[str] = []
             t = time.perf_counter()
-            plan = run.plan(estimators=[settings])
+            plan = run.jobs(estimators=[settings])
             est = run.estimate(plan, estimators=[settings], errors=errors)
             wall = time.perf_counter() - t
             costs = [c.get("seconds") for c in run.baseline_costs.values()]

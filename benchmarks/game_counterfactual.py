@@ -86,7 +86,7 @@ def main() -> None:
                     removals.append((label, d, beh, remove, removal_mask(v, beh, remove, k), v))
     uniq = {"".join("1" if b else "0" for b in r[4]): r[4] for r in removals}
     with Run(cfg, args.out, progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         p = plan.prepared
         full = run.reference_records(plan)["full"].behaviors
         targets = retrain_targets(

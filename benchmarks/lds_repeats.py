@@ -114,7 +114,7 @@ def one_repeat(args, r: int) -> dict:
     cfg = config(args, r)
     out: dict = {"repeat": r, "results": [], "fidelity": [], "cost": {}}
     with Run(cfg, args.out / f"r{r}", progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         run.execute(plan.specs(), "sft")
         p = plan.prepared
         n = p.n_players
@@ -166,7 +166,7 @@ def one_repeat(args, r: int) -> dict:
             _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain)
         # retrain-LOO (the paper's best baseline)
         loo = ESTIMATORS.parse("loo")
-        lplan = run.plan("retrain", [loo])
+        lplan = run.jobs("retrain", [loo])
         run.execute(lplan.specs(), "retrain-loo")
         for a in run.estimate(lplan, exclude_masks=test_set, estimators=[loo]).attributions:
             out["results"].append(
@@ -206,7 +206,7 @@ def _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain) -> 
     """Retrain-Shapley at its smallest identified budget and at sFT's equal compute."""
     n = p.n_players
     shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.retrain_max})
-    rplan = run.plan("retrain", [shapley])
+    rplan = run.jobs("retrain", [shapley])
     run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-shapley")
     # (2(n - 1) rows are necessary, not sufficient: a draw with a repeated pair is
     # rank-deficient; the first prefix that identifies the values is reported)
@@ -223,7 +223,7 @@ def _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain) -> 
 def _ft_shapley(args, run, test_set, targets, out, n: int) -> None:
     """ft-Shapley (the unpruned fine-tune) at its smallest identified M and at ft_subsets."""
     ft_shapley = ESTIMATORS.parse({"name": "shapley", "subsets": args.ft_subsets})
-    fplan = run.plan("ft", [ft_shapley])
+    fplan = run.jobs("ft", [ft_shapley])
     run.execute(fplan.specs(), "ft")
     smallest = _first_identified(run, fplan, ft_shapley, test_set, 2 * (n - 1))
     for m in sorted({smallest or args.ft_subsets, args.ft_subsets}):
@@ -249,7 +249,7 @@ def _baselines(run, targets, out: dict) -> None:
     """Every gradient / similarity / heuristic baseline on the full model."""
     for b in BASELINES:
         settings = BASELINE_SETTINGS.parse(b)
-        bplan = run.plan(estimators=[settings])
+        bplan = run.jobs(estimators=[settings])
         errors: list[str] = []
         t = time.perf_counter()
         est = run.estimate(bplan, estimators=[settings], errors=errors)

@@ -72,7 +72,7 @@ def main() -> None:
     )
     out: dict = {"results": [], "settings": vars(args) | {"out": str(args.out)}}
     with Run(cfg, args.out, progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         run.execute(plan.specs(), "sft")
         p = plan.prepared
         n = p.n_players
@@ -116,7 +116,7 @@ def main() -> None:
         # retrain-datamodel at the compute of each sFT budget
         m_max = int(math.floor(max(budgets.values()) / c_retrain))
         rest = ESTIMATORS.parse({"name": "datamodel", "subsets": max(m_max, 3)})
-        rplan = run.plan("retrain", [rest])
+        rplan = run.jobs("retrain", [rest])
         run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-datamodel")
         for m_sft, budget in budgets.items():
             m = int(math.floor(budget / c_retrain))
@@ -134,7 +134,7 @@ def main() -> None:
                 out["results"].append({**row, "error": str(e)})
         for name in ("trak", "d-trak"):
             settings = BASELINES.parse({"name": name, "aggregation": "sum"})
-            bplan = run.plan(estimators=[settings])
+            bplan = run.jobs(estimators=[settings])
             t = time.perf_counter()
             errors: list[str] = []
             run.baseline_costs.clear()

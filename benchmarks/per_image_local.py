@@ -199,7 +199,7 @@ def main() -> None:
     results = Results(args.data_out)
     cfg = config(args)
     with Run(cfg, args.out, progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         p = plan.prepared
         n = p.n_players
         # 1. the retrained ground truth first: its seed-to-seed agreement caps every method
@@ -257,7 +257,7 @@ def main() -> None:
         # 3. datamodels on models retrained from scratch, at the compute of each sFT budget
         m_max = int(math.floor(max(budgets.values()) / c_retrain))
         rest = ESTIMATORS.parse({"name": "datamodel", "subsets": max(m_max, 3)})
-        rplan = run.plan("retrain", [rest])
+        rplan = run.jobs("retrain", [rest])
         run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-datamodel")
         for m_sft, budget in budgets.items():
             m = int(math.floor(budget / c_retrain))
@@ -284,7 +284,7 @@ def main() -> None:
             if rid in results:
                 continue
             s = BASELINE_SETTINGS.parse(BASELINES[name])
-            bplan = run.plan(estimators=[s])
+            bplan = run.jobs(estimators=[s])
             errors: list[str] = []
             t1 = time.perf_counter()
             run.baseline_costs.clear()

@@ -243,7 +243,7 @@ def test_refused_before_any_training(tmp_path):
         )
         with pytest.raises(DiffattrError, match=fragment):
             with Run(cfg, tmp_path / f"api-{name}", progress=False) as run:
-                run.plan()
+                run.jobs()
         assert not (tmp_path / f"api-{name}" / "full").exists()
 
 
@@ -270,7 +270,7 @@ def test_a_full_model_that_does_not_fit_the_data(tmp_path):
     )
     with pytest.raises(DiffattrError, match="16x16"):
         with Run(run_cfg, out, progress=False) as run:
-            run.plan()
+            run.jobs()
     assert not (out / "shared").exists() and not (out / "full").exists()
 
 

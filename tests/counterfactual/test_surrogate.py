@@ -165,7 +165,7 @@ def test_surrogate_and_sft_jobs_on_one_run(tmp_path):
     )
     with Run(cfg, tmp_path / "run", progress=False) as run:
         for method in ("surrogate", "sft"):
-            plan = run.plan(method)
+            plan = run.jobs(method)
             ex = run.execute(plan.specs())
             assert ex.failed == 0, ex.first_error
             refs = run.reference_records(plan)

@@ -35,7 +35,7 @@ def test_a_run_with_local_behaviors_resumes_refits_and_scores_per_image(tmp_path
         recs = s.records()
         finished = {r.key: r.finished for r in recs}
     with Run(cfg, run_dir, progress=False) as run:
-        plan = run.plan()
+        plan = run.jobs()
         full = run.reference_records(plan)["full"]
         null = run.reference_records(plan)["null"]
     assert set(full.local) == {"ssim[pixel]", "mse[pixel]"}

@@ -242,7 +242,7 @@ def test_small_run_reproduces_the_committed_table(tmp_path, full_model):
     pinned = read_table_csv(PINNED)
     with Run(small_cfg(full_model), tmp_path / "run", progress=False) as run:
         summary = run.attribute()
-        table = run.table(run.plan(), "shapley")
+        table = run.table(run.jobs(), "shapley")
     inner = pinned.masks.any(axis=1) & ~pinned.masks.all(axis=1)
     np.testing.assert_array_equal(table.masks, pinned.masks[inner])
     np.testing.assert_array_equal(table.pair_ids, pinned.pair_ids[inner])
@@ -259,7 +259,7 @@ def _pin(run_dir: str) -> None:
     from diffattr.evaluate.common import open_run
 
     with open_run(run_dir, progress=False) as run:
-        t = run.table(run.plan(), "shapley")
+        t = run.table(run.jobs(), "shapley")
     n = t.n_players
     masks = np.vstack([t.masks, np.zeros((1, n), bool), np.ones((1, n), bool)])
     values = np.vstack([t.values, t.v0[None], t.v1[None]])
@@ -349,7 +349,7 @@ def test_the_printed_plan_counts_the_jobs_the_run_runs(tmp_path, full_model):
     )
     printed = make_plan(cfg, tmp_path / "run")
     with Run(cfg, tmp_path / "run", progress=False) as run:
-        specs = run.plan().specs()
+        specs = run.jobs().specs()
     assert printed.jobs == len(specs) == len({s.key for s in specs})
     assert sum(1 for s in specs if s.kind == "fit") == printed.jobs - 3
 
@@ -392,7 +392,7 @@ def test_the_run_executes_the_plans_resolution(tmp_path, full_model, monkeypatch
     real = data_pkg.load_dataset
     monkeypatch.setattr(data_pkg, "load_dataset", lambda *a, **k: loads.append(1) or real(*a, **k))
     with Run(cfg, tmp_path / "run", progress=False, resolution=plan.resolution) as run:
-        jp = run.plan()
+        jp = run.jobs()
         assert run.data_digest == plan.resolution.digest
     (est,) = cfg.attribution.fitted
     masks, _ = plan.resolution.rows(est)

@@ -124,7 +124,7 @@ def compute_curve(
         plans, costs = {}, {}
         for method in methods:
             m = (retrain_subsets or 2 * (n - 1)) if method == "retrain" else None
-            plan = run.plan(method, [shapley], subsets=m)
+            plan = run.jobs(method, [shapley], subsets=m)
             run.execute(plan.specs(), f"{method} jobs")
             recs = run.store.records([x.key for x in plan.fit["shapley"]])
             done = [r for r in recs if r.status == "done"]

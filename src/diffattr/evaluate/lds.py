@@ -343,7 +343,7 @@ def run_lds(
             report.cost["retrain"] = {"seconds_per_job": retrain_cost, "prepare_seconds": 0.0}
             test_set = {mask_to_str(m) for m in targets.masks}
             for method in methods:
-                plan = run.plan(method)
+                plan = run.jobs(method)
                 ex = run.execute(plan.specs(), f"{method} jobs")
                 report.failed_jobs += ex.failed
                 errors: list[str] = []

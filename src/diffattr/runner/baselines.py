@@ -14,20 +14,20 @@ from diffattr.errors import DiffattrError
 from diffattr.runner.job import worker_for
 
 
-def score_baseline(run: Any, plan: Any, est: BaselineSettings, errors: list[str] | None) -> list:
-    """The attributions of baseline ``est`` for ``run`` (a ``Run``) and its ``plan``: one per
+def score_baseline(run: Any, jobs: Any, est: BaselineSettings, errors: list[str] | None) -> list:
+    """The attributions of baseline ``est`` for ``run`` (a ``Run``) and its ``jobs``: one per
     global behavior, and one per attributed generated image of each local behavior (per
     image); with ``errors`` given, a failure is reported there instead of raised."""
     baseline = est.build()
     try:
         family, dataset, players, data, full_dir, _ = run._base_models()
         target = baseline_target(run)
-        full = run.reference_records(plan)["full"]
+        full = run.reference_records(jobs)["full"]
         keys = sorted(full.behaviors) if full else None
         per_image = run.per_image_columns(full) if full else []
         if per_image:
             keys = [k for k in keys if k not in full.local]
-        worker = worker_for(plan.prepared.ctx)
+        worker = worker_for(jobs.prepared.ctx)
         extractors = list(worker.suite.extractors.values())
         feature_fn = extractors[0].features if extractors else None
         attrs = []

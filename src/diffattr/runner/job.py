@@ -1,9 +1,12 @@
 """One job = one model: a counterfactual (or reference) model, its samples, its behaviors.
 
 Jobs are described by picklable specs (the run's settings as plain data, paths, the mask)
-so that any executor — inline, a process pool, Ray tasks — can run them; the worker
-rebuilds what it needs from disk and caches it per process (family, dataset, encoded
-training set, prepared method, behavior suite).
+so that any executor — inline, a process pool, Ray tasks — can run them. A worker takes
+the run's resolved data and players when it runs in the driver's process (``offer_resolved``)
+and otherwise loads them from disk and checks that their content digest is the one the run
+was resolved with (``JobContext.data_digest``), so a job never trains on data the plan did
+not see; it caches per process what it builds (family, dataset, encoded training set,
+prepared method, behavior suite).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
+from diffattr.errors import DiffattrError
 from diffattr.store import JobRecord, str_to_mask
 
 #: ``JobSpec.method`` of the reference jobs: the full model theta* and the null model.
@@ -38,6 +42,21 @@ class JobContext:
     #: the full model's generated images (``behaviors.local_suite``) when the run measures
     #: local behaviors: every job compares its image i with the full model's image i
     full_samples: str | None = None
+    #: the content digest of the data the run was resolved with (``runner.plan.resolve``)
+    data_digest: str | None = None
+
+
+#: The driver's resolved ``(dataset, players)`` by data digest (``offer_resolved``): a
+#: worker in the driver's process (the inline executor, the baselines) uses them instead
+#: of loading the data again; spawned processes start without it and load from disk.
+_RESOLVED: dict[str, tuple[Any, Any]] = {}
+
+
+def offer_resolved(digest: str, dataset: Any, players: Any) -> None:
+    """Hand this process's workers the run's resolved data and players (the last run's
+    only: a driver runs one run at a time)."""
+    _RESOLVED.clear()
+    _RESOLVED[digest] = (dataset, players)
 
 
 @dataclass(frozen=True)
@@ -69,10 +88,25 @@ class Worker:
 
     @property
     def dataset(self):
+        """``(dataset, players)``: the driver's resolved ones when offered, else loaded here
+        and checked against the digest the run was resolved with."""
         if self._dataset is None:
+            digest = self.ctx.data_digest
+            if digest is not None and digest in _RESOLVED:
+                self._dataset = _RESOLVED[digest]
+                return self._dataset
             from diffattr.data import Players, load_dataset
+            from diffattr.data.digest import dataset_digest
 
             ds = load_dataset(self.cfg.data)
+            if digest is not None:
+                cache = Path(self.ctx.cache_dir) if self.ctx.cache_dir else None
+                now = dataset_digest(ds, cache if cache and cache.is_dir() else None)
+                if now != digest:
+                    raise DiffattrError(
+                        f"the data changed after the run was resolved (digest {digest}, now "
+                        f"{now}); start the run again to plan it on the new data"
+                    )
             self._dataset = (ds, Players.from_dataset(ds, self.cfg.data.players))
         return self._dataset
 

@@ -6,10 +6,10 @@
       .resolution        dataset + players + digest, checked; each estimator's rows (plan.resolve)
       .prepare(method)   full model theta* (train or load), null model,
                          the method's shared state (e.g. prune + fine-tune, cached)  -> Prepared
-      .plan(method)      coalitions from each estimator's sampler -> job specs      -> JobPlan
+      .jobs(method)      coalitions from each estimator's sampler -> job specs      -> JobSet
       .execute(specs)    executor -> store (one committed row per finished job)   -> Executed
-      .table(plan, est)  store -> coalition table (masks, behaviors, v0, v1)      -> CoalitionTable
-      .estimate(plan)    tables -> attributions                                  -> Estimated
+      .table(jobs, est)  store -> coalition table (masks, behaviors, v0, v1)      -> CoalitionTable
+      .estimate(jobs)    tables -> attributions                                  -> Estimated
       .attribute()       all of the above for the run's method, values.csv/json  -> RunSummary
 
 Every phase skips what is on disk or in the store, so a killed run resumes where it
@@ -50,7 +50,7 @@ from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
 from diffattr.runner.baselines import score_baseline
 from diffattr.runner.executors import threads_per_worker
-from diffattr.runner.job import JobContext, JobSpec
+from diffattr.runner.job import JobContext, JobSpec, offer_resolved
 from diffattr.runner.layout import shared_work_dir
 from diffattr.runner.lock import RunLock
 from diffattr.runner.plan import (
@@ -90,7 +90,7 @@ class Prepared:
 
 
 @dataclass
-class JobPlan:
+class JobSet:
     """The jobs of one method: the reference models and each estimator's coalitions."""
 
     prepared: Prepared
@@ -312,7 +312,9 @@ class Run:
             grids_dir=str(self.run_dir / "grids"),
             run_dir=str(self.run_dir),
             full_samples=self.full_samples(base_id),
+            data_digest=self.data_digest,
         )
+        offer_resolved(self.data_digest, dataset, players)
         prepared = Prepared(
             method=settings,
             dataset=dataset,
@@ -373,7 +375,7 @@ class Run:
             return method
         return self.cfg.method_settings(method)
 
-    # ------------------------------------------------------------------ plan
+    # ------------------------------------------------------------------ jobs
 
     def key(self, p: Prepared, mask: str, method: str, settings: dict, seed: int, kind: str) -> str:
         cfg = self.cfg
@@ -428,12 +430,12 @@ class Run:
             "method": self.spec(p, "1" * n, p.method, self.cfg.attribution.seed, "method-all"),
         }
 
-    def plan(
+    def jobs(
         self,
         method: MethodSettings | str | None = None,
         estimators: list[EstimatorSettings | BaselineSettings] | None = None,
         subsets: int | None = None,
-    ) -> JobPlan:
+    ) -> JobSet:
         """Phase 2: each coalition estimator's sampled coalitions as job specs
         (prefix-stable: more subsets extend the same row sequence); baselines get no jobs."""
         p = self.prepare(method)
@@ -450,7 +452,7 @@ class Run:
                 masks, pair_ids = est.draw(p.n_players, subsets or a.subsets, a.seed, where=where)
             fit[est.name] = [self.spec(p, row, p.method, a.seed, "fit") for row in masks]
             pairs[est.name] = pair_ids
-        return JobPlan(p, self.reference_specs(p), fit, pairs, listed_baselines(entries))
+        return JobSet(p, self.reference_specs(p), fit, pairs, listed_baselines(entries))
 
     # ------------------------------------------------------------------ execute
 
@@ -519,13 +521,13 @@ class Run:
 
     # ------------------------------------------------------------------ table
 
-    def reference_records(self, plan: JobPlan) -> dict[str, JobRecord | None]:
-        recs = {k: self.store.get(s.key) for k, s in plan.references.items()}
+    def reference_records(self, jobs: JobSet) -> dict[str, JobRecord | None]:
+        recs = {k: self.store.get(s.key) for k, s in jobs.references.items()}
         return {k: (r if r is not None and r.status == "done" else None) for k, r in recs.items()}
 
     def table(
         self,
-        plan: JobPlan,
+        jobs: JobSet,
         estimator: str,
         exclude_masks: set[str] | None = None,
         limit: int | None = None,
@@ -537,13 +539,13 @@ class Run:
         ``limit`` keeps only the first rows of the sampler's stream (compute budgets).
         """
 
-        refs = self.reference_records(plan)
+        refs = self.reference_records(jobs)
         if refs["full"] is None or refs["null"] is None:
-            raise DiffattrError(_missing_references(refs, self.store, plan))
-        specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
+            raise DiffattrError(_missing_references(refs, self.store, jobs))
+        specs = jobs.fit[estimator][:limit] if limit is not None else jobs.fit[estimator]
         records = {r.key: r for r in self.store.records([s.key for s in specs])}
         return coalition_table(
-            plan,
+            jobs,
             estimator,
             refs,
             records,
@@ -571,30 +573,30 @@ class Run:
 
     def estimate(
         self,
-        plan: JobPlan,
+        jobs: JobSet,
         exclude_masks: set[str] | None = None,
         limit: int | None = None,
         errors: list[str] | None = None,
         estimators: list[EstimatorSettings | BaselineSettings] | None = None,
     ) -> Estimated:
         """Phase 5: every coalition estimator fitted on its table, and every baseline of the
-        plan scored on the full model (not with ``limit``, which is about coalitions); one
+        jobs scored on the full model (not with ``limit``, which is about coalitions); one
         Attribution per behavior, in the order the estimators are listed.
 
         With ``errors`` given, an estimator that cannot be fitted (e.g. too few finished
         jobs) is reported there and skipped instead of raising.
         """
         t = time.perf_counter()
-        refs = self.reference_records(plan)
+        refs = self.reference_records(jobs)
         entries = estimators or self.cfg.attribution.estimators
         by_entry: dict[int, list] = {}
         for est in fitted_estimators(entries):
-            if est.name in plan.fit:
-                by_entry[id(est)] = self._fit(plan, est, exclude_masks, limit, errors)
+            if est.name in jobs.fit:
+                by_entry[id(est)] = self._fit(jobs, est, exclude_masks, limit, errors)
         if limit is None:
             for baseline in listed_baselines(entries):
-                if baseline in plan.baselines:
-                    by_entry[id(baseline)] = score_baseline(self, plan, baseline, errors)
+                if baseline in jobs.baselines:
+                    by_entry[id(baseline)] = score_baseline(self, jobs, baseline, errors)
         out = [a for e in entries for a in by_entry.get(id(e), [])]
         self._time("estimate", time.perf_counter() - t)
         full, null, method_all = refs["full"], refs["null"], refs["method"]
@@ -606,11 +608,11 @@ class Run:
             method_all=dict(method_all.behaviors) if method_all else None,
         )
 
-    def _fit(self, plan: JobPlan, est, exclude_masks, limit, errors: list[str] | None) -> list:
-        """One coalition estimator fitted on the plan's table of its rows, with the reliability
+    def _fit(self, jobs: JobSet, est, exclude_masks, limit, errors: list[str] | None) -> list:
+        """One coalition estimator fitted on the jobs's table of its rows, with the reliability
         signals of the fit; [] (and a line in ``errors``) when it cannot be fitted."""
         try:
-            table = self.table(plan, est.name, exclude_masks, limit)
+            table = self.table(jobs, est.name, exclude_masks, limit)
             if table.n_rows == 0:
                 raise DiffattrError(f"no finished jobs for estimator {est.name!r}")
             attrs = fit_table(est, table)
@@ -624,8 +626,8 @@ class Run:
         for attr in attrs:
             attr.settings = {
                 **attr.settings,
-                "method": plan.prepared.method.name,
-                "subsets_planned": len(plan.fit[est.name]),
+                "method": jobs.prepared.method.name,
+                "subsets_planned": len(jobs.fit[est.name]),
                 "v1_source": self.cfg.attribution.v1,
             }
         return attrs
@@ -642,44 +644,44 @@ class Run:
             check_identified(self.cfg, self.n_players)  # the planned rows' rank, before any work
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.toml", self.cfg.to_toml())
-        plan = self.plan()
+        jobs = self.jobs()
         self.store.set_meta("config", self.cfg.to_dict())
-        refs = list(plan.references.values())
+        refs = list(jobs.references.values())
         ex_ref = self.execute(refs, "reference models")
-        fit = [s for s in plan.specs() if s.kind == "fit"]
-        self.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
+        fit = [s for s in jobs.specs() if s.kind == "fit"]
+        self.store.set_meta("planned", {s.key: s.kind for s in jobs.specs()})
         if self.profile and fit:
             self.profile_one(fit)
-        ex_fit = self.execute(fit, f"{plan.prepared.method.name} jobs")
+        ex_fit = self.execute(fit, f"{jobs.prepared.method.name} jobs")
         first = ex_ref.first_error or ex_fit.first_error
         rounds: list[dict] = []
         if self.cfg.attribution.until_stderr is not None:
-            plan, rounds, more = until_stderr(self, plan)
+            jobs, rounds, more = until_stderr(self, jobs)
             first = first or more
-        refs_done = self.reference_records(plan)
+        refs_done = self.reference_records(jobs)
         errors: list[str] = []
         attributions: list = []
         failed_now = sum(
-            1 for r in self.store.records([s.key for s in plan.specs()], status="failed")
+            1 for r in self.store.records([s.key for s in jobs.specs()], status="failed")
         )
         written = False
         if refs_done["full"] is None or refs_done["null"] is None:
-            errors.append(_missing_references(refs_done, self.store, plan))
+            errors.append(_missing_references(refs_done, self.store, jobs))
         elif not failed_now:  # values.csv only from tables holding every planned job
-            est = self.estimate(plan, errors=errors)
+            est = self.estimate(jobs, errors=errors)
             attributions = est.attributions
             if attributions:
                 write_values(self.run_dir, attributions, self.values_payload(est))
                 written = True
         if failed_now and first is None:
-            bad = self.store.records([s.key for s in plan.specs()], status="failed")[0]
+            bad = self.store.records([s.key for s in jobs.specs()], status="failed")[0]
             first = (bad.error or "?").strip().splitlines()[0]
         self.timings["total"] = time.perf_counter() - t_start
         total = self._record_timings()
         summary = {
             "timings": self.timings,
             "timings_all_calls": total,
-            "jobs": len(plan.specs()),
+            "jobs": len(jobs.specs()),
             "failed": failed_now,
             "first_failure": first,
             "estimator_errors": errors,
@@ -694,7 +696,7 @@ class Run:
             self.run_dir,
             attributions,
             failed_now,
-            len(plan.specs()),
+            len(jobs.specs()),
             errors=errors,
             timings=dict(self.timings),
             first_error=first,
@@ -752,10 +754,10 @@ def fit_table(est: EstimatorSettings, table) -> list:
     return attrs if isinstance(attrs, list) else [attrs]
 
 
-def _missing_references(refs: dict, store: Store, plan: JobPlan) -> str:
+def _missing_references(refs: dict, store: Store, jobs: JobSet) -> str:
     for name in ("full", "null"):
         if refs.get(name) is None:
-            rec = store.get(plan.references[name].key)
+            rec = store.get(jobs.references[name].key)
             why = (rec.error or "").strip().splitlines()[0] if rec and rec.error else "not run"
             return f"the {name} model's behaviors are missing ({why}); see diffattr status"
     return "reference behaviors are missing; see diffattr status"

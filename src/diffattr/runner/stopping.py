@@ -16,11 +16,11 @@ import numpy as np
 from diffattr.behaviors.keys import BehaviorKey
 
 
-def until_stderr(run: Any, plan: Any) -> tuple[Any, list[dict], str | None]:
-    """Rounds of ``run`` (a ``Run``) from ``plan`` (its ``JobPlan`` at the run's M): each
+def until_stderr(run: Any, jobs: Any) -> tuple[Any, list[dict], str | None]:
+    """Rounds of ``run`` (a ``Run``) from ``jobs`` (its ``JobSet`` at the run's M): each
     fits the estimators, records the worst standard error per behavior, and stops when all
     are below their limits or M reached ``max_subsets``; else plans and executes the next
-    ``round_subsets`` coalitions (whole pairs). Returns the last plan, the rounds and the
+    ``round_subsets`` coalitions (whole pairs). Returns the last job set, the rounds and the
     first job error of the added rounds."""
     a = run.cfg.attribution
     step = a.round_subsets or a.subsets
@@ -30,7 +30,7 @@ def until_stderr(run: Any, plan: Any) -> tuple[Any, list[dict], str | None]:
     first = None
     while True:
         errors: list[str] = []
-        est = run.estimate(plan, errors=errors)
+        est = run.estimate(jobs, errors=errors)
         worst = worst_stderr(est.attributions, a.until_stderr)
         done = bool(worst) and all(w <= lim for w, lim in worst.values())
         rounds.append(
@@ -42,11 +42,11 @@ def until_stderr(run: Any, plan: Any) -> tuple[Any, list[dict], str | None]:
             }
         )
         if done or m >= a.max_subsets:
-            return plan, rounds, first
+            return jobs, rounds, first
         m = min(m + step, a.max_subsets)
-        plan = run.plan(subsets=m)
-        run.store.set_meta("planned", {s.key: s.kind for s in plan.specs()})
-        ex = run.execute([s for s in plan.specs() if s.kind == "fit"], f"round at {m} coalitions")
+        jobs = run.jobs(subsets=m)
+        run.store.set_meta("planned", {s.key: s.kind for s in jobs.specs()})
+        ex = run.execute([s for s in jobs.specs() if s.kind == "fit"], f"round at {m} coalitions")
         first = first or ex.first_error
 
 

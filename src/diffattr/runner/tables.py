@@ -18,7 +18,7 @@ from diffattr.store import JobRecord, str_to_mask
 
 
 def coalition_table(
-    plan: Any,
+    jobs: Any,
     estimator: str,
     refs: dict[str, JobRecord | None],
     records: dict[str, JobRecord],
@@ -28,7 +28,7 @@ def coalition_table(
     exclude_masks: set[str] | None = None,
     limit: int | None = None,
 ):
-    """The ``CoalitionTable`` of ``estimator``'s rows in ``plan`` (a ``JobPlan``) from the
+    """The ``CoalitionTable`` of ``estimator``'s rows in ``jobs`` (a ``JobSet``) from the
     finished ``records`` (by job key) and the reference records ``refs`` (``full``, ``null``,
     ``method``; full and null must be finished). ``exclude_masks`` drops rows equal to
     held-out test masks (LDS); ``limit`` keeps only the first rows of the sampler's stream
@@ -40,15 +40,15 @@ def coalition_table(
     behaviors = sorted(full.behaviors)
     if per_image:  # one column per generated image instead of the local means
         behaviors = [b for b in behaviors if b not in full.local] + per_image
-    specs = plan.fit[estimator][:limit] if limit is not None else plan.fit[estimator]
-    all_pairs = plan.pairs.get(estimator)
+    specs = jobs.fit[estimator][:limit] if limit is not None else jobs.fit[estimator]
+    all_pairs = jobs.pairs.get(estimator)
     masks, values, pair_ids = [], [], []
     for i, s in enumerate(specs):
         if exclude_masks and s.mask in exclude_masks:
             continue
         if "1" not in s.mask:
             rec = null
-        elif s.key == plan.references["method"].key:
+        elif s.key == jobs.references["method"].key:
             rec = refs["method"]
         else:
             rec = records.get(s.key)
@@ -58,7 +58,7 @@ def coalition_table(
         values.append([behavior_value(rec, b) for b in behaviors])
         if all_pairs is not None:
             pair_ids.append(int(all_pairs[i]))
-    n = plan.prepared.n_players
+    n = jobs.prepared.n_players
     v1_rec = full
     if v1 == "method":
         v1_rec = refs["method"]
@@ -70,7 +70,7 @@ def coalition_table(
     return CoalitionTable(
         masks=np.array(masks, dtype=bool).reshape(-1, n),
         values=np.array(values, dtype=float).reshape(-1, len(behaviors)),
-        names=list(plan.prepared.players.names),
+        names=list(jobs.prepared.players.names),
         behaviors=behaviors,
         v0=np.array([behavior_value(null, b) for b in behaviors]),
         v1=np.array([behavior_value(v1_rec, b) for b in behaviors]),

@@ -208,5 +208,16 @@ class ComponentRegistry(Generic[C]):
         except ValidationError as e:
             raise DiffattrError(format_validation_error(e, where, cls)) from None
 
+    def parse_nested(self, value: Any) -> C:
+        """``parse`` inside a pydantic validator of a field holding this kind: the error
+        becomes a ``ValueError`` whose message pydantic prefixes with the field's place."""
+        if isinstance(value, self.base):
+            return value
+        try:
+            return self.parse(value, "@")
+        except DiffattrError as e:
+            msg = str(e).removeprefix("@: ").removeprefix("@.").removeprefix("name: ")
+            raise ValueError(msg) from None
+
     def defaults(self, name: str) -> C:
         return self.get(name)()

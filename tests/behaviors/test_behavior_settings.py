@@ -7,16 +7,9 @@ import sys
 
 import pytest
 
-from diffattr.behaviors.settings import (
-    BEHAVIORS,
-    FEATURES,
-    AutoencoderFeatures,
-    BehaviorsSettings,
-    check_settings,
-    parse_behaviors,
-    resolve_features,
-    suite_keys,
-)
+from diffattr.behaviors.resolve import check_settings, suite_keys
+from diffattr.behaviors.settings import BEHAVIORS, BehaviorsSettings, parse_behaviors
+from diffattr.behaviors.spaces import FEATURES, AutoencoderFeatures, resolve_features
 from diffattr.errors import DiffattrError
 
 
@@ -163,7 +156,8 @@ def test_behavior_classes_say_which_way_is_better():
 def test_settings_import_without_torch():
     code = (
         "import sys; import diffattr.behaviors; from diffattr.behaviors.settings import "
-        "parse_behaviors, check_settings; check_settings(parse_behaviors(None), 'digits', False);"
+        "parse_behaviors; from diffattr.behaviors.resolve import check_settings; "
+        "check_settings(parse_behaviors(None), 'digits', False);"
         " assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

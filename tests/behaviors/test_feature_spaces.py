@@ -13,7 +13,7 @@ import torch
 from diffattr.behaviors import autoencoder as ae
 from diffattr.behaviors import clear_memory_cache, inception
 from diffattr.behaviors import features as feat
-from diffattr.behaviors.settings import FEATURES
+from diffattr.behaviors.spaces import FEATURES
 from diffattr.data import load_dataset
 from diffattr.errors import DiffattrError
 

@@ -13,12 +13,8 @@ from diffattr.behaviors.local_suite import (
     load_reference,
     save_reference,
 )
-from diffattr.behaviors.settings import (
-    check_settings,
-    local_behavior_keys,
-    parse_behaviors,
-    suite_keys,
-)
+from diffattr.behaviors.resolve import check_settings, local_behavior_keys, suite_keys
+from diffattr.behaviors.settings import parse_behaviors
 from diffattr.errors import DiffattrError
 
 MEASURE = ["fid", "ssim", "nrmse", "mse", {"name": "denoising-loss", "timesteps": 3}]

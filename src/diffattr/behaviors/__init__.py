@@ -1,9 +1,10 @@
 """Model behaviors F: global properties of a model's generated images, all offline.
 
-Settings (pydantic only, cheap): ``diffattr.behaviors.settings`` -- the feature spaces
-(``FEATURES``), the behaviors (``BEHAVIORS``), the ``[behaviors]`` section
-(``BehaviorsSettings``) and ``check_settings``. The module docstring there explains which
-feature space ``auto`` picks and why.
+Settings (pydantic only, cheap): ``diffattr.behaviors.spaces`` -- the feature spaces
+(``FEATURES``; its docstring explains which space ``auto`` picks and why);
+``diffattr.behaviors.settings`` -- the behaviors (``BEHAVIORS``) and the ``[behaviors]``
+section (``BehaviorsSettings``); ``diffattr.behaviors.resolve`` -- each behavior's space and
+output key for a dataset and the plan-time ``check_settings``.
 
 Measuring (torch): ``build_suite(settings, dataset, device=..., cache_dir=...)`` returns a
 ``BehaviorSuite`` whose ``measure(images)`` gives ``{"fid[digits-cnn]": ..., ...}``.
@@ -22,15 +23,15 @@ from typing import Any
 _EXPORTS = {
     # settings (pydantic only)
     "BEHAVIORS": "settings",
-    "FEATURES": "settings",
+    "FEATURES": "spaces",
     "BehaviorSettings": "settings",
     "BehaviorsSettings": "settings",
-    "FeatureSettings": "settings",
-    "behavior_key": "settings",
-    "check_settings": "settings",
+    "FeatureSettings": "spaces",
+    "behavior_key": "resolve",
+    "check_settings": "resolve",
     "parse_behaviors": "settings",
-    "resolve_features": "settings",
-    "suite_keys": "settings",
+    "resolve_features": "spaces",
+    "suite_keys": "resolve",
     # suite
     "BehaviorSuite": "suite",
     "ModelMeasurement": "suite",

@@ -2,7 +2,7 @@
 
 ``FeatureExtractor`` is the interface: ``features_and_probs(images) -> (N, d), (N, C) or
 None`` with images as (N, C, H, W) tensors in [-1, 1]. Which extractor a run uses is chosen
-by ``diffattr.behaviors.settings`` (``FEATURES``; see its docstring for ``auto``).
+by ``diffattr.behaviors.spaces`` (``FEATURES``; see its docstring for ``auto``).
 
 This module trains the classifier spaces: ``digits-cnn``, ``fashion-mnist-cnn``,
 ``cifar-cnn`` (a named dataset's semantic classes) and ``label-cnn`` (a folder/CSV
@@ -475,7 +475,7 @@ def _named_data(settings, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str
     """Training images, labels and class names of a named-dataset classifier space, at the
     run's image size and channels: the run's own data when they are that dataset, else the
     named dataset's training split from its files."""
-    from diffattr.behaviors.settings import CifarCNNFeatures, FashionMnistCNNFeatures
+    from diffattr.behaviors.spaces import CifarCNNFeatures, FashionMnistCNNFeatures
 
     size = dataset.image_size
     if isinstance(settings, CifarCNNFeatures):

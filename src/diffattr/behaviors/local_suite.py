@@ -28,14 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffattr.behaviors.settings import (
-    BehaviorsSettings,
-    LocalSettings,
-    behavior_space,
-    check_settings,
-    local_key,
-    parse_behaviors,
-)
+from diffattr.behaviors.resolve import behavior_space, check_settings, local_key
+from diffattr.behaviors.settings import BehaviorsSettings, LocalSettings, parse_behaviors
 from diffattr.errors import DiffattrError
 
 

@@ -35,14 +35,12 @@ import torch
 from diffattr.behaviors.features import FeatureExtractor, tensor_digest
 from diffattr.behaviors.measures import Measure, Measured
 from diffattr.behaviors.reference import SpaceReference, reference_images
+from diffattr.behaviors.resolve import behavior_key, behavior_space, check_settings
 from diffattr.behaviors.settings import (
     BEHAVIORS,
     ORDER,
     BehaviorSettings,
     BehaviorsSettings,
-    behavior_key,
-    behavior_space,
-    check_settings,
     parse_behaviors,
 )
 from diffattr.errors import DiffattrError

@@ -3,7 +3,8 @@
 The feature space (``--features``, default ``auto``: the dataset's semantic classifier, a
 folder's ``label`` column classifier, else the label-free autoencoder) and the reference
 (``--reference``: ``train`` or a folder of curated real images) are those of the
-``[behaviors]`` section of a run (``diffattr.behaviors.settings``); ``--settings FILE``
+``[behaviors]`` section of a run (``diffattr.behaviors.settings``, spaces in
+``diffattr.behaviors.spaces``); ``--settings FILE``
 reads a whole section from TOML. Caches go to ``--cache-dir``, else
 ``$DIFFATTR_HOME/cache``, else ``$XDG_CACHE_HOME/diffattr`` (``~/.cache/diffattr``).
 """
@@ -133,7 +134,8 @@ def behaviors_table(
 
 def _with_default_measure(table: dict, dataset) -> dict:
     """Without a behavior list: every behavior the section's feature space supports."""
-    from diffattr.behaviors.settings import parse_behaviors, resolve_features
+    from diffattr.behaviors.settings import parse_behaviors
+    from diffattr.behaviors.spaces import resolve_features
     from diffattr.behaviors.suite import supported_behaviors
 
     if "measure" in table:

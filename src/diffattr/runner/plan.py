@@ -58,13 +58,13 @@ def check_config(cfg: RunConfig) -> None:
     cfg.executor.check()
     for baseline in cfg.attribution.baselines:
         baseline.check_available()  # an optional package it needs
-    from diffattr.behaviors.settings import check_settings
+    from diffattr.behaviors.resolve import check_settings
 
     check_settings(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
 
 
 def behavior_keys(cfg: RunConfig) -> list[str]:
-    from diffattr.behaviors.settings import suite_keys
+    from diffattr.behaviors.resolve import suite_keys
 
     return suite_keys(cfg.behaviors, cfg.data.dataset_name(), cfg.data.has_semantic_labels())
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from diffattr.baselines.settings import BaselineSettings
 from diffattr.behaviors.keys import image_key
-from diffattr.behaviors.settings import local_behavior_keys
+from diffattr.behaviors.resolve import local_behavior_keys
 from diffattr.config import RunConfig, fitted_estimators, home, listed_baselines
 from diffattr.counterfactual.base import FullModel, build_method
 from diffattr.counterfactual.settings import MethodSettings, check_method_family

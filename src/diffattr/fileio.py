@@ -169,6 +169,16 @@ def content_key(record: Any, length: int = 20, default: Callable[[Any], Any] | N
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def file_sha256(path: str | os.PathLike[str], into: Any = None) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB blocks; with ``into`` (a hashlib
+    object) the bytes are fed to it instead and its hex digest so far is returned."""
+    h = into if into is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_home() -> Path:
     """Shared caches of commands without a run directory (``diffattr train``, ``measure``):
     ``$DIFFATTR_HOME/cache``, else ``$XDG_CACHE_HOME/diffattr``, else ``~/.cache/diffattr``

@@ -16,6 +16,7 @@ from diffattr.behaviors import features as feat
 from diffattr.behaviors.spaces import FEATURES
 from diffattr.data import load_dataset
 from diffattr.errors import DiffattrError
+from diffattr.fileio import file_sha256
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ def test_inception_wrong_checksum_is_a_clear_error(tmp_path):
 def test_inception_file_with_other_tensors_is_rejected(tmp_path, monkeypatch):
     path = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, path)
-    monkeypatch.setattr(inception, "SHA256_PREFIX", inception.sha256_file(path)[:8])
+    monkeypatch.setattr(inception, "SHA256_PREFIX", file_sha256(path)[:8])
     with pytest.raises(DiffattrError, match="does not hold the FID Inception weights"):
         inception.load_fid_inception(path)
 
@@ -219,7 +220,7 @@ def test_inception_loads_a_matching_file_and_extracts(tmp_path, monkeypatch, dig
     assert sum(p.numel() for p in model.parameters()) == 23_850_960  # pytorch-fid's network
     path = tmp_path / inception.WEIGHTS_NAME
     torch.save(model.state_dict(), path)
-    monkeypatch.setattr(inception, "SHA256_PREFIX", inception.sha256_file(path)[:8])
+    monkeypatch.setattr(inception, "SHA256_PREFIX", file_sha256(path)[:8])
     clear_memory_cache()  # no extractor of another test kept for this path
     ext = _build("inception", digits, tmp_path, path=str(path))
     f, p = ext.features_and_probs(torch.rand(2, 1, 8, 8) * 2 - 1)

@@ -14,7 +14,6 @@ any size are resized bilinearly to 299 x 299; grey images are repeated over thre
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from diffattr.behaviors.features import FeatureExtractor, remembered
 from diffattr.errors import DiffattrError
+from diffattr.fileio import file_sha256
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 SHA256_PREFIX = "6726825d"
@@ -209,19 +209,11 @@ def resolve_weights(path: str | Path | None) -> Path:
     return p
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_fid_inception(path: str | Path | None = None, check: bool = True) -> FIDInceptionV3:
     """Build the FID Inception and load the local weights (SHA-256 checked, strict keys)."""
     p = resolve_weights(path)
     if check:
-        digest = sha256_file(p)
+        digest = file_sha256(p)
         if not digest.startswith(SHA256_PREFIX):
             raise DiffattrError(
                 f"{p} is not {WEIGHTS_NAME}: its SHA-256 {digest[:16]}... does not start "

@@ -37,14 +37,12 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from diffattr.baselines.target import DiffusionTarget, Trajectory, _check_ends_at
 from diffattr.diffusion.checkpoint import (
     META,
     read_meta,
@@ -52,157 +50,26 @@ from diffattr.diffusion.checkpoint import (
     write_model_dir,
     write_training_state,
 )
-from diffattr.diffusion.sample import ddim_run, ddim_sample
+from diffattr.diffusion.sample import ddim_sample
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.latent_cache import cached_latents, decode
+from diffattr.families.latent_target import LatentTarget
 from diffattr.families.settings import (
     LATENT_ARCHITECTURES,
     LatentSettings,
     pipeline_class,
 )
 from diffattr.families.unconditional import load_unet, prune_family_unet, save_unet
+from diffattr.families.vae import (
+    WEIGHT_FILES,
+    autoencoder_dir,
+    check_same_autoencoder,
+    latent_factor,
+    load_autoencoder,
+    read_autoencoder_config,
+)
 from diffattr.sparsify.pruned_io import is_pruned_unet_dir
-
-AUTOENCODER_CLASSES = ("AutoencoderKL", "VQModel")
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-
-
-# --------------------------------------------------------------------------- autoencoder files
-
-
-def autoencoder_dir(path: str | Path, where: str = "family.autoencoder") -> Path:
-    """The directory of a diffusers autoencoder named by ``path``: the autoencoder's own
-    directory (``config.json`` of an ``AutoencoderKL`` / ``VQModel``) or a pipeline directory
-    holding one in ``vqvae/`` or ``vae/``; anything else is a one-line error."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DiffattrError(
-            f"{where}: {p} not found (give a local diffusers AutoencoderKL or VQModel "
-            "directory, or 'train' for the package's own)"
-        )
-    if not p.is_dir():
-        raise DiffattrError(f"{where}: {p} is a file, not an autoencoder directory")
-    if (p / "config.json").is_file():
-        return p
-    for sub in ("vqvae", "vae"):
-        if (p / sub / "config.json").is_file():
-            return p / sub
-    raise DiffattrError(
-        f"{where}: no autoencoder in {p} (expected config.json of an AutoencoderKL or VQModel, "
-        "or a pipeline directory with vqvae/ or vae/)"
-    )
-
-
-def read_autoencoder_config(directory: Path, where: str = "family.autoencoder") -> dict:
-    path = directory / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DiffattrError(f"{where}: {path} is unreadable ({e})") from None
-    cls = cfg.get("_class_name") if isinstance(cfg, dict) else None
-    if cls not in AUTOENCODER_CLASSES:
-        raise DiffattrError(
-            f"{where}: {directory} holds a {cls or 'model of unknown class'}, not an "
-            "AutoencoderKL or VQModel"
-        )
-    if not any((directory / w).is_file() for w in WEIGHT_FILES):
-        raise DiffattrError(f"{where}: {directory} has no weights ({' or '.join(WEIGHT_FILES)})")
-    return cfg
-
-
-def load_autoencoder(directory: Path, where: str = "family.autoencoder") -> nn.Module:
-    """A frozen diffusers autoencoder (eval mode, no gradients) from a local directory."""
-    cls = read_autoencoder_config(directory, where)["_class_name"]
-    import diffusers
-
-    try:
-        ae = getattr(diffusers, cls).from_pretrained(directory)
-    except (OSError, ValueError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DiffattrError(f"{where}: cannot load the {cls} in {directory} ({first})") from None
-    return ae.eval().requires_grad_(False)
-
-
-def latent_factor(config: dict) -> int:
-    """How many times an AutoencoderKL / VQModel shrinks the image side."""
-    return 2 ** (len(config.get("block_out_channels") or (64,)) - 1)
-
-
-# --------------------------------------------------------------------------- baselines target
-
-
-@dataclass
-class LatentTarget(DiffusionTarget):
-    """``DiffusionTarget`` of a latent UNet: its DDIM trajectory (Journey-TRAK) follows the
-    family's noise schedule (``scheduler_config``), not the pixel default."""
-
-    scheduler_config: dict | None = None
-
-    def get_trajectory(self, points: int | None = None) -> Trajectory:
-        if (
-            self.trajectory is not None
-            or self.scheduler_config is None
-            or self.ddim_steps is None
-            or self.sample_seed is None
-        ):
-            return super().get_trajectory(points)
-        traj = record_latent_trajectory(
-            self.model,
-            self.n_gen,
-            ddim_steps=self.ddim_steps,
-            seed=self.sample_seed,
-            start=self.sample_start,
-            shape=tuple(self.x0_gen.shape[1:]),
-            scheduler_config=self.scheduler_config,
-            device=self.device,
-        )
-        _check_ends_at(traj, self.x0_gen)
-        return traj if points is None else traj.select(points)
-
-
-@torch.no_grad()
-def record_latent_trajectory(
-    model: nn.Module,
-    num_samples: int,
-    *,
-    ddim_steps: int,
-    seed: int,
-    start: int,
-    shape: tuple[int, ...],
-    scheduler_config: dict,
-    device: torch.device,
-    batch_size: int = 500,
-):
-    """Every DDIM state of ``num_samples`` latent samples under ``scheduler_config`` (the
-    same noise and steps as ``LatentFamily.sample``); final latents unclamped."""
-    was_training = model.training
-    model.eval()
-    try:
-        run = ddim_run(
-            lambda x, t, _c: model(x, t).sample,
-            shape,
-            num_samples,
-            ddim_steps=ddim_steps,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            start=start,
-            scheduler_config=scheduler_config,
-            keep_steps=range(ddim_steps),
-        )
-    finally:
-        model.train(was_training)
-    return Trajectory(
-        states=run.states,
-        timesteps=run.timesteps.long().cpu(),
-        steps=run.steps,
-        final=run.final,
-        ddim_steps=ddim_steps,
-        seed=seed,
-        start=start,
-    )
-
 
 # --------------------------------------------------------------------------- the family
 
@@ -597,7 +464,7 @@ class LatentFamily(ModelFamily):
                     f"{where} brings its own autoencoder; set family.autoencoder = '{d}'"
                 )
             ours = autoencoder_dir(self.settings.autoencoder)
-            _same_autoencoder(autoencoder_dir(d, where), ours, where)
+            check_same_autoencoder(autoencoder_dir(d, where), ours, where)
         unet_cfg = _unet_config(d / "unet", where)
         size = unet_cfg.get("sample_size")
         if isinstance(size, list | tuple):
@@ -657,32 +524,3 @@ def _unet_config(directory: Path, where: str) -> dict:
     if cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise DiffattrError(f"{where}: unet/ holds a {cfg['_class_name']}, not a UNet2DModel")
     return cfg
-
-
-def _same_autoencoder(theirs: Path, ours: Path, where: str) -> None:
-    """The full model's autoencoder must be the run's: same weights (bytes, else tensors)."""
-    if theirs.resolve() == ours.resolve():
-        return
-    for name in WEIGHT_FILES:
-        a, b = theirs / name, ours / name
-        if a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size:
-            if _file_digest(a) == _file_digest(b):
-                return
-    sa = load_autoencoder(theirs, where).state_dict()
-    sb = load_autoencoder(ours).state_dict()
-    if sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa):
-        return
-    raise DiffattrError(
-        f"{where} decodes with another autoencoder than family.autoencoder ({ours}); set "
-        f"family.autoencoder = '{theirs}'"
-    )
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -1,5 +1,7 @@
-"""The package's own autoencoder: a small diffusers ``AutoencoderKL`` trained on the run's
-images, so the latent family has an embedded demo with real (not random) latents.
+"""The latent family's autoencoders: a user's diffusers ``AutoencoderKL`` / ``VQModel``
+directory (found, read, loaded frozen, compared), or the package's own -- a small
+diffusers ``AutoencoderKL`` trained on the run's images, so the latent family has an
+embedded demo with real (not random) latents.
 
 ``autoencoder = "train"`` in ``[family]`` trains it once on the run's training images
 (the ``ae_*`` settings: latent channels, halvings of the side, width, steps, batch,
@@ -38,8 +40,91 @@ from torch import nn
 from diffattr.errors import DiffattrError
 from diffattr.families.latent_cache import tensor_digest
 from diffattr.families.settings import OwnAutoencoderSettings
-from diffattr.fileio import content_key
+from diffattr.fileio import content_key, file_sha256
 from diffattr.torchutils import count_parameters
+
+AUTOENCODER_CLASSES = ("AutoencoderKL", "VQModel")
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def autoencoder_dir(path: str | Path, where: str = "family.autoencoder") -> Path:
+    """The directory of a diffusers autoencoder named by ``path``: the autoencoder's own
+    directory (``config.json`` of an ``AutoencoderKL`` / ``VQModel``) or a pipeline directory
+    holding one in ``vqvae/`` or ``vae/``; anything else is a one-line error."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DiffattrError(
+            f"{where}: {p} not found (give a local diffusers AutoencoderKL or VQModel "
+            "directory, or 'train' for the package's own)"
+        )
+    if not p.is_dir():
+        raise DiffattrError(f"{where}: {p} is a file, not an autoencoder directory")
+    if (p / "config.json").is_file():
+        return p
+    for sub in ("vqvae", "vae"):
+        if (p / sub / "config.json").is_file():
+            return p / sub
+    raise DiffattrError(
+        f"{where}: no autoencoder in {p} (expected config.json of an AutoencoderKL or VQModel, "
+        "or a pipeline directory with vqvae/ or vae/)"
+    )
+
+
+def read_autoencoder_config(directory: Path, where: str = "family.autoencoder") -> dict:
+    path = directory / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DiffattrError(f"{where}: {path} is unreadable ({e})") from None
+    cls = cfg.get("_class_name") if isinstance(cfg, dict) else None
+    if cls not in AUTOENCODER_CLASSES:
+        raise DiffattrError(
+            f"{where}: {directory} holds a {cls or 'model of unknown class'}, not an "
+            "AutoencoderKL or VQModel"
+        )
+    if not any((directory / w).is_file() for w in WEIGHT_FILES):
+        raise DiffattrError(f"{where}: {directory} has no weights ({' or '.join(WEIGHT_FILES)})")
+    return cfg
+
+
+def load_autoencoder(directory: Path, where: str = "family.autoencoder") -> nn.Module:
+    """A frozen diffusers autoencoder (eval mode, no gradients) from a local directory."""
+    cls = read_autoencoder_config(directory, where)["_class_name"]
+    import diffusers
+
+    try:
+        ae = getattr(diffusers, cls).from_pretrained(directory)
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DiffattrError(f"{where}: cannot load the {cls} in {directory} ({first})") from None
+    return ae.eval().requires_grad_(False)
+
+
+def latent_factor(config: dict) -> int:
+    """How many times an AutoencoderKL / VQModel shrinks the image side."""
+    return 2 ** (len(config.get("block_out_channels") or (64,)) - 1)
+
+
+def check_same_autoencoder(theirs: Path, ours: Path, where: str) -> None:
+    """The full model's autoencoder must be the run's: same weights (bytes, else tensors)."""
+    if theirs.resolve() == ours.resolve():
+        return
+    for name in WEIGHT_FILES:
+        a, b = theirs / name, ours / name
+        if a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size:
+            if file_sha256(a) == file_sha256(b):
+                return
+    sa = load_autoencoder(theirs, where).state_dict()
+    sb = load_autoencoder(ours).state_dict()
+    if sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa):
+        return
+    raise DiffattrError(
+        f"{where} decodes with another autoencoder than family.autoencoder ({ours}); set "
+        f"family.autoencoder = '{theirs}'"
+    )
+
+
+# --------------------------------------------------------------------------- the package's own
 
 #: Version of the training procedure (part of every cache key).
 VERSION = 1

@@ -32,6 +32,7 @@ from torch import nn
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import TextToImageSettings
 from diffattr.families.text_to_image.lora import LoRAAdapters, lora_layers
+from diffattr.fileio import file_sha256
 
 #: Components of a Stable Diffusion pipeline directory and the file each must have.
 COMPONENTS = {
@@ -121,9 +122,7 @@ def base_digest(path: Path) -> str:
         for p in sorted(root.rglob("*")) if root.is_dir() else []:
             if p.is_file() and p.suffix in (".json", ".txt", ".safetensors"):
                 h.update(str(p.relative_to(path)).encode())
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 24), b""):
-                        h.update(chunk)
+                file_sha256(p, into=h)
     return h.hexdigest()[:16]
 
 

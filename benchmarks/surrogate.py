@@ -12,7 +12,8 @@ M extends the same coalitions):
 
 Each pair of one estimator reads the same coalitions (one sampler stream). For each:
 the LDS (mean over retraining seeds, with the t-interval over seeds and the bootstrap
-interval over test subsets), seconds per counterfactual (mean ``t_total`` of the method's
+interval over test subsets; paired differences between pipelines, ``PAIRS``, with the same
+bootstrap resamples for both), seconds per counterfactual (mean ``t_total`` of the method's
 jobs: building the coalition's model, sampling, measuring) and the total seconds to reach
 M (the method's one-time preparation plus the measured jobs of the first M rows). Fidelity
 (Pearson / Spearman / MAE) of the surrogate game and of sFT to retraining on the same
@@ -64,7 +65,7 @@ from diffattr.errors import DiffattrError
 from diffattr.estimators.settings import ESTIMATORS
 from diffattr.evaluate.common import held_out_masks, retrain_targets
 from diffattr.evaluate.fidelity import method_fidelity
-from diffattr.evaluate.lds import lds_over_seeds
+from diffattr.evaluate.lds import lds_difference, lds_over_seeds
 from diffattr.runner.run import Run, fit_table
 from diffattr.store import mask_to_str
 
@@ -80,6 +81,9 @@ PIPELINES = {
     "h": ("surrogate", "shapley"),
 }
 METHODS = ("sft", "surrogate")
+#: Paired LDS differences (second minus first) reported: the surrogate against sFT with the
+#: same estimator, and the default shapley-cv against the paper's KernelSHAP.
+PAIRS = [("a", "b"), ("d", "c"), ("e", "f"), ("g", "h"), ("g", "a"), ("h", "b")]
 
 
 def estimators(args) -> tuple[dict, list[str]]:
@@ -125,8 +129,9 @@ def score(values, targets, behavior: str) -> dict:
     return s.to_dict()
 
 
-def pipeline_rows(run, plans, ests, targets, test_set, prepare, args) -> list[dict]:
-    """LDS and cost of every pipeline at every M of the grid."""
+def pipeline_rows(run, plans, ests, targets, test_set, prepare, args, values) -> list[dict]:
+    """LDS and cost of every pipeline at every M of the grid; each fitted attribution's
+    values go into ``values[(pipeline, M, behavior)]``."""
     rows = []
     for label, (method, name) in PIPELINES.items():
         if name not in ests:
@@ -155,8 +160,25 @@ def pipeline_rows(run, plans, ests, targets, test_set, prepare, args) -> list[di
                 rows.append({**row, "error": str(e)})
                 continue
             for a in attrs:
+                values[(label, m, a.behavior)] = a.values
                 rows.append({**row, "behavior": a.behavior, **score(a.values, targets, a.behavior)})
     return rows
+
+
+def paired_rows(values: dict, targets) -> list[dict]:
+    """``PAIRS``' LDS differences at every M and behavior both pipelines were fitted at,
+    bootstrapped over test subsets with the same resamples for both."""
+    out = []
+    for first, second in PAIRS:
+        for (label, m, behavior), va in sorted(values.items()):
+            vb = values.get((second, m, behavior))
+            if label != first or vb is None:
+                continue
+            d = lds_difference(va, vb, targets.masks, targets.values(behavior), n_bootstrap=1000)
+            out.append(
+                {"first": first, "second": second, "M": m, "behavior": behavior, **d.to_dict()}
+            )
+    return out
 
 
 def fidelity_rows(run, targets_by_size: dict) -> list[dict]:
@@ -291,7 +313,11 @@ def main() -> None:
         result["test_subsets"] = len(targets.masks)
         result["retrain_seconds_per_job"] = targets.seconds_per_job()
         result["prepare_seconds"] = prepare
-        result["results"] = pipeline_rows(run, plans, ests, targets, test_set, prepare, args)
+        values: dict = {}
+        result["results"] = pipeline_rows(
+            run, plans, ests, targets, test_set, prepare, args, values
+        )
+        result["paired"] = paired_rows(values, targets)
         result["fidelity"] = fidelity_rows(run, by_size)
         refs = {m: run.reference_records(plans[m]) for m in METHODS}
         result["v1"] = refs["sft"]["full"].behaviors

@@ -54,6 +54,20 @@ def pipeline_lines(res: dict) -> list[str]:
     return out
 
 
+def paired_lines(res: dict) -> list[str]:
+    out = [
+        "| second − first | M | behavior | LDS difference | paired bootstrap 95 % | resolved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res.get("paired", []):
+        lo, hi = r["bootstrap_95_over_test_subsets"]
+        out.append(
+            f"| ({r['second']}) − ({r['first']}) | {r['M']} | {r['behavior']} | "
+            f"{r['difference']:+.1f} | [{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
+        )
+    return out
+
+
 def fidelity_lines(res: dict) -> list[str]:
     out = [
         "| coalitions | method | behavior | Pearson | Spearman | MAE | n |",
@@ -89,6 +103,7 @@ def main() -> None:
     res = json.loads(ap.parse_args().results.read_text())
     for title, lines in (
         ("LDS and cost of every pipeline", pipeline_lines(res)),
+        ("Paired LDS differences", paired_lines(res)),
         ("Fidelity to retraining", fidelity_lines(res)),
         ("Cost", cost_lines(res)),
     ):

@@ -83,3 +83,21 @@ def test_per_image_lds_is_each_images_lds_averaged():
     assert per_image == pytest.approx([0.0, 0.0, 100.0])
     assert per_image[0] == pytest.approx(np.mean([lds(values[0], masks, t[s, 0]) for s in (0, 1)]))
     assert score.n_test == 12 and score.bootstrap_low <= score.bootstrap_high
+
+
+def test_paired_difference_resolves_a_better_attribution_and_not_a_tie():
+    from diffattr.evaluate.lds import lds_difference
+
+    rng = np.random.default_rng(3)
+    n, b = 10, 60
+    w = rng.normal(size=n)
+    masks = rng.random((b, n)) < 0.5
+    targets = np.stack([masks @ w + rng.normal(0, 0.5, b) for _ in range(3)])
+    noisy = w + rng.normal(0, 2.0, n)
+    d = lds_difference(noisy, w, masks, targets, n_bootstrap=300)
+    full_b = lds_over_seeds(w, masks, targets, n_bootstrap=0).mean
+    full_a = lds_over_seeds(noisy, masks, targets, n_bootstrap=0).mean
+    assert d.difference == pytest.approx(full_b - full_a)
+    assert d.resolved and d.bootstrap_low > 0 and d.to_dict()["n_test"] == b
+    same = lds_difference(w, w.copy(), masks, targets, n_bootstrap=100)
+    assert same.difference == 0 and not same.resolved

@@ -148,9 +148,9 @@ def test_gradient_cache_hit_and_miss(target, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("features were recomputed")
 
-    import diffattr.baselines.gradients as gradients
+    import diffattr.baselines.api as api
 
-    monkeypatch.setattr(gradients, "project_gradients", boom)
+    monkeypatch.setattr(api, "project_gradients", boom)  # where the features are computed
     again = attribute(table, target, PLAYERS, cache_dir=tmp_path)[0]
     assert again.settings["cache"] == {"train": "hit", "gen": "hit"}
     np.testing.assert_array_equal(again.values, first.values)
@@ -242,3 +242,30 @@ def test_clip_feature_space_from_a_local_directory(target, tmp_path):
     assert local.scores.shape == (G, N) and local.details["feature_dim"] == 12
     with pytest.raises(DiffattrError, match="does not exist"):
         local_scores({**table, "space": "clip:/nonexistent/clip"}, target)
+
+
+@pytest.mark.parametrize("name", ["trak", "journey-trak", "pixel-similarity"])
+def test_featurize_then_score_equals_local_scores(name, target, tmp_path):
+    from diffattr.baselines import featurize, score
+    from diffattr.baselines.settings import BASELINES
+
+    table = {"name": name, **(GRAD if name != "pixel-similarity" else {})}
+    if name == "journey-trak":
+        table["journey_points"] = 2
+    b = BASELINES.parse(table).build()
+    train, r_train = b.featurize(target, "train", cache_dir=tmp_path)
+    gen, _ = featurize(table, target, "gen", cache_dir=tmp_path)
+    assert train.shape[0] == target.x0_train.shape[0] and gen.shape[0] == target.x0_gen.shape[0]
+    assert "seconds" in r_train
+    whole = b.local_scores(target, cache_dir=tmp_path).scores
+    np.testing.assert_allclose(score(table, train, gen), whole, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b.score(train, gen), whole, rtol=1e-6, atol=1e-9)
+
+
+def test_baselines_without_separate_phases_say_so(target):
+    from diffattr.baselines import featurize, score
+
+    with pytest.raises(DiffattrError, match="no separate featurize phase"):
+        featurize("das", target, "train")
+    with pytest.raises(DiffattrError, match="no separate score phase"):
+        score("property-heuristic", torch.zeros(2, 3), torch.zeros(1, 3))

@@ -9,6 +9,10 @@ heuristic (the behaviour measured on each player's own training images).
   generated examples (and the DDIM trajectory, :func:`record_trajectory`);
 * :func:`attribute` ``(settings, target, players, *, behaviors, features, measure,
   cache_dir) -> list[Attribution]``;
+* traker's phases, for a gradient or similarity baseline: :func:`featurize` ``(settings,
+  target, role)`` -> the training (``"train"``) or generated (``"gen"``) examples'
+  features, cached by content; :func:`score` ``(settings, train_features, gen_features)``
+  -> (G, N) local scores; :func:`local_scores` runs both (DAS and EK-FAC their own);
 * settings classes in :mod:`diffattr.baselines.settings` (pydantic only), registered in
   their own registry ``BASELINES``; ``settings.build()`` is a :class:`Baseline`.
 
@@ -29,7 +33,10 @@ _LAZY = {
     "attribute": "diffattr.baselines.api",
     "Baseline": "diffattr.baselines.api",
     "BASELINES": "diffattr.baselines.settings",
+    "featurize": "diffattr.baselines.api",
     "gradient_features": "diffattr.baselines.api",
+    "score": "diffattr.baselines.api",
+    "similarity_features": "diffattr.baselines.api",
     "local_scores": "diffattr.baselines.api",
     "LocalScores": "diffattr.baselines.api",
     "DiffusionTarget": "diffattr.baselines.target",

@@ -27,6 +27,15 @@ import numpy as np
 import torch
 
 from diffattr.baselines.cache import FeatureCache, stable_key
+from diffattr.baselines.clip import ClipFeatures
+from diffattr.baselines.gradients import (
+    basic_block_size,
+    fixed_timesteps,
+    journey_probes,
+    noise_probes,
+    project_gradients,
+    resolve_projector,
+)
 from diffattr.baselines.scores import (
     aggregate_local,
     cosine_scores,
@@ -43,6 +52,7 @@ from diffattr.baselines.settings import (
     parse_baseline,
 )
 from diffattr.baselines.target import DiffusionTarget, tensor_digest
+from diffattr.behaviors.keys import split_image_key
 from diffattr.errors import DiffattrError
 from diffattr.estimators.attribution import Attribution
 
@@ -52,11 +62,12 @@ Measure = Callable[[torch.Tensor], dict[str, float]]
 
 class Baseline:
     """A baseline built from its settings (``BASELINES.parse("trak").build()``), in traker's
-    phases on a :class:`DiffusionTarget`: :meth:`local_scores` featurizes the training and
-    generated examples (content-keyed cache) and scores every generated example against
-    every training example; :meth:`attribute` aggregates those scores to players (the
-    property heuristic instead measures each player's own images). The module's functions
-    of the same names take the settings instead of the object."""
+    phases on a :class:`DiffusionTarget`: :meth:`featurize` computes the training or the
+    generated examples' features (content-keyed cache), :meth:`score` scores every
+    generated example against every training example from them, :meth:`local_scores` runs
+    both; :meth:`attribute` aggregates those scores to players (the property heuristic
+    instead measures each player's own images). The module's functions of the same names
+    take the settings instead of the object."""
 
     def __init__(self, settings: BaselineSettings | dict[str, Any] | str) -> None:
         self.settings = parse_baseline(settings)
@@ -65,8 +76,24 @@ class Baseline:
     def name(self) -> str:
         return self.settings.name
 
+    def featurize(
+        self, target: DiffusionTarget, role: str = "train", **options: Any
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``featurize(settings, target, role, features=, cache_dir=, progress=)``."""
+        return featurize(self.settings, target, role, **options)
+
+    def score(
+        self,
+        train_features: torch.Tensor,
+        gen_features: torch.Tensor,
+        device: torch.device | str = "cpu",
+    ) -> np.ndarray:
+        """``score(settings, train_features, gen_features, device)``."""
+        return score(self.settings, train_features, gen_features, device)
+
     def local_scores(self, target: DiffusionTarget, **options: Any) -> LocalScores:
-        """``local_scores(settings, target, features=, cache_dir=, progress=)``."""
+        """``local_scores(settings, target, features=, cache_dir=, progress=)``: both
+        phases (``featurize`` train and generated, then ``score``) or the baseline's own."""
         return local_scores(self.settings, target, **options)
 
     def attribute(self, target: DiffusionTarget, players: Any, **options: Any) -> list[Attribution]:
@@ -148,7 +175,6 @@ def attribute_per_image(
     generated image: the players' values for generated image i alone (its row of the local
     scores, aggregated over each player's images). The scores do not depend on the behavior:
     keys of the same image get the same values."""
-    from diffattr.behaviors.keys import split_image_key
 
     s = parse_baseline(settings)
     if isinstance(s, PropertyHeuristicSettings):
@@ -230,6 +256,55 @@ def local_scores(
     raise DiffattrError(f"{s.name!r} has no local scores (it scores players directly)")
 
 
+def featurize(
+    settings: BaselineSettings | dict[str, Any] | str,
+    target: DiffusionTarget,
+    role: str = "train",
+    *,
+    features: Features | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """traker's first phase: the per-example features (N, d) of the training (``role =
+    "train"``) or generated (``"gen"``) examples, and a record (``seconds``, ``cache``).
+    Gradient baselines: projected loss gradients (Journey-TRAK's generated side is its
+    trajectory, ``"journey"``, also reached as ``"gen"``); similarity baselines: pixels or
+    the extractor's features. DAS, EK-FAC and the heuristic have no separate phases."""
+    s = parse_baseline(settings)
+    if isinstance(s, GradientSettings) and s.local_implementation is None:
+        if role == "gen" and isinstance(s, JourneyTrakSettings):
+            role = "journey"
+        return gradient_features(s, target, role, cache_dir, progress)
+    if isinstance(s, PixelSimilaritySettings):
+        if role not in ("train", "gen"):
+            raise DiffattrError(f"pixel-similarity featurizes 'train' or 'gen', not {role!r}")
+        t0 = time.perf_counter()
+        px = (target.pixels_train() if role == "train" else target.pixels_gen()).float().cpu()
+        return px.reshape(px.shape[0], -1), {"seconds": time.perf_counter() - t0, "cache": "off"}
+    if isinstance(s, FeatureSimilaritySettings):
+        return similarity_features(s, target, role, features, cache_dir)
+    raise DiffattrError(
+        f"{s.name!r} has no separate featurize phase; use local_scores or attribute"
+    )
+
+
+def score(
+    settings: BaselineSettings | dict[str, Any] | str,
+    train_features: torch.Tensor,
+    gen_features: torch.Tensor,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """traker's second phase: scores (G, N) of the generated examples' features against the
+    training examples' (``featurize``'s output): the gradient baseline's score variant, or
+    cosine similarity for the similarity baselines."""
+    s = parse_baseline(settings)
+    if isinstance(s, GradientSettings) and s.local_implementation is None:
+        return gradient_scores(train_features, gen_features, s.score, s.regularization, device)
+    if isinstance(s, PixelSimilaritySettings | FeatureSimilaritySettings):
+        return cosine_scores(gen_features, train_features)
+    raise DiffattrError(f"{s.name!r} has no separate score phase; use local_scores or attribute")
+
+
 # ----------------------------------------------------------------------------- gradients
 
 
@@ -242,14 +317,6 @@ def gradient_features(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Projected gradient features of ``role`` (``train``, ``gen`` or ``journey``) and a
     record ``{cache, seconds, key, ...}``; cached under ``cache_dir/baselines/gradients``."""
-    from diffattr.baselines.gradients import (
-        basic_block_size,
-        fixed_timesteps,
-        journey_probes,
-        noise_probes,
-        project_gradients,
-        resolve_projector,
-    )
 
     device = torch.device(target.device)
     projector = resolve_projector(s.projector, device, s.projection_dim)
@@ -358,46 +425,68 @@ def _extractor_key(features: Any) -> str | None:
     return None
 
 
-def _feature_local(s: FeatureSimilaritySettings, target, features, cache_dir):
-    if features is None:
-        if s.space.startswith("clip:"):
-            from diffattr.baselines.clip import ClipFeatures
+def _resolve_extractor(s: FeatureSimilaritySettings, target, features):
+    if features is not None:
+        return features
+    if s.space.startswith("clip:"):
+        return ClipFeatures(s.space[len("clip:") :], device=target.device)
+    raise DiffattrError(
+        f"feature-similarity in space {s.space!r} needs the features callable "
+        "(features=extractor.features), or space 'clip:<local model dir>'"
+    )
 
-            features = ClipFeatures(s.space[len("clip:") :], device=target.device)
-        else:
-            raise DiffattrError(
-                f"feature-similarity in space {s.space!r} needs the features callable "
-                "(features=extractor.features), or space 'clip:<local model dir>'"
-            )
+
+def similarity_features(
+    s: FeatureSimilaritySettings,
+    target: DiffusionTarget,
+    role: str,
+    features: Features | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Extractor features of the ``train`` or ``gen`` images and a record ``{cache,
+    seconds, ...}``; cached under ``cache_dir/baselines/features`` when the extractor has a
+    ``key``."""
+    if role not in ("train", "gen"):
+        raise DiffattrError(f"feature-similarity featurizes 'train' or 'gen', not {role!r}")
+    features = _resolve_extractor(s, target, features)
     ext_key = _extractor_key(features)
     cache = FeatureCache(cache_dir if ext_key else None, "features")
-    record: dict[str, Any] = {}
-    seconds = 0.0
-    feats = {}
-    for role in ("train", "gen"):
-        fields = {
-            "kind": "features",
-            "space": s.space,
-            "extractor": ext_key,
-            "data": target.digest(f"pixels_{role}"),
-        }
-        key = stable_key(fields)
-        hit = cache.load(key)
-        if hit is not None:
-            feats[role], meta = hit
-            seconds += float(meta["seconds"])
-            record[role] = "hit"
-            continue
-        t0 = time.perf_counter()
-        images = target.pixels_train() if role == "train" else target.pixels_gen()
-        feats[role] = _run_features(features, images, s.batch_size)
-        sec = time.perf_counter() - t0
-        seconds += sec
-        cache.save(key, feats[role], {"fields": fields, "seconds": sec})
-        record[role] = "miss" if cache.enabled else "off"
+    fields = {
+        "kind": "features",
+        "space": s.space,
+        "extractor": ext_key,
+        "data": target.digest(f"pixels_{role}"),
+    }
+    key = stable_key(fields)
+    hit = cache.load(key)
+    if hit is not None:
+        feats, meta = hit
+        return feats, {"seconds": float(meta["seconds"]), "extractor": ext_key, "cache": "hit"}
+    t0 = time.perf_counter()
+    images = target.pixels_train() if role == "train" else target.pixels_gen()
+    feats = _run_features(features, images, s.batch_size)
+    sec = time.perf_counter() - t0
+    cache.save(key, feats, {"fields": fields, "seconds": sec})
+    return feats, {
+        "seconds": sec,
+        "extractor": ext_key,
+        "cache": "miss" if cache.enabled else "off",
+    }
+
+
+def _feature_local(s: FeatureSimilaritySettings, target, features, cache_dir):
+    features = _resolve_extractor(s, target, features)
+    train, r_train = similarity_features(s, target, "train", features, cache_dir)
+    gen, r_gen = similarity_features(s, target, "gen", features, cache_dir)
     t_score = time.perf_counter()
-    scores = cosine_scores(feats["gen"], feats["train"])
-    details = {"space": s.space, "extractor": ext_key, "feature_dim": int(feats["train"].shape[1])}
+    scores = cosine_scores(gen, train)
+    seconds = float(r_train["seconds"]) + float(r_gen["seconds"])
+    record = {"train": r_train["cache"], "gen": r_gen["cache"]}
+    details = {
+        "space": s.space,
+        "extractor": r_train["extractor"],
+        "feature_dim": int(train.shape[1]),
+    }
     return LocalScores(scores, seconds, time.perf_counter() - t_score, record, details)
 
 

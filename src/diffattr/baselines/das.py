@@ -33,8 +33,10 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
+from diffattr.baselines.api import LocalScores, _summary, gradient_features
 from diffattr.baselines.cache import FeatureCache, stable_key, training_probe_fields
 from diffattr.baselines.gradients import fixed_timesteps, noise_probes
+from diffattr.baselines.scores import kernel_features
 from diffattr.baselines.settings import DASSettings
 from diffattr.baselines.target import DiffusionTarget
 from diffattr.errors import DiffattrError
@@ -114,8 +116,6 @@ def das_local(
 ):
     """DAS scores (G, N) of every generated example against every training example, as
     :class:`diffattr.baselines.api.LocalScores`."""
-    from diffattr.baselines.api import LocalScores, _summary, gradient_features
-    from diffattr.baselines.scores import kernel_features
 
     target = with_layers(target, s.layers)
     train, r_train = gradient_features(s, target, "train", cache_dir, progress)

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffattr.baselines.api import LocalScores
 from diffattr.baselines.cache import FeatureCache, stable_key, training_probe_fields
 from diffattr.baselines.gradients import ProbeSource, fixed_timesteps, noise_probes
 from diffattr.baselines.settings import EKFACSettings
@@ -131,7 +132,6 @@ def ekfac_local(
 ):
     """EK-FAC influence scores (G, N) of every generated example against every training
     example, as :class:`diffattr.baselines.api.LocalScores`."""
-    from diffattr.baselines.api import LocalScores
 
     _require_kronfluence()
     from kronfluence import __version__ as kf_version

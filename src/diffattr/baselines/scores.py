@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from diffattr.data.players import Players
 from diffattr.errors import DiffattrError
 
 VARIANTS = ("trak", "relative", "renormalized", "cosine")
@@ -99,7 +100,6 @@ def cosine_scores(gen: torch.Tensor | np.ndarray, train: torch.Tensor | np.ndarr
 def player_members(players: object, n_train: int) -> tuple[list[str], list[np.ndarray]]:
     """Names and member index arrays of ``players`` (a ``Players`` or a list of index
     arrays, named ``"0".."n-1"``); every index must lie in ``0..n_train-1``."""
-    from diffattr.data.players import Players
 
     if isinstance(players, Players):
         names = list(players.names)

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from diffattr.errors import DiffattrError
 from diffattr.settings import Component, ComponentRegistry
 
 Aggregation = Literal["sum", "mean", "max"]
@@ -307,8 +308,6 @@ class EKFACSettings(BaselineSettings):
     def check_available() -> None:
         """A one-line error when kronfluence is not installed."""
         import importlib.util
-
-        from diffattr.errors import DiffattrError
 
         if importlib.util.find_spec("kronfluence") is None:
             raise DiffattrError(EKFAC_EXTRA)

@@ -104,7 +104,7 @@ def record_trajectory(
     ``generate(model, num_samples, ddim_steps=..., seed=..., start=...)`` for an
     unconditional UNet.
     """
-    from diffattr.diffusion.sample import ddim_run
+    from diffattr.diffusion.sample import ddim_run  # loads diffusers: only when recording
 
     if num_samples <= 0 or ddim_steps <= 0:
         raise DiffattrError("record_trajectory needs num_samples > 0 and ddim_steps > 0")
@@ -231,6 +231,7 @@ class DiffusionTarget:
         Generated samples are ``x0_gen`` if given (they must come from
         ``generate(model, G, ddim_steps=ddim_steps, seed=seed)``), else generated here.
         """
+        # diffusers loads only when a pixel target is built (the scores' modules stay light)
         from diffattr.diffusion.sample import generate
         from diffattr.diffusion.unet import make_scheduler
 

@@ -37,6 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffattr.behaviors.spaces import CifarCNNFeatures, FashionMnistCNNFeatures
+from diffattr.data.cifar import load_cifar10, load_cifar100
+from diffattr.data.digits import load_digits
+from diffattr.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 
@@ -475,8 +479,6 @@ def _named_data(settings, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str
     """Training images, labels and class names of a named-dataset classifier space, at the
     run's image size and channels: the run's own data when they are that dataset, else the
     named dataset's training split from its files."""
-    from diffattr.behaviors.spaces import CifarCNNFeatures, FashionMnistCNNFeatures
-
     size = dataset.image_size
     if isinstance(settings, CifarCNNFeatures):
         target = settings.resolved_variant(dataset.name)
@@ -487,20 +489,12 @@ def _named_data(settings, dataset) -> tuple[torch.Tensor, torch.Tensor, list[str
     if own:
         return dataset.images, dataset.labels, list(dataset.class_names), {"run_data": target}
     if target == "digits":
-        from diffattr.data.digits import load_digits
-
         named = load_digits(size)
     elif isinstance(settings, FashionMnistCNNFeatures):
-        from diffattr.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist
-
         named = load_fashion_mnist(settings.path or DEFAULT_DIR, "train", size)
     elif target == "cifar10":
-        from diffattr.data.cifar import load_cifar10
-
         named = load_cifar10(settings.path, "train", size)
     elif target in ("cifar100", "cifar20"):
-        from diffattr.data.cifar import load_cifar100
-
         subset = "cifar20" if target == "cifar20" else None
         named = load_cifar100(settings.path, "train", size, subset=subset)
     else:

@@ -160,6 +160,7 @@ def denoising_loss(
     e.g. a family's ``predict_noise``; ``cond``: image i's condition in row i (a tensor or
     None).
     """
+    # diffusers loads only for this model-based behavior, not for the pixel metrics
     from diffattr.diffusion.sample import sample_seed
     from diffattr.diffusion.unet import make_scheduler
 

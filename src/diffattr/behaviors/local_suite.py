@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffattr.behaviors import local
 from diffattr.behaviors.resolve import behavior_space, check_settings, local_key
 from diffattr.behaviors.settings import BehaviorsSettings, LocalSettings, parse_behaviors
 from diffattr.errors import DiffattrError
+from diffattr.fileio import atomic_write_text
 
 
 @dataclass
@@ -76,8 +78,6 @@ def save_reference(path: str | Path, ref: LocalReference, record: dict[str, Any]
     import tempfile
 
     from safetensors.torch import save_file
-
-    from diffattr.fileio import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,6 @@ class LocalSuite:
     ) -> dict[str, np.ndarray]:
         """``{key: (G,) float64}`` of ``images`` against the full model's ``reference``
         (image i against reference i); ``model`` and ``family`` for ``denoising-loss``."""
-        from diffattr.behaviors import local
 
         images = torch.as_tensor(images).detach().float().cpu()
         if images.shape != reference.images.shape:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from diffattr.behaviors.aesthetic import aesthetic_scores, load_head, statistic
 from diffattr.behaviors.diversity import class_entropy, cluster_entropy, diversity_entropy
 from diffattr.behaviors.fid import frechet_distance, gaussian_stats
 from diffattr.behaviors.inception_score import inception_score
@@ -133,7 +134,6 @@ class DiversityEntropy(Measure):
 
 class Aesthetic(Measure):
     def __init__(self, settings, ref: SpaceReference, manifold_size: int | None = None) -> None:
-        from diffattr.behaviors.aesthetic import load_head
 
         super().__init__(settings, ref, manifold_size)
         self.weight, self.bias = load_head(settings.head)
@@ -145,7 +145,6 @@ class Aesthetic(Measure):
             )
 
     def __call__(self, m: Measured) -> float:
-        from diffattr.behaviors.aesthetic import aesthetic_scores, statistic
 
         key = ("aesthetic", self.settings.head)
         if key not in m.cache:

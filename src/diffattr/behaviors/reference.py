@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffattr.behaviors.diversity import class_entropy, fit_clusters, ward_clusters
 from diffattr.behaviors.features import (
     FeatureExtractor,
     atomic_save_tensors,
@@ -34,6 +35,9 @@ from diffattr.behaviors.features import (
     stable_hash,
     tensor_digest,
 )
+from diffattr.behaviors.inception_score import inception_score
+from diffattr.behaviors.precision_recall import knn_radii
+from diffattr.data.base import resize, to_unit_range
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 
@@ -48,8 +52,6 @@ def read_image_folder(folder: str | Path, channels: int, image_size: int | None)
     to ``image_size`` x ``image_size``; non-square images are stretched.
     """
     from PIL import Image, UnidentifiedImageError
-
-    from diffattr.data.base import resize, to_unit_range
 
     folder = Path(folder).expanduser()
     if not folder.exists():
@@ -145,7 +147,7 @@ class SpaceReference:
                 return
             except (OSError, KeyError, ValueError, RuntimeError):
                 pass  # unreadable or outdated: recompute and overwrite
-        from diffattr.behaviors.fid import gaussian_stats
+        from diffattr.behaviors.fid import gaussian_stats  # scipy: only on a cache miss
 
         feats, probs = self.extractor.features_and_probs(images, batch_size)
         self.features = np.asarray(feats, dtype=np.float64)
@@ -168,9 +170,6 @@ class SpaceReference:
             "num_real": len(self.features),
         }
         if self.probs is not None:
-            from diffattr.behaviors.diversity import class_entropy
-            from diffattr.behaviors.inception_score import inception_score
-
             record["is_reference"] = inception_score(self.probs, 1)[0]
             record["class_entropy_reference"] = class_entropy(self.probs)
         atomic_save_tensors(stem.with_suffix(".safetensors"), tensors)
@@ -189,7 +188,6 @@ class SpaceReference:
 
     def manifold(self, size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(points, k-NN radii) of a seeded subsample of ``size`` reference points."""
-        from diffattr.behaviors.precision_recall import knn_radii
 
         size = min(int(size), self.num_real)
         if k >= size:
@@ -214,7 +212,6 @@ class SpaceReference:
 
     def kmeans(self, clusters: int) -> np.ndarray:
         """k-means centres of the reference features (disk-cached)."""
-        from diffattr.behaviors.diversity import fit_clusters
 
         if clusters not in self._kmeans:
             stem = self.directory / f"kmeans-{self.ref_key}-k{clusters}-s{self.seed}"
@@ -231,7 +228,6 @@ class SpaceReference:
         self, clusters: int, similarity: str, max_reference: int
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """(clustered reference features, their Ward cluster 0..K-1, max similarity)."""
-        from diffattr.behaviors.diversity import ward_clusters
 
         params = (clusters, similarity, max_reference)
         if params not in self._ward:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from diffattr.behaviors.features import FeatureExtractor, tensor_digest
+from diffattr.behaviors.features import clear_memory_cache as _clear_extractors
 from diffattr.behaviors.measures import Measure, Measured
 from diffattr.behaviors.reference import SpaceReference, reference_images
 from diffattr.behaviors.resolve import behavior_key, behavior_space, check_settings
@@ -43,7 +44,12 @@ from diffattr.behaviors.settings import (
     BehaviorsSettings,
     parse_behaviors,
 )
+from diffattr.data import load_dataset
+from diffattr.data.settings import parse_data
+from diffattr.diffusion.settings import SampleConfig
 from diffattr.errors import DiffattrError
+from diffattr.families.settings import family_of
+from diffattr.settings import format_validation_error
 
 
 @dataclass
@@ -134,7 +140,6 @@ _SUITES: dict[tuple, BehaviorSuite] = {}
 
 def clear_memory_cache() -> None:
     """Forget suites and extractors kept in memory (disk caches stay)."""
-    from diffattr.behaviors.features import clear_memory_cache as _clear_extractors
 
     _SUITES.clear()
     _clear_extractors()
@@ -276,10 +281,6 @@ def _stored_sections(meta: dict, model_dir: Path):
     """
     from pydantic import ValidationError
 
-    from diffattr.data.settings import parse_data
-    from diffattr.diffusion.settings import SampleConfig
-    from diffattr.settings import format_validation_error
-
     config = meta.get("config") if isinstance(meta, dict) else None
     config = config if isinstance(config, dict) else {}
     where = f"{model_dir}/diffattr.json: config"
@@ -322,8 +323,6 @@ def measure_model(
     ``config`` stored in the model's ``diffattr.json``; each argument given here overrides
     its value. Timings: ``load_s``, ``generate_s``, ``measure_s`` (seconds).
     """
-    from diffattr.data import load_dataset
-    from diffattr.families.settings import family_of
 
     settings = parse_behaviors(settings)
     local = [b.name for b in settings.measure or () if b.local]

@@ -29,13 +29,13 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from diffattr.counterfactual.settings import EmaMode, FineTuneSettings, MethodSettings
+from diffattr.counterfactual.settings import METHODS, EmaMode, FineTuneSettings, MethodSettings
 from diffattr.diffusion.checkpoint import read_meta
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.settings import TrainConfig
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
-from diffattr.families.settings import pipeline_class
+from diffattr.families.settings import family_of, pipeline_class
 
 
 @dataclass
@@ -254,8 +254,6 @@ def make_method(
 ) -> CounterfactualMethod:
     """A method by name with settings given as a dict (validated; one-line errors); the
     family defaults to the one recorded in the full model's ``diffattr.json``."""
-    from diffattr.counterfactual.settings import METHODS
-    from diffattr.families.settings import family_of
 
     parsed = METHODS.parse({**(settings or {}), "name": name}, name)
     family = family or family_of(full_dir, device)

@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from diffattr.counterfactual.conditions import check_players
+from diffattr.errors import DiffattrError
 from diffattr.settings import Component, ComponentRegistry
 
 EmaMode = Literal["restart", "carry", "none"]
@@ -187,14 +189,12 @@ class SurrogateSettings(MethodSettings):
         return None
 
     def check_players(self, family: Any, dataset: Any, players: Any) -> None:
-        from diffattr.counterfactual.conditions import check_players
 
         check_players(family, dataset, players)
 
 
 def check_method_family(method: MethodSettings, family: Any) -> None:
     """A one-line error when ``method`` cannot run on ``family`` (``FamilySettings``)."""
-    from diffattr.errors import DiffattrError
 
     problem = method.family_problem(family)
     if problem is not None:

@@ -32,6 +32,12 @@ import numpy as np
 
 from diffattr.errors import DiffattrError
 from diffattr.estimators.attribution import MAX_EXACT_PLAYERS, Attribution, _json_safe, subset_codes
+from diffattr.estimators.exact import (
+    _popcount,
+    banzhaf_from_table,
+    shapley_from_table,
+    shapley_weights,
+)
 from diffattr.estimators.settings import CoalitionEstimatorSettings
 from diffattr.estimators.table import CoalitionTable
 
@@ -90,12 +96,6 @@ def exact_table_fit(
         or (counts[-1] == 0 and not explicit1)
     ):
         return None
-    from diffattr.estimators.exact import (
-        _popcount,
-        banzhaf_from_table,
-        shapley_from_table,
-        shapley_weights,
-    )
 
     k = y.shape[1]
     sums = np.stack([np.bincount(codes, weights=y[:, j], minlength=1 << n) for j in range(k)], 1)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from diffattr.errors import DiffattrError
+from diffattr.estimators import make_estimator
 from diffattr.estimators.attribution import as_masks, as_values
 
 
@@ -56,7 +57,6 @@ def convergence_report(
     prefix; None for the first) and ``error`` (the message when a prefix was too small
     for the estimator, else None).
     """
-    from diffattr.estimators import make_estimator
 
     est = make_estimator(estimator, **options)
     z = as_masks(masks)

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from diffattr.coalitions import make_sampler
 from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 from diffattr.runner.run import Prepared, Run
+from diffattr.runner.tables import behavior_value
 from diffattr.store import JobRecord, mask_to_str
 
 # Test coalitions come from their own stream, never the fit samplers' seeds.
@@ -38,7 +40,6 @@ def held_out_masks(n: int, alpha: float, count: int, seed: int) -> np.ndarray:
     """``count`` distinct coalitions of the datamodel distribution (floor(alpha n) of n
     players kept, uniformly), drawn without replacement from their own seed stream; fewer
     when fewer distinct subsets of that size exist."""
-    from diffattr.coalitions import make_sampler
 
     size = math.floor(alpha * n + 1e-9)
     if not 1 <= size <= n - 1:
@@ -72,7 +73,6 @@ class RetrainTargets:
     def values(self, behavior: str) -> np.ndarray:
         """(seeds, B) behavior values (``name[space]#i``: generated image i of a local
         behavior)."""
-        from diffattr.runner.tables import behavior_value
 
         return np.array([[behavior_value(r, behavior) for r in row] for row in self.records])
 

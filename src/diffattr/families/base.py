@@ -34,12 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffattr.data.digest import dataset_digest
+from diffattr.data.load import NOT_CONTENT
 from diffattr.diffusion.checkpoint import is_model_dir, read_meta
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.settings import TrainConfig
 from diffattr.diffusion.train import TrainResult, diffusion_loss, train
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import FamilySettings
+from diffattr.images import save_grid
 from diffattr.torchutils import count_parameters
 
 if TYPE_CHECKING:  # the run's whole config is only read here; config.py sits above families
@@ -283,7 +286,6 @@ class ModelFamily(ABC):
         and a finished model is returned as it is. A directory trained with other settings
         is a one-line error.
         """
-        from diffattr.images import save_grid
 
         out = Path(out_dir)
         meta = model_meta(cfg, dataset, kind="full")
@@ -357,7 +359,6 @@ def _content(section: str, table: Any) -> Any:
     """A config section without the data settings that never change what trains."""
     if section != "data" or not isinstance(table, dict):
         return table
-    from diffattr.data.load import NOT_CONTENT
 
     return {k: v for k, v in table.items() if k not in NOT_CONTENT}
 
@@ -365,7 +366,6 @@ def _content(section: str, table: Any) -> Any:
 def model_meta(cfg: RunConfig, dataset, **extra: Any) -> dict[str, Any]:
     """The ``diffattr.json`` of a model a run made: its config and its dataset (with the
     dataset's content digest, which a reused model must match)."""
-    from diffattr.data.digest import dataset_digest
 
     return {
         "config": cfg.to_dict(),

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffattr.baselines.target import DiffusionTarget
 from diffattr.diffusion.architectures import SCHEDULER_CONFIG
 from diffattr.diffusion.checkpoint import (
     read_meta,
@@ -207,7 +208,6 @@ class ConditionalFamily(ModelFamily):
     ):
         """The guided noise predictor with the training labels and, for the generated
         samples, the labels the full model's job generates with (all data's frequencies)."""
-        from diffattr.baselines.target import DiffusionTarget
 
         labels = self.generation_conditions(data, None, num_samples, seed=seed)
         images = self.sample(

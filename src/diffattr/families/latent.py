@@ -51,6 +51,7 @@ from diffattr.diffusion.checkpoint import (
     write_training_state,
 )
 from diffattr.diffusion.sample import ddim_sample
+from diffattr.diffusion.unet import make_scheduler
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.latent_cache import cached_latents, decode
@@ -64,9 +65,11 @@ from diffattr.families.unconditional import load_unet, prune_family_unet, save_u
 from diffattr.families.vae import (
     WEIGHT_FILES,
     autoencoder_dir,
+    check_image_size,
     check_same_autoencoder,
     latent_factor,
     load_autoencoder,
+    own_autoencoder,
     read_autoencoder_config,
 )
 from diffattr.sparsify.pruned_io import is_pruned_unet_dir
@@ -161,8 +164,6 @@ class LatentFamily(ModelFamily):
                 f"family.beta_end ({s.beta_end:g}) must exceed family.beta_start ({s.beta_start:g})"
             )
         if self.trains_autoencoder:
-            from diffattr.families.vae import check_image_size
-
             check_image_size(self.settings.own_autoencoder(), dataset.image_size)
         else:
             cfg = self.autoencoder_config()
@@ -192,8 +193,6 @@ class LatentFamily(ModelFamily):
         cache) encodes them once; later calls read the content-keyed cache."""
         self.check_data(dataset)
         if self._ae is None and self.trains_autoencoder:
-            from diffattr.families.vae import own_autoencoder
-
             ae, files, record = own_autoencoder(
                 self.settings.own_autoencoder(), dataset.images, cache_dir, device=self.device
             )
@@ -257,7 +256,6 @@ class LatentFamily(ModelFamily):
         return model(x_t, t).sample
 
     def noise_scheduler(self):
-        from diffattr.diffusion.unet import make_scheduler
 
         return make_scheduler(self.settings.schedule_config())
 

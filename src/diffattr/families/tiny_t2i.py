@@ -46,8 +46,12 @@ import numpy as np
 import torch
 
 from diffattr.data.base import ImageDataset
-from diffattr.data.fashion_mnist import CLASS_NAMES
+from diffattr.data.fashion_mnist import CLASS_NAMES, _find, load_fashion_mnist
+from diffattr.diffusion.settings import TrainConfig
+from diffattr.diffusion.train import train
 from diffattr.errors import DiffattrError
+from diffattr.families.base import TrainingSet
+from diffattr.families.latent_cache import cached_latents, cached_text_embeddings
 from diffattr.fileio import content_key
 
 #: Version of the demo recipe (part of the cache key).
@@ -168,7 +172,6 @@ def caption_words() -> list[str]:
 
 
 def _fashion_mnist(path: str, split: str, image_size: int) -> ImageDataset:
-    from diffattr.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist(path, split, image_size)
 
@@ -239,7 +242,6 @@ def load_demo_data(settings, split: str = "train") -> ImageDataset:
 
 def idx_digest(path: str) -> str:
     """Digest of the Fashion-MNIST training files the base is pretrained on."""
-    from diffattr.data.fashion_mnist import _find
 
     h = hashlib.sha256()
     directory = Path(path)
@@ -313,8 +315,6 @@ def build_demo_base(
 ) -> dict[str, Any]:
     """Pretrain the demo pipeline on the settings' data and write it to ``directory``."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from diffattr.families.latent_cache import cached_latents, cached_text_embeddings
 
     t0 = time.perf_counter()
     images, captions = pretraining_data(settings)
@@ -428,10 +428,6 @@ class _PretrainDenoiser:
 def train_unet(latents, cond, null, settings, device="cpu", progress: bool = False):
     """Pretrain the demo UNet on (latents, caption embeddings); returns its EMA weights."""
     from diffusers import UNet2DConditionModel
-
-    from diffattr.diffusion.settings import TrainConfig
-    from diffattr.diffusion.train import train
-    from diffattr.families.base import TrainingSet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffattr.baselines.target import DiffusionTarget
 from diffattr.diffusion.architectures import SCHEDULER_CONFIG
 from diffattr.diffusion.checkpoint import (
     read_meta,
@@ -136,7 +137,6 @@ class UnconditionalFamily(ModelFamily):
     def baseline_target(
         self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int
     ):
-        from diffattr.baselines.target import DiffusionTarget
 
         return DiffusionTarget.from_unet(
             model,

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from diffattr.behaviors.keys import BehaviorKey
+from diffattr.errors import DiffattrError
+
 #: 95 % normal interval half-width per standard error (the contributor table's "±").
 Z95 = 1.96
 
@@ -154,8 +157,6 @@ def fig_png(fig) -> str:
 
 def lower_is_better(behavior: str | None) -> bool:
     """Whether a smaller value of ``behavior`` (a ``name[space]`` key) is better."""
-    from diffattr.behaviors.keys import BehaviorKey
-    from diffattr.errors import DiffattrError
 
     if not behavior:
         return False

@@ -27,7 +27,13 @@ from pathlib import Path
 from diffattr.errors import DiffattrError
 from diffattr.fileio import atomic_write_text
 from diffattr.report.common import esc
+from diffattr.report.counterfactual import render_counterfactual
+from diffattr.report.curve import render_curve
 from diffattr.report.inputs import ReportInputs, broken, load_inputs
+from diffattr.report.local import is_per_image, render_local, top_players
+from diffattr.report.method import render_method
+from diffattr.report.runinfo import render_run
+from diffattr.report.samples import find_references, render_samples
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;
@@ -60,13 +66,7 @@ table.kv td:first-child{color:#555}
 def render_page(inputs: ReportInputs) -> str:
     """The whole page of a run's inputs (each section from its own module)."""
     from diffattr.report.contributors import load_thumbnails, render_contributors, shown_players
-    from diffattr.report.counterfactual import render_counterfactual
-    from diffattr.report.curve import render_curve
     from diffattr.report.lds import render_lds
-    from diffattr.report.local import is_per_image, render_local, top_players
-    from diffattr.report.method import render_method
-    from diffattr.report.runinfo import render_run
-    from diffattr.report.samples import find_references, render_samples
 
     run_dir = inputs.run_dir
     values = inputs.values

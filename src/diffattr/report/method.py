@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffattr.counterfactual.settings import METHODS
 from diffattr.report.common import esc, fmt, note, seconds, table
 from diffattr.report.inputs import JobCost, ReportInputs
 
 
 def describe(method: str) -> str:
     """The summary of a registered method: the first paragraph of its settings docstring."""
-    from diffattr.counterfactual.settings import METHODS
 
     if method not in METHODS:
         return ""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import DiffattrError
+from diffattr.estimators import CoalitionTable
 from diffattr.store import mask_to_str
 
 #: Player counts above which no smallest number of coalitions is searched for (each try
@@ -36,7 +37,6 @@ def fit_problem(settings, masks: np.ndarray, pair_ids: np.ndarray | None) -> str
     its one-line error, or None when the rows identify the values. Synthetic values stand
     in for the behaviors; bootstrap and standard errors are off (they do not change
     whether the values are identified)."""
-    from diffattr.estimators import CoalitionTable
 
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 2 or masks.shape[0] == 0:

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
+from diffattr.behaviors.local_suite import LocalSuite, build_local_suite, load_reference
+from diffattr.config import RunConfig
+from diffattr.counterfactual.base import build_method
+from diffattr.counterfactual.settings import METHODS
+from diffattr.data import Players, load_dataset
+from diffattr.data.digest import dataset_digest
 from diffattr.errors import DiffattrError
+from diffattr.images import save_grid
 from diffattr.store import JobRecord, str_to_mask
 
 #: ``JobSpec.method`` of the reference jobs: the full model theta* and the null model.
@@ -74,7 +81,6 @@ class Worker:
     """Per-process state of a run: built once, reused by every job of that run."""
 
     def __init__(self, ctx: JobContext) -> None:
-        from diffattr.config import RunConfig
 
         self.ctx = ctx
         self.cfg = RunConfig.from_dict(ctx.config, source="job context")
@@ -95,8 +101,6 @@ class Worker:
             if digest is not None and digest in _RESOLVED:
                 self._dataset = _RESOLVED[digest]
                 return self._dataset
-            from diffattr.data import Players, load_dataset
-            from diffattr.data.digest import dataset_digest
 
             ds = load_dataset(self.cfg.data)
             if digest is not None:
@@ -119,9 +123,6 @@ class Worker:
 
     def method(self, name: str, settings: dict[str, Any]):
         import json
-
-        from diffattr.counterfactual.base import build_method
-        from diffattr.counterfactual.settings import METHODS
 
         key = json.dumps({"name": name, **settings}, sort_keys=True)
         if key not in self._methods:
@@ -170,6 +171,7 @@ class Worker:
     @property
     def suite(self):
         if self._suite is None:
+            # the behaviors' modules (scipy) load only in a process that measures
             from diffattr.behaviors.suite import build_suite
 
             cache = self.ctx.cache_dir or str(Path(self.ctx.work_dir).parent.parent / "cache")
@@ -185,8 +187,6 @@ class Worker:
     def local_suite(self):
         """The run's local behaviors (an empty suite when it measures none)."""
         if self._local is None:
-            from diffattr.behaviors.local_suite import LocalSuite, build_local_suite
-
             if self.ctx.full_samples is None:
                 self._local = LocalSuite([])
             else:
@@ -200,8 +200,6 @@ class Worker:
     def reference(self):
         """The full model's generated images, read once from the run directory."""
         if self._reference is None:
-            from diffattr.behaviors.local_suite import load_reference
-
             self._reference = load_reference(self.ctx.full_samples)
         return self._reference
 
@@ -259,8 +257,6 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
                 images = worker.sample(model, spec.mask)
         rec.t_sample = time.perf_counter() - t
         if ctx.grids_dir:
-            from diffattr.images import save_grid
-
             save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
         t = time.perf_counter()
         with record_function("diffattr.measure"):

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from diffattr.baselines.settings import BaselineSettings
 from diffattr.behaviors.keys import image_key
+from diffattr.behaviors.local_suite import full_reference, save_reference
 from diffattr.behaviors.resolve import local_behavior_keys
 from diffattr.config import RunConfig, fitted_estimators, home, listed_baselines
 from diffattr.counterfactual.base import FullModel, build_method
@@ -62,6 +63,7 @@ from diffattr.runner.plan import (
     check_run_dir,
     resolve,
 )
+from diffattr.runner.profile import profile_job
 from diffattr.runner.stopping import until_stderr
 from diffattr.runner.tables import coalition_table
 from diffattr.runner.values import write_values
@@ -342,7 +344,6 @@ class Run:
         the sampling settings and the data); None when the run measures no local behavior."""
         if not self.local_keys():
             return None
-        from diffattr.behaviors.local_suite import full_reference, save_reference
 
         cfg = self.cfg
         key = job_key(
@@ -491,7 +492,6 @@ class Run:
         """Profile the first of ``specs`` not yet done (the first, if all are) in this
         process, with the torch threads a job of the run's executor gets; writes
         ``profile.json`` / ``profile.txt`` into the run directory (``runner.profile``)."""
-        from diffattr.runner.profile import profile_job
 
         done = self.store.done_keys(s.key for s in specs)
         spec = next((s for s in specs if s.key not in done), specs[0])

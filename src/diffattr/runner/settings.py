@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from diffattr.errors import DiffattrError
 from diffattr.settings import Component, ComponentRegistry
 
 
@@ -61,8 +62,6 @@ class RaySettings(ExecutorSettings):
     def check(self) -> None:
         import importlib.util
 
-        from diffattr.errors import DiffattrError
-
         if importlib.util.find_spec("ray") is None:
             raise DiffattrError("the ray executor needs Ray: pip install 'diffattr[ray]'")
 
@@ -107,8 +106,6 @@ class SlurmSettings(ExecutorSettings):
     def check(self) -> None:
         import importlib.util
         import shutil
-
-        from diffattr.errors import DiffattrError
 
         if importlib.util.find_spec("submitit") is None:
             raise DiffattrError("the slurm executor needs submitit: pip install 'diffattr[slurm]'")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffattr.errors import DiffattrError
+from diffattr.runner.lock import describe, lock_holder
 from diffattr.store import Store
 
 
@@ -46,7 +47,6 @@ def status_counts(run_dir: str | Path) -> dict[str, dict[str, int]]:
 
 
 def run_status(run_dir: str | Path) -> None:
-    from diffattr.runner.lock import describe, lock_holder
 
     counts = status_counts(run_dir)
     out = Console()

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from diffattr.behaviors.keys import split_image_key
 from diffattr.errors import DiffattrError
+from diffattr.estimators import CoalitionTable
 from diffattr.store import JobRecord, str_to_mask
 
 
@@ -34,7 +36,6 @@ def coalition_table(
     held-out test masks (LDS); ``limit`` keeps only the first rows of the sampler's stream
     (compute budgets); ``per_image``: the columns of local behaviors attributed per
     generated image (``Run.per_image_columns``)."""
-    from diffattr.estimators import CoalitionTable
 
     full, null = refs["full"], refs["null"]
     behaviors = sorted(full.behaviors)
@@ -81,7 +82,6 @@ def coalition_table(
 def behavior_value(rec: JobRecord, key: str) -> float:
     """A record's value of a behavior key; ``name[space]#i`` is generated image i of a local
     behavior (``JobRecord.local``)."""
-    from diffattr.behaviors.keys import split_image_key
 
     base, image = split_image_key(key)
     if image is None:

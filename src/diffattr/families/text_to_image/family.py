@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffattr.baselines.target import DiffusionTarget, Trajectory
 from diffattr.diffusion.checkpoint import (
     read_meta,
     read_training_state,
@@ -65,7 +66,9 @@ from diffattr.diffusion.checkpoint import (
     write_training_state,
 )
 from diffattr.errors import DiffattrError
+from diffattr.families import tiny_t2i
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
+from diffattr.families.latent_cache import cached_latents, cached_text_embeddings, decode
 from diffattr.families.settings import TextToImageSettings
 from diffattr.families.text_to_image.lora import LoRAAdapters, read_lora, write_lora
 from diffattr.families.text_to_image.pipeline import (
@@ -76,6 +79,7 @@ from diffattr.families.text_to_image.pipeline import (
     check_base_dir,
     load_base,
 )
+from diffattr.sparsify.lora import accumulate_gradients, plan_pruning
 from diffattr.torchutils import count_parameters
 
 BASE_FILE = "base.json"
@@ -113,7 +117,6 @@ class TextToImageFamily(ModelFamily):
             return self._base
         if self.settings.base != "demo":
             return self.base
-        from diffattr.families import tiny_t2i
 
         if cache_dir is not None:
             import sys
@@ -138,8 +141,6 @@ class TextToImageFamily(ModelFamily):
         """(image channels, downsampling of image to the UNet's lowest resolution), read
         from the configs without loading weights."""
         if self.settings.base == "demo":
-            from diffattr.families import tiny_t2i
-
             vae, unet = tiny_t2i.VAE_CONFIG, tiny_t2i.UNET_CONFIG
         else:
             d = Path(self.settings.base).expanduser()
@@ -195,7 +196,6 @@ class TextToImageFamily(ModelFamily):
 
     def training_set(self, dataset, cache_dir: Path | None = None) -> TrainingSet:
         """Latents and caption embeddings of ``dataset``, from the content-keyed caches."""
-        from diffattr.families.latent_cache import cached_latents, cached_text_embeddings
 
         captions = self.captions(dataset)
         base = self.ensure_base(cache_dir=cache_dir)
@@ -306,7 +306,7 @@ class TextToImageFamily(ModelFamily):
     ) -> torch.Tensor:
         """DDIM latents (N, c, h, w) on the CPU; with ``trajectory`` (a list) the states
         x_t before every step, (steps, N, c, h, w), and the timesteps are appended to it."""
-        from diffattr.diffusion.sample import ddim_run
+        from diffattr.diffusion.sample import ddim_run  # diffusers: only when sampling
 
         cond = self.prompt_embeddings(num_samples, start)
         sched = self.ddim_scheduler(ddim_steps)
@@ -334,7 +334,6 @@ class TextToImageFamily(ModelFamily):
         return run.final
 
     def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        from diffattr.families.latent_cache import decode
 
         base = self.base
         return decode(
@@ -375,7 +374,6 @@ class TextToImageFamily(ModelFamily):
         """The LoRA (only its adapters are differentiated) with the caption embeddings of the
         training images and of the generated ones, the DDIM trajectory of the generated
         latents (recorded with the family's scheduler) and the pixels of both."""
-        from diffattr.baselines.target import DiffusionTarget, Trajectory
 
         rec: list = []
         z = self.generate_latents(
@@ -421,7 +419,6 @@ class TextToImageFamily(ModelFamily):
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Remove whole rank-1 components until ``1 - settings.ratio`` of the LoRA's
         parameters remain, by ``settings.pruner`` importance (``diffattr.sparsify.lora``)."""
-        from diffattr.sparsify.lora import accumulate_gradients, plan_pruning
 
         if getattr(settings, "round_to", None) is not None:
             raise DiffattrError(

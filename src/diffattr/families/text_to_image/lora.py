@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from diffattr.errors import DiffattrError
+from diffattr.sparsify.lora import prune_factors
 from diffattr.torchutils import count_parameters
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -87,7 +88,6 @@ class LoRAAdapters(nn.Module):
 
     def with_components(self, kept: list[torch.Tensor]) -> LoRAAdapters:
         """A copy keeping the components ``kept[j]`` of layer j (in ``layer_names`` order)."""
-        from diffattr.sparsify.lora import prune_factors
 
         A, B = prune_factors(list(self.A), list(self.B), kept)
         ranks = {name: int(a.shape[0]) for name, a in zip(self.layer_names, A)}

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffattr.errors import DiffattrError
+from diffattr.families.latent_cache import encode_text, token_ids
 from diffattr.families.settings import TextToImageSettings
 from diffattr.families.text_to_image.lora import LoRAAdapters, lora_layers
 from diffattr.fileio import file_sha256
@@ -101,8 +102,6 @@ class BasePipeline:
     def embed(self, texts: tuple[str, ...], device) -> torch.Tensor:
         """Text-encoder embeddings (len, L, D) of prompts, float32 on the CPU (memoised)."""
         if texts not in self._embeddings:
-            from diffattr.families.latent_cache import encode_text, token_ids
-
             ids = token_ids(self.tokenizer, list(texts))
             self._embeddings[texts] = encode_text(self.text_encoder, ids, device=device)
         return self._embeddings[texts]

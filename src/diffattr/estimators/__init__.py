@@ -68,8 +68,8 @@ _EXPORTS = {
     "CoalitionTable": "diffattr.estimators.table:CoalitionTable",
     "read_table_csv": "diffattr.estimators.table:read_table_csv",
     "write_table_csv": "diffattr.estimators.table:write_table_csv",
-    "make_estimator": "diffattr.estimators.api:make_estimator",
-    "fit": "diffattr.estimators.api:fit",
+    "make_estimator": "diffattr.estimators.build:make_estimator",
+    "fit": "diffattr.estimators.build:fit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -147,7 +147,7 @@ def read_metadata(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]
 
 def imagefolder_entries(meta: Path, settings: Any) -> tuple[list[Entry], list[str | None] | None]:
     """The images, contributors, labels (and captions) an imagefolder's metadata lists."""
-    from diffattr.data.folder import _check_duplicates, _refuse_nul
+    from diffattr.data.folder import _check_duplicates, _refuse_nul  # torch: loaders only
 
     columns, rows = read_metadata(meta)
     if FILE_NAME not in columns:
@@ -186,7 +186,7 @@ def imagefolder_entries(meta: Path, settings: Any) -> tuple[list[Entry], list[st
 
 def load_imagefolder(settings: Any, split: str = "train") -> ImageDataset:
     """``[data] name = "imagefolder"``: the images a metadata.csv / .jsonl lists."""
-    from diffattr.data.folder import dataset_from_entries
+    from diffattr.data.folder import dataset_from_entries  # torch: loaders only
 
     if split != "train":
         raise DiffattrError("the imagefolder dataset has a single split")
@@ -243,7 +243,7 @@ def from_hf_dataset(
     """
     from dataclasses import replace
 
-    from diffattr.data.folder import EncodedImage, dataset_from_entries
+    from diffattr.data.folder import EncodedImage, dataset_from_entries  # torch: loaders only
 
     datasets = require_datasets()
     settings = replace(Columns() if settings is None else Columns.of(settings), **columns)

@@ -97,7 +97,7 @@ def family_of(model_dir, device: str = "cpu"):
     without ``diffattr.json`` gets the family of its layout (``family_for_dir``)."""
     from pathlib import Path
 
-    from diffattr.diffusion.checkpoint import read_meta
+    from diffattr.diffusion.checkpoint import read_meta  # torch: only when a model dir is read
 
     if not (Path(model_dir) / "diffattr.json").is_file():
         settings = family_for_dir(model_dir)

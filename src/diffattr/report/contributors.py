@@ -206,6 +206,7 @@ def load_thumbnails(data_config: dict | None, names: Iterable[str]) -> Thumbnail
     if not data_config:
         return Thumbnails(note="values.json names no dataset; training images not shown")
     try:
+        # torch loads only when thumbnails of the training images are shown
         from diffattr.data import Players, load_dataset
         from diffattr.data.settings import DATASETS
 

@@ -65,6 +65,7 @@ table.kv td:first-child{color:#555}
 
 def render_page(inputs: ReportInputs) -> str:
     """The whole page of a run's inputs (each section from its own module)."""
+    # scipy loads with these sections, only when a page is rendered
     from diffattr.report.contributors import load_thumbnails, render_contributors, shown_players
     from diffattr.report.lds import render_lds
 

@@ -59,7 +59,7 @@ def full_images(run_dir: Path) -> np.ndarray | None:
 
 def render_local(attributions: list[dict[str, Any]], run_dir: Path, thumbnails: Any = None) -> str:
     """The section of the per-image attributions (empty when there are none)."""
-    from diffattr.report.contributors import strip_png
+    from diffattr.report.contributors import strip_png  # scipy: only with a section to draw
 
     per_image = shown(attributions)
     if not per_image:

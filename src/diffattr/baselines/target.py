@@ -94,6 +94,8 @@ def record_trajectory(
     keep_steps: Sequence[int] | None = None,
     batch_size: int = 500,
     device: str | torch.device = "cpu",
+    scheduler_config: dict | None = None,
+    clip_sample: bool = True,
 ) -> Trajectory:
     """Run deterministic DDIM (eta = 0) exactly as :func:`diffattr.diffusion.sample.generate`
     does (sample ``start + i`` starts from ``initial_noise`` of that index) and keep the
@@ -102,7 +104,9 @@ def record_trajectory(
     ``cond`` (tensor or dict of tensors, first dimension ``num_samples``) is passed to
     ``eps_fn`` per batch; for guidance, put it in ``eps_fn``. The final samples equal
     ``generate(model, num_samples, ddim_steps=..., seed=..., start=...)`` for an
-    unconditional UNet.
+    unconditional UNet. ``scheduler_config``: the family's noise schedule when it is not the
+    pixel default (latent models); ``clip_sample``: whether the final state is clamped to
+    [-1, 1] as pixel samples are (False for latents).
     """
     from diffattr.diffusion.sample import ddim_run  # loads diffusers: only when recording
 
@@ -128,6 +132,7 @@ def record_trajectory(
             start=start,
             cond=cond,
             keep_steps=keep,
+            scheduler_config=scheduler_config,
         )
     finally:
         model.train(was_training)
@@ -135,7 +140,7 @@ def record_trajectory(
         states=run.states,
         timesteps=run.timesteps[run.steps].long().cpu(),
         steps=run.steps,
-        final=run.final.clamp(-1, 1),
+        final=run.final.clamp(-1, 1) if clip_sample else run.final,
         ddim_steps=ddim_steps,
         seed=seed,
         start=start,
@@ -166,6 +171,9 @@ class DiffusionTarget:
         model_digest: a digest of the weights if the caller has one (hashed here if None).
         family: a label of the model family, part of cache keys (with ``eps_fn``'s name).
         device: where gradients are computed.
+        scheduler_config, clip_sample: how the trajectory is recorded when it is not given
+            (``record_trajectory``): the family's DDIM schedule if not the pixel default,
+            and whether final samples are clamped to [-1, 1] (pixels; not latents).
     """
 
     model: torch.nn.Module
@@ -185,6 +193,8 @@ class DiffusionTarget:
     model_digest: str | None = None
     family: str = "unet"
     device: str | torch.device = "cpu"
+    scheduler_config: dict | None = None
+    clip_sample: bool = True
     _digests: dict[str, str] = field(default_factory=dict, repr=False, init=False)
 
     def __post_init__(self) -> None:
@@ -307,6 +317,8 @@ class DiffusionTarget:
             cond=self.cond_gen,
             keep_steps=keep,
             device=self.device,
+            scheduler_config=self.scheduler_config,
+            clip_sample=self.clip_sample,
         )
         _check_ends_at(traj, self.x0_gen)
         return traj

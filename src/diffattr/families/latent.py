@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffattr.baselines.target import DiffusionTarget
 from diffattr.diffusion.checkpoint import (
     META,
     read_meta,
@@ -55,7 +56,6 @@ from diffattr.diffusion.unet import make_scheduler
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
 from diffattr.families.latent_cache import cached_latents, decode
-from diffattr.families.latent_target import LatentTarget
 from diffattr.families.settings import (
     LATENT_ARCHITECTURES,
     LatentSettings,
@@ -334,7 +334,7 @@ class LatentFamily(ModelFamily):
         """Latents as ``x0_*`` (what the UNet was trained on), decoded pixels as
         ``images_*`` (the training images as the model sees them: their decoded latents)."""
         z_gen = self.sample_latents(model, num_samples, seed=seed, ddim_steps=ddim_steps)
-        return LatentTarget(
+        return DiffusionTarget(
             model=model,
             scheduler=self.noise_scheduler(),
             x0_train=data.x0,
@@ -346,6 +346,7 @@ class LatentFamily(ModelFamily):
             family="latent",
             device=self.device,
             scheduler_config=self.settings.schedule_config(),
+            clip_sample=False,  # latents are not clamped (LatentFamily.sample_latents)
         )
 
     # ------------------------------------------------------------------ pruning

@@ -9,6 +9,13 @@ One run directory holds everything, so every model is trained once:
      seeds), and the cost per job (training, and training + sampling + measuring) of each
      method against retraining.
 
+``--methods`` picks the methods of steps 2 and 3 (default sft, ft); with the
+``t2i-captions-quick`` preset (each artist one class, every model prompted with its own
+data's captions) ``surrogate`` is the training-free prompt-level game, judged the same way::
+
+    python benchmarks/t2i.py --out runs/t2i-cap --preset t2i-captions-quick \
+        --methods sft surrogate --estimators shapley-cv datamodel
+
 The paper's ArtBench numbers (miniSD + rank-256 LoRA, 258 artists, 90th-percentile aesthetic
 score): sFT tracks retraining with Pearson 0.68 at 18.6x lower cost; LDS of sFT-Shapley 61.4.
 
@@ -54,6 +61,10 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=1, help="process workers (1: inline)")
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config overrides")
+    ap.add_argument(
+        "--methods", nargs="+", default=["sft", "ft"], help="methods judged (LDS, fidelity)"
+    )
+    ap.add_argument("--estimators", nargs="+", default=["shapley"], help="estimators of the LDS")
     args = ap.parse_args()
     from diffattr.config import parse_assignment
 
@@ -68,8 +79,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     protocol = LDSProtocol((args.alpha,), args.test_subsets, args.seeds)
-    lds = run_lds(args.out, protocol, ["sft"], ["shapley"], progress=False).to_dict()
-    t["lds_sft"] = time.perf_counter() - t0
+    lds = run_lds(
+        args.out, protocol, args.methods, args.estimators, overrides=overrides, progress=False
+    ).to_dict()
+    t["lds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     fidelity, costs = [], {}
@@ -85,7 +98,7 @@ def main() -> None:
             "total_seconds": float(np.mean([r.t_total for r in rec])),
             "prepare_seconds": float(rp.prepare_cost),
         }
-        for name in ("sft", "ft"):
+        for name in args.methods:
             p = run.prepare(name)
             fid, failed = method_fidelity(run, p, targets)
             for f in fid:

@@ -147,7 +147,7 @@ def test_players_the_label_mix_cannot_tell_apart(tmp_path):
         warnings.simplefilter("always")
         make_plan(cfg, tmp_path / "run2")
     msgs = [str(w.message) for w in caught if issubclass(w.category, DiffattrWarning)]
-    assert any("2 of 3 players share their label distribution" in m for m in msgs), msgs
+    assert any("2 of 3 players share their distribution of class labels" in m for m in msgs), msgs
     # the same data under sFT: no complaint (it trains on each coalition)
     sft = cfg.with_overrides(**{"method": {"name": "sft"}})
     with warnings.catch_warnings():

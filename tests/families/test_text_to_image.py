@@ -159,11 +159,15 @@ def test_settings_registry_and_presets():
     assert cfg.family.name == "text-to-image" and cfg.family.lora_alpha() == 16.0
     with pytest.raises(DiffattrError, match="URL"):
         RunConfig.from_dict({"family": {"name": "text-to-image", "base": "https://hub/x"}})
-    for preset in ("t2i-quick", "t2i"):
+    for preset in ("t2i-quick", "t2i", "t2i-captions-quick"):
         c = build_config(preset=preset)
         assert c.family.name == "text-to-image" and c.data.name == "t2i-demo"
         assert c.method.name == "sft" and c.method.ratio == 0.5
         assert c.attribution.subsets >= 2 * (c.data.contributors - 1)
+    c = build_config(preset="t2i-captions-quick")
+    # every artist draws a class of their own, so the captions tell them apart
+    assert c.family.conditions == "captions" and c.data.caption == "class"
+    assert len(c.data.classes) == c.data.contributors
 
 
 def test_training_set_caches_latents_and_caption_embeddings(setup, monkeypatch):
@@ -462,3 +466,111 @@ def test_demo_base_is_a_cached_stable_diffusion_pipeline(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(first, safety_checker=None)
     img = pipe("a photo of a sneaker", num_inference_steps=2, output_type="np").images
     assert img.shape == (1, 16, 16, 1)
+
+
+# --------------------------------------------------------------- prompted with captions
+
+
+def captions_run(base, csv, out, **family_kw):
+    from diffattr.runner.run import Run
+
+    cfg = RunConfig.from_dict(
+        {
+            "data": {"name": "folder", "path": str(csv)},
+            "family": {"name": "text-to-image", "base": str(base), "rank": 4, **family_kw},
+            "train": {"steps": 6, "batch_size": 8, "lr": 5e-3, "checkpoint_every": 6},
+            "sample": {"num_samples": 12, "ddim_steps": 3, "batch_size": 12},
+            "method": {"name": "surrogate"},
+            "attribution": {"subsets": 6, "estimators": ["shapley"]},
+        }
+    )
+    return Run(cfg, out, progress=False)
+
+
+def test_caption_prompts_follow_each_coalitions_captions(setup):
+    """One rule for every method: sample i takes the caption at its fixed quantile of the
+    coalition's caption frequencies; the empty coalition takes the empty prompt."""
+    base, csv, root = setup
+    fam = family(base, generate_with="captions")
+    ds = load_folder(csv)  # ann, dee: cat; bob: dog; cy: bird (4 images each)
+    assert fam.condition_keys(ds) == ds.captions
+    assert family(base).condition_keys(ds) is None  # fixed prompts: no conditions
+    data = fam.training_set(ds, root / "cache")
+    full = fam.generation_conditions(data, None, 40, seed=0)
+    counts = [full.count(f"a photo of a {w}") for w in ("cat", "dog", "bird")]
+    assert sum(counts) == 40 and np.abs(np.array(counts) - [20, 10, 10]).max() <= 1, counts
+    bob = np.arange(4, 8)
+    assert set(fam.generation_conditions(data, bob, 40, seed=0)) == {"a photo of a dog"}
+    assert fam.generation_conditions(data, np.array([], dtype=int), 5, seed=0) == [""] * 5
+    tail = fam.generation_conditions(data, None, 10, seed=0, start=30)
+    assert tail == full[30:]  # per-sample quantiles, whatever the batch
+    # common random numbers: a sample keeps its caption when its coalition still has it
+    bob_cy = fam.generation_conditions(data, np.arange(4, 12), 40, seed=0)
+    for f, s in zip(full, bob_cy):
+        assert f == s or f == "a photo of a cat"
+    model = random_b(fam.init_model(data, 0))
+    x = fam.sample(model, 4, seed=1, ddim_steps=3, conditions=full[:4])
+    emb = fam.prompt_embeddings(4, prompts=full[:4])
+    assert x.shape == (4, 1, 8, 8) and emb.shape == (4, 8, 16)
+    with pytest.raises(DiffattrError, match="one prompt per sample"):
+        fam.sample(model, 5, seed=1, ddim_steps=3, conditions=full[:4])
+    with pytest.raises(DiffattrError, match="prompts: a list of strings"):
+        fam.sample(model, 4, seed=1, ddim_steps=3, conditions=torch.zeros(4))
+    with pytest.raises(Exception, match="leave prompts unset"):
+        TextToImageSettings(base=str(base), generate_with="captions", prompts=["a photo"])
+
+
+def test_surrogate_on_captions_reproduces_the_full_model_and_one_artists_captions(
+    setup, tmp_path, monkeypatch
+):
+    from diffattr.runner.job import record_for, worker_for
+
+    base, _, _ = setup
+    csv = write_csv(tmp_path, who=("ann", "bob", "cy"), per=7)  # cat, dog, bird
+    with captions_run(base, csv, tmp_path / "run", generate_with="captions") as run:
+        p = run.prepare()
+        worker = worker_for(p.ctx)
+        full = worker.family.load(p.full_dir).model
+        spec = run.reference_specs(p)["method"]
+        assert spec.method == "surrogate" and spec.mask == "111"
+        rec = record_for(spec)
+        model = worker.model_for(spec, rec)
+        assert rec.extra["training_free"] is True
+        torch.testing.assert_close(worker.sample(model, "111"), worker.sample(full, "111"))
+        seen = {}
+        real = worker.family.sample
+
+        def spy(model, num_samples, **kw):
+            seen["prompts"] = kw["conditions"]
+            return real(model, num_samples, **kw)
+
+        monkeypatch.setattr(worker.family, "sample", spy)
+        spec = run.spec(p, "010", p.method, 0, "fit")
+        one = worker.sample(worker.model_for(spec, record_for(spec)), spec.mask)
+        assert set(seen["prompts"]) == {"a photo of a dog"}
+        worker.sample(full, "111")
+        assert set(seen["prompts"]) == {f"a photo of a {w}" for w in ("cat", "dog", "bird")}
+        assert not torch.allclose(one, worker.sample(full, "111"))
+
+
+def test_surrogate_refuses_fixed_prompts_and_one_shared_caption(setup, tmp_path):
+    from diffattr.runner.plan import make_plan
+
+    base, _, _ = setup
+    csv = write_csv(tmp_path, who=("ann", "bob", "cy"), per=7)
+    with pytest.raises(DiffattrError, match="generate_with = 'captions'") as e:
+        captions_run(base, csv, tmp_path / "fixed")
+    assert "\n" not in str(e.value) and not (tmp_path / "fixed").exists()
+    same = write_csv(tmp_path / "same", who=("ann", "bob", "cy"), per=7)
+    lines = same.read_text().splitlines()
+    same.write_text(
+        "\n".join([lines[0]] + [ln.rsplit(",", 1)[0] + ",a photo of a cat" for ln in lines[1:]])
+        + "\n"
+    )
+    with captions_run(base, same, tmp_path / "same-run", generate_with="captions") as run:
+        with pytest.raises(DiffattrError, match="cannot tell the players apart") as e:
+            make_plan(run.cfg, tmp_path / "same-run")
+        assert "\n" not in str(e.value) and "captions" in str(e.value)
+        with pytest.raises(DiffattrError, match="cannot tell the players apart"):
+            run.prepare()
+    assert not (tmp_path / "same-run" / "full").exists()

@@ -1,28 +1,27 @@
 """Players and conditions: can a game played through each coalition's conditions (the
-``surrogate`` method's label mix) tell the players apart? Light (numpy only), so the
-method's settings can check players before any model is loaded."""
+``surrogate`` method's mix of labels or captions) tell the players apart? Light (reads the
+data's conditions through ``ModelFamily.condition_keys``, encodes nothing), so the method's
+settings can check players before any model is loaded."""
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
 
-import numpy as np
-
 from diffattr.errors import DiffattrError, DiffattrWarning
 
 
 def check_players(family, dataset, players) -> None:
-    """Refuse (one line) players the label mixture cannot tell apart: when every player's
-    data have the same label distribution, every non-empty coalition generates the same
-    labels and the game is constant. Warn when only some players share one."""
-    cond = family.training_set(dataset).cond
-    if cond is None:
+    """Refuse (one line) players the condition mixture cannot tell apart: when every
+    player's data have the same distribution of conditions (labels, captions), every
+    non-empty coalition generates alike and the game is constant. Warn when only some
+    players share one."""
+    keys = family.condition_keys(dataset)
+    if keys is None:
         raise DiffattrError(
             f"method 'surrogate' needs per-image conditions, but the {family.name} family "
             "gives none"
         )
-    keys = _row_keys(cond)
     dists = []
     for members in players.members:
         counts = Counter(keys[i] for i in members)
@@ -31,8 +30,8 @@ def check_players(family, dataset, players) -> None:
     groups: dict[frozenset, list[str]] = {}
     for name, d in zip(players.names, dists):
         groups.setdefault(d, []).append(name)
+    what = family.settings.conditions or "conditions"
     if len(groups) == 1 and len(players) > 1:
-        what = family.settings.conditions or "conditions"
         raise DiffattrError(
             f"method 'surrogate' cannot tell the players apart: every player's data have the "
             f"same {what} in the same proportions, so every coalition generates alike; use a "
@@ -43,16 +42,9 @@ def check_players(family, dataset, players) -> None:
         n = sum(len(g) for g in shared)
         example = ", ".join(shared[0][:2])
         warnings.warn(
-            f"method 'surrogate' sees only each coalition's label mix: {n} of {len(players)} "
-            f"players share their label distribution with another (e.g. {example}), and it "
-            "credits them by their labels alone",
+            f"method 'surrogate' sees only each coalition's mix of {what}: {n} of "
+            f"{len(players)} players share their distribution of {what} with another (e.g. "
+            f"{example}), and it credits them by their {what} alone",
             DiffattrWarning,
             stacklevel=2,
         )
-
-
-def _row_keys(cond) -> list:
-    arr = np.asarray(cond.detach().cpu().numpy() if hasattr(cond, "detach") else cond)
-    if arr.ndim == 1:
-        return arr.tolist()
-    return [row.tobytes() for row in arr.reshape(len(arr), -1)]

@@ -168,25 +168,34 @@ class SurrogateSettings(MethodSettings):
     """``surrogate``: training-free; the full conditional model sampled with the conditions
     of S's data (the conditional proxy game of SurrogateSHAP, Lu et al. 2026).
 
-    v(S) = F(samples of theta* whose labels are drawn in proportion to S's label
-    frequencies), by the one sampling rule every method shares
+    v(S) = F(samples of theta* whose labels -- or, for ``text-to-image`` with
+    ``generate_with = "captions"``, prompts -- are drawn in proportion to their frequencies
+    in S's data), by the one sampling rule every method shares
     (``diffattr.diffusion.sample.draw_labels``); with all players it is theta*'s own
     samples. Its cost is inference only. It needs a family whose samples are conditioned
-    on the data (``conditional``), and players that differ in their labels.
+    on the data (``conditional``; ``text-to-image`` prompted with captions), and players
+    that differ in their labels or captions.
     """
 
     name: Literal["surrogate"] = "surrogate"
     implementation: ClassVar[str] = "diffattr.counterfactual.surrogate:Surrogate"
 
     def family_problem(self, family: Any) -> str | None:
-        if getattr(family, "conditions", None) is None:
+        if getattr(family, "conditions", None) is not None:
+            return None
+        if "generate_with" in type(family).model_fields:
             return (
-                f"method 'surrogate' samples the full model with the conditions of each "
-                f"coalition's data, but the {family.name!r} family generates without "
-                "conditions, so its players map onto none; use [family] name = "
-                "'conditional' or a method that trains (sft)"
+                f"method 'surrogate' samples the full model with the captions of each "
+                f"coalition's data, but this {family.name!r} run prompts every model with the "
+                "same fixed prompts; set [family] generate_with = 'captions' or use a method "
+                "that trains (sft)"
             )
-        return None
+        return (
+            f"method 'surrogate' samples the full model with the conditions of each "
+            f"coalition's data, but the {family.name!r} family generates without "
+            "conditions, so its players map onto none; use [family] name = "
+            "'conditional' or a method that trains (sft)"
+        )
 
     def check_players(self, family: Any, dataset: Any, players: Any) -> None:
 

@@ -1,13 +1,15 @@
 """``surrogate``: the training-free counterfactual of SurrogateSHAP (Lu, Gadgil, Lin, Kim &
 Lee 2026, "the conditional proxy game").
 
-When contributors map onto *conditions* (here class labels), the model retrained on the data
-of S is approximated by the full model theta* generating with conditions drawn from S's data
-only: v(S) = F(samples of theta* with labels in proportion to S's label frequencies). The
-job's model is theta* itself; the worker samples it with the labels of S by the rule every
-method shares (``ModelFamily.generation_conditions``; ``diffattr.diffusion.sample.draw_labels``),
-so with all players the samples are theta*'s own for the same seeds, and one player's
-coalition generates only that player's labels. A job costs sampling and measuring only.
+When contributors map onto *conditions* (class labels; the captions of a text-to-image run
+with ``generate_with = "captions"``), the model retrained on the data of S is approximated
+by the full model theta* generating with conditions drawn from S's data only:
+v(S) = F(samples of theta* with labels or prompts in proportion to their frequencies in
+S's data). The job's model is theta* itself; the worker samples it with the conditions of
+S by the rule every method shares (``ModelFamily.generation_conditions``;
+``diffattr.diffusion.sample.draw_labels``), so with all players the samples are theta*'s
+own for the same seeds, and one player's coalition generates only that player's labels
+(captions). A job costs sampling and measuring only.
 
 What a class-mixture sampler cannot know: how training on fewer classes changes each class
 (capacity, quality, shared features), and anything about players beyond their labels --

@@ -204,6 +204,13 @@ class ModelFamily(ABC):
         default) for families whose samples take no condition from the data."""
         return None
 
+    def condition_keys(self, dataset) -> list | None:
+        """What each image of ``dataset`` conditions generation on, one hashable key per
+        image (a class label, a caption), read from the data without encoding anything;
+        None for a family whose samples take no condition from the data. Used to check,
+        before any work, that a game played through conditions can tell players apart."""
+        return None
+
     def no_conditions(self, conditions: Any) -> None:
         """A one-line error if a family that takes no conditions is given some."""
         if conditions is not None:

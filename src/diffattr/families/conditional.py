@@ -86,6 +86,9 @@ class ConditionalFamily(ModelFamily):
         check_image_size(self.settings.architecture, dataset.image_size)
         class_labels(dataset)
 
+    def condition_keys(self, dataset) -> list[int]:
+        return class_labels(dataset)[0].tolist()
+
     # ------------------------------------------------------------------ models
 
     def init_model(self, data: TrainingSet, seed: int) -> nn.Module:

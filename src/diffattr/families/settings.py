@@ -409,6 +409,13 @@ class TextToImageSettings(FamilySettings):
         description="generation prompts, sample i gets prompts[i % len]; default: [prompt], "
         "else the distinct training captions",
     )
+    generate_with: Literal["prompts", "captions"] = Field(
+        "prompts",
+        description="what each generated sample is prompted with: 'prompts' (the fixed "
+        "generation prompts, the same for every model) or 'captions' (the captions of the "
+        "model's own training data, drawn in proportion to their frequencies: the "
+        "prompt-level game of method 'surrogate')",
+    )
     guidance_scale: float = Field(
         1.0,
         ge=0.0,
@@ -450,6 +457,20 @@ class TextToImageSettings(FamilySettings):
         if v is not None and not v.strip():
             raise ValueError("an empty prompt; leave it out or give text")
         return v
+
+    @model_validator(mode="after")
+    def _one_prompt_rule(self) -> TextToImageSettings:
+        if self.generate_with == "captions" and self.prompts:
+            raise ValueError(
+                "generate_with = 'captions' prompts each model with its own data's captions; "
+                "leave prompts unset (or set generate_with = 'prompts')"
+            )
+        return self
+
+    @property
+    def conditions(self) -> str | None:  # type: ignore[override]
+        """Captions when each model is prompted with its own data's captions."""
+        return "captions" if self.generate_with == "captions" else None
 
     def lora_alpha(self) -> float:
         return float(self.alpha if self.alpha is not None else self.rank)

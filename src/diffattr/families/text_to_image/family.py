@@ -26,6 +26,11 @@ Sampling
     noise of (seed, i) (``diffusion.sample.initial_noise``) and is prompted with
     ``prompts[i % len(prompts)]``; classifier-free guidance with the empty prompt when
     ``guidance_scale > 1``; latents decoded by the base's autoencoder to [-1, 1].
+    With ``generate_with = "captions"`` the model of a coalition is prompted with its own
+    data's captions instead (``generation_conditions``: sample i takes the caption at the
+    fixed quantile u_i of the coalition's caption frequencies, the rule of
+    ``diffusion.sample.draw_labels``; the empty coalition takes the empty prompt), the same
+    for every method -- the prompt-level game of method ``surrogate``.
 
 Pruning (sFT)
     Whole rank-1 components of the LoRA (``diffattr.sparsify.lora``): ``[method] ratio`` is
@@ -55,6 +60,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -180,6 +186,10 @@ class TextToImageFamily(ModelFamily):
             "no generation prompts: set [family] prompts or prompt, or encode the data first"
         )
 
+    def condition_keys(self, dataset) -> list[str] | None:
+        """The caption of each image when models are prompted with their data's captions."""
+        return self.captions(dataset) if self.settings.generate_with == "captions" else None
+
     def check_data(self, dataset) -> None:
         self.captions(dataset)
         channels, factor = self.base_channels()
@@ -221,6 +231,7 @@ class TextToImageFamily(ModelFamily):
             "latents": z_rec,
             "captions": e_rec,
             "prompts": list(self._prompts),
+            "caption_texts": captions,  # what each image says (generation_conditions)
             "images": dataset.images,  # the full dataset's pixels (for the baselines)
         }
         return TrainingSet(z, emb, info)
@@ -284,12 +295,54 @@ class TextToImageFamily(ModelFamily):
         side = size // base.vae_factor
         return (int(base.unet.config.in_channels), side, side)
 
-    def prompt_embeddings(self, num_samples: int, start: int = 0) -> torch.Tensor:
-        """Embeddings of the prompts of samples start .. start + n - 1 (prompt i % P)."""
-        prompts = tuple(self.generation_prompts())
-        table = self.base.embed(prompts, self.device)
-        idx = torch.arange(start, start + num_samples) % len(prompts)
+    def prompt_embeddings(
+        self, num_samples: int, start: int = 0, prompts: list[str] | None = None
+    ) -> torch.Tensor:
+        """Embeddings of the prompts of samples start .. start + n - 1: ``prompts`` (one per
+        sample) when given, else the generation prompts (prompt i % P)."""
+        if prompts is not None:
+            if len(prompts) != num_samples:
+                raise DiffattrError(
+                    f"expected one prompt per sample ({num_samples}), got {len(prompts)}"
+                )
+            distinct = tuple(sorted(set(prompts)))
+            table = self.base.embed(distinct, self.device)
+            where = {p: i for i, p in enumerate(distinct)}
+            return table[torch.as_tensor([where[p] for p in prompts], dtype=torch.long)]
+        fixed = tuple(self.generation_prompts())
+        table = self.base.embed(fixed, self.device)
+        idx = torch.arange(start, start + num_samples) % len(fixed)
         return table[idx]
+
+    def generation_conditions(
+        self,
+        data: TrainingSet,
+        kept: np.ndarray | None,
+        num_samples: int,
+        *,
+        seed: int,
+        start: int = 0,
+    ) -> list[str] | None:
+        """The prompt of each sample of the model of the coalition whose data are the rows
+        ``kept`` (None: all): with ``generate_with = "captions"`` the caption at the fixed
+        quantile of sample i in the coalition's caption frequencies (``draw_labels`` over
+        the data's distinct captions, sorted), the empty prompt for the empty coalition;
+        None (the fixed generation prompts) otherwise."""
+        if self.settings.generate_with != "captions":
+            return None
+        from diffattr.diffusion.sample import draw_labels  # diffusers: only when sampling
+
+        texts = data.info.get("caption_texts")
+        if texts is None or len(texts) != len(data):
+            raise DiffattrError(
+                "the training set carries no captions (encode it with training_set first)"
+            )
+        distinct = sorted(set(texts))
+        where = {c: i for i, c in enumerate(distinct)}
+        rows = range(len(texts)) if kept is None else np.asarray(kept, dtype=np.int64).tolist()
+        counts = np.bincount([where[texts[i]] for i in rows], minlength=len(distinct))
+        idx = draw_labels(counts, num_samples, seed=seed, start=start, null_label=-1)
+        return ["" if i < 0 else distinct[i] for i in idx.tolist()]
 
     @torch.no_grad()
     def generate_latents(
@@ -303,12 +356,14 @@ class TextToImageFamily(ModelFamily):
         start: int = 0,
         progress: bool = False,
         trajectory: list | None = None,
+        prompts: list[str] | None = None,
     ) -> torch.Tensor:
-        """DDIM latents (N, c, h, w) on the CPU; with ``trajectory`` (a list) the states
-        x_t before every step, (steps, N, c, h, w), and the timesteps are appended to it."""
+        """DDIM latents (N, c, h, w) on the CPU, prompted with ``prompts`` (one per sample;
+        None: the generation prompts); with ``trajectory`` (a list) the states x_t before
+        every step, (steps, N, c, h, w), and the timesteps are appended to it."""
         from diffattr.diffusion.sample import ddim_run  # diffusers: only when sampling
 
-        cond = self.prompt_embeddings(num_samples, start)
+        cond = self.prompt_embeddings(num_samples, start, prompts)
         sched = self.ddim_scheduler(ddim_steps)
         was_training = model.training
         model.eval()
@@ -356,7 +411,12 @@ class TextToImageFamily(ModelFamily):
         progress: bool = False,
         conditions: Any = None,
     ) -> torch.Tensor:
-        self.no_conditions(conditions)
+        """Images of ``model``; ``conditions``: one prompt per sample
+        (``generation_conditions``), None for the generation prompts."""
+        if conditions is not None and (
+            isinstance(conditions, str) or not all(isinstance(c, str) for c in conditions)
+        ):
+            raise DiffattrError("text-to-image conditions are prompts: a list of strings")
         z = self.generate_latents(
             model,
             num_samples,
@@ -365,6 +425,7 @@ class TextToImageFamily(ModelFamily):
             batch_size=batch_size,
             start=start,
             progress=progress,
+            prompts=None if conditions is None else list(conditions),
         )
         return self.decode(z, batch_size=min(batch_size, 64))
 
@@ -376,8 +437,10 @@ class TextToImageFamily(ModelFamily):
         latents (recorded with the family's scheduler) and the pixels of both."""
 
         rec: list = []
+        # the full model's job's prompts (the fixed prompts, or all data's caption mix)
+        prompts = self.generation_conditions(data, None, num_samples, seed=seed)
         z = self.generate_latents(
-            model, num_samples, seed=seed, ddim_steps=ddim_steps, trajectory=rec
+            model, num_samples, seed=seed, ddim_steps=ddim_steps, trajectory=rec, prompts=prompts
         )
         states, timesteps = rec[0]
         traj = Trajectory(
@@ -400,7 +463,7 @@ class TextToImageFamily(ModelFamily):
             x0_train=data.x0,
             x0_gen=z,
             cond_train=data.cond.float(),
-            cond_gen=self.prompt_embeddings(num_samples),
+            cond_gen=self.prompt_embeddings(num_samples, 0, prompts),
             eps_fn=self.guided_noise,
             trajectory=traj,
             ddim_steps=ddim_steps,

@@ -20,6 +20,11 @@ M (the method's one-time preparation plus the measured jobs of the first M rows)
 alpha = 0.5 subsets, and on ``--fidelity-subsets`` small (alpha = 0.2) and large
 (alpha = 0.8) coalitions retrained with ``--fidelity-seeds`` seeds.
 
+At equal wall time (``equal_time``): each sFT pipeline at each M against the surrogate
+pipeline of the same estimator at the largest M whose total seconds do not exceed it, with
+the paired LDS difference. ``--last-only shapley-cv`` runs the largest M of the grid for
+the named estimators only (the others are reported up to the M before it).
+
 Stages, so that a long run accrues results in the order they are most useful: the
 counterfactual jobs of the smallest M of the grid; the ground truth, one retraining seed at
 a time; the small and large coalitions; then the jobs of each larger M. ``jobs.csv`` and
@@ -140,6 +145,8 @@ def pipeline_rows(run, plans, ests, targets, test_set, prepare, args, values) ->
         specs = plan.fit[name]
         recs = {r.key: r for r in run.store.records([s.key for s in specs])}
         for m in args.grid:
+            if not fitted_at(args, name, m):
+                continue
             keys = {s.key for s in specs[:m] if "1" in s.mask} - {plan.references["method"].key}
             done = [recs[k] for k in keys if k in recs and recs[k].status == "done"]
             row = {
@@ -181,6 +188,43 @@ def paired_rows(values: dict, targets) -> list[dict]:
     return out
 
 
+def equal_time_rows(rows: list[dict], values: dict, targets) -> list[dict]:
+    """At equal wall time: for each estimator and each M of its sFT pipeline, the surrogate
+    pipeline of the same estimator at the largest M whose total seconds (preparation + jobs)
+    do not exceed sFT's, with the paired LDS difference (surrogate - sFT). Seconds are the
+    jobs' own clocks, so they compare only within one run of this script."""
+    total = {(r["pipeline"], r["M"]): r["total_seconds"] for r in rows if "behavior" in r}
+    label = {v: k for k, v in PIPELINES.items()}
+    out = []
+    for (p_sft, m_sft), t_sft in sorted(total.items()):
+        method, name = PIPELINES[p_sft]
+        p_sur = label.get(("surrogate", name))
+        if method != "sft" or p_sur is None:
+            continue
+        within = [m for (p, m), t in total.items() if p == p_sur and t <= t_sft]
+        if not within:
+            continue
+        m_sur = max(within)
+        for (lab, m, behavior), va in sorted(values.items()):
+            vb = values.get((p_sur, m_sur, behavior))
+            if lab != p_sft or m != m_sft or vb is None:
+                continue
+            d = lds_difference(va, vb, targets.masks, targets.values(behavior), n_bootstrap=1000)
+            out.append(
+                {
+                    "sft": p_sft,
+                    "sft_M": m_sft,
+                    "sft_seconds": t_sft,
+                    "surrogate": p_sur,
+                    "surrogate_M": m_sur,
+                    "surrogate_seconds": total[(p_sur, m_sur)],
+                    "behavior": behavior,
+                    **d.to_dict(),
+                }
+            )
+    return out
+
+
 def fidelity_rows(run, targets_by_size: dict) -> list[dict]:
     """Fidelity of sFT and the surrogate to retraining, per coalition size."""
     out = []
@@ -203,14 +247,23 @@ def fidelity_rows(run, targets_by_size: dict) -> list[dict]:
     return out
 
 
-def specs_upto(plan, m: int) -> list:
-    """The plan's jobs needed for the first ``m`` rows of every estimator's stream (the
-    reference jobs included), de-duplicated in order."""
+def specs_upto(plan, m: int, names: set[str] | None = None) -> list:
+    """The plan's jobs needed for the first ``m`` rows of every estimator's stream (of the
+    estimators ``names`` only, when given; the reference jobs included), de-duplicated in
+    order."""
     out = {s.key: s for s in plan.references.values()}
-    for specs in plan.fit.values():
+    for name, specs in plan.fit.items():
+        if names is not None and name not in names:
+            continue
         for s in specs[:m]:
             out.setdefault(s.key, s)
     return list(out.values())
+
+
+def fitted_at(args, name: str, m: int) -> bool:
+    """Whether estimator ``name``'s pipelines run to ``m`` (``--last-only``: the largest M
+    of the grid only for the estimators named)."""
+    return m != max(args.grid) or not args.last_only or name in args.last_only
 
 
 def write_jobs(path: Path, run, plans, behaviors: list[str]) -> None:
@@ -266,6 +319,14 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--last-only",
+        nargs="+",
+        default=None,
+        metavar="ESTIMATOR",
+        help="run the largest M of the grid only for these estimators (the others' "
+        "pipelines are reported up to the M before it)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -279,8 +340,10 @@ def main() -> None:
         grid = sorted(args.grid)
 
         def jobs_upto(m: int) -> list[str]:
+            names = {e for e in ests if fitted_at(args, e, m)}
             for method in ("surrogate", "sft"):  # the surrogate first (inference only)
-                ex = run.execute(specs_upto(plans[method], m), f"{method} jobs, M <= {m}")
+                specs = specs_upto(plans[method], m, names)
+                ex = run.execute(specs, f"{method} jobs, M <= {m}")
                 failed = result.setdefault("failed_jobs", {})
                 failed[method] = failed.get(method, 0) + ex.failed
                 full = run.reference_records(plans[method])["full"]
@@ -318,6 +381,7 @@ def main() -> None:
             run, plans, ests, targets, test_set, prepare, args, values
         )
         result["paired"] = paired_rows(values, targets)
+        result["equal_time"] = equal_time_rows(result["results"], values, targets)
         result["fidelity"] = fidelity_rows(run, by_size)
         refs = {m: run.reference_records(plans[m]) for m in METHODS}
         result["v1"] = refs["sft"]["full"].behaviors

@@ -68,6 +68,22 @@ def paired_lines(res: dict) -> list[str]:
     return out
 
 
+def equal_time_lines(res: dict) -> list[str]:
+    out = [
+        "| sFT pipeline, M (s) | surrogate pipeline, M (s) | behavior | LDS surrogate − sFT | "
+        "paired bootstrap 95 % | resolved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res.get("equal_time", []):
+        lo, hi = r["bootstrap_95_over_test_subsets"]
+        out.append(
+            f"| ({r['sft']}) {r['sft_M']} ({_f(r['sft_seconds'], 0)}) | ({r['surrogate']}) "
+            f"{r['surrogate_M']} ({_f(r['surrogate_seconds'], 0)}) | {r['behavior']} | "
+            f"{r['difference']:+.1f} | [{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
+        )
+    return out
+
+
 def fidelity_lines(res: dict) -> list[str]:
     out = [
         "| coalitions | method | behavior | Pearson | Spearman | MAE | n |",
@@ -104,6 +120,7 @@ def main() -> None:
     for title, lines in (
         ("LDS and cost of every pipeline", pipeline_lines(res)),
         ("Paired LDS differences", paired_lines(res)),
+        ("At equal wall time", equal_time_lines(res)),
         ("Fidelity to retraining", fidelity_lines(res)),
         ("Cost", cost_lines(res)),
     ):

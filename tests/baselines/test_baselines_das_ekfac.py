@@ -182,6 +182,18 @@ def test_ekfac_factors_are_fitted_once_and_reused(target, tmp_path, monkeypatch)
     assert again.settings["seconds"]["featurize"] == first.settings["seconds"]["featurize"] > 0
 
 
+def test_ekfac_query_batches_held_at_once_leave_the_scores_unchanged(target):
+    """One pass over the training probes per query batch (kronfluence's default) or one
+    pass for all of them: the same scores."""
+    pytest.importorskip("kronfluence")
+    small = {**EKFAC, "batch_size": 2}
+    one = local_scores({**small, "query_gb": 1e-9}, target)  # one batch per pass
+    all_ = local_scores(small, target)  # every batch in one pass
+    assert one.details["passes_over_training_probes"] == -(-G * 3 // 2)  # ceil(9 / 2)
+    assert all_.details["passes_over_training_probes"] == 1
+    np.testing.assert_allclose(one.scores, all_.scores, rtol=1e-5, atol=1e-9)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

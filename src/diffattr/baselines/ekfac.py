@@ -28,6 +28,13 @@ the CUDA wheels (torchvision 0.29.1 pins that torch); kronfluence itself never i
 torchvision, so on a CPU build install it with ``--no-deps`` beside einops, einconv and
 opt-einsum (the extra's error says so).
 
+kronfluence's pairwise scores recompute every training probe's gradient once per batch of
+generated probes it holds; with its default (one batch) the training gradients were the
+cost, growing with the number of generated probes (256 generated images x 10 timesteps on
+the digits game did not finish in half an hour). ``query_gb`` sets how many batches'
+preconditioned gradients are held at once (``query_batches_at_once``), so a pass over the
+training probes serves all of them; the scores are unchanged.
+
 kronfluence tracks ``nn.Linear`` and ``nn.Conv2d`` modules: the pixel, class-conditional and
 latent UNets. The text-to-image family applies its LoRA as plain matrices, so the run's
 config refuses ``ekfac-influence`` there in one line (``EKFACSettings.family_problem``).
@@ -118,6 +125,18 @@ def _task(eps_fn, modules: list[str]):
             return modules
 
     return DiffusionLossTask()
+
+
+def query_batches_at_once(model: nn.Module, modules: list[str], s: EKFACSettings) -> int:
+    """How many query batches kronfluence accumulates before each pass over the training
+    probes: as many as ``s.query_gb`` holds of their preconditioned gradients (float32, one
+    per tracked parameter and probe). Each pass recomputes every training probe's gradient,
+    so with one batch per pass (kronfluence's default) the cost of the training gradients
+    grows with the number of generated probes; the scores are the same either way."""
+    found = dict(model.named_modules())
+    params = sum(p.numel() for name in modules for p in found[name].parameters(recurse=False))
+    per_batch = 4 * max(params, 1) * s.batch_size
+    return max(1, int(s.query_gb * 2**30 // per_batch))
 
 
 def _require_kronfluence() -> None:
@@ -222,6 +241,8 @@ def ekfac_local(
             else:
                 cache_state["factors"] = "hit"
             t1 = time.perf_counter()
+            steps = query_batches_at_once(target.model, modules, s)
+            passes = math.ceil(math.ceil(gen_src.n * k / s.batch_size) / steps)
             raw = analyzer.compute_pairwise_scores(
                 f"scores-{skey}",
                 "factors",
@@ -229,7 +250,9 @@ def ekfac_local(
                 train_dataset=ProbeRows(train_src),
                 per_device_query_batch_size=s.batch_size,
                 per_device_train_batch_size=s.batch_size,
-                score_args=ScoreArguments(damping_factor=s.damping),
+                score_args=ScoreArguments(
+                    damping_factor=s.damping, query_gradient_accumulation_steps=steps
+                ),
                 overwrite_output_dir=True,
             )
         if raw is None:
@@ -243,12 +266,14 @@ def ekfac_local(
         score_cache.save(skey, scores.float(), {"fields": score_fields, "seconds": 0.0})
         cache_state["scores"] = "miss" if score_cache.enabled else "off"
         shutil.rmtree(root / fkey / f"scores_scores-{skey}", ignore_errors=True)
+        details = _details(s, modules, factors, score_fields)
+        details["passes_over_training_probes"] = passes
         return LocalScores(
             scores.numpy(),
             float(factors["seconds"]),
             time.perf_counter() - t1,
             cache_state,
-            _details(s, modules, factors, score_fields),
+            details,
         )
     finally:
         if frozen:

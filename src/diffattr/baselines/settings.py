@@ -288,6 +288,13 @@ class EKFACSettings(BaselineSettings):
     damping: float | None = Field(default=None, gt=0.0)
     layers: list[str] | None = None
     batch_size: int = Field(default=32, gt=0)
+    query_gb: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="memory (GiB) for the preconditioned gradients of generated probes held "
+        "at once: kronfluence passes over all training probes once per that many (more: "
+        "fewer passes; the scores do not change)",
+    )
 
     @field_validator("layers")
     @classmethod

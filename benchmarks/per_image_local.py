@@ -24,6 +24,15 @@ protocol of issue 28 (64 test subsets x 3 seeds)::
         --samples 64 --local-images 32 --sft-subsets 512 --test-subsets 64 --seeds 3 \\
         --train-steps 1000 --k 100 --workers 2
 
+The pilot that picks the behavior first (issue 28: seed-to-seed agreement >= 0.8), on a
+prefix of the same test subsets and seeds, so the protocol reuses its retrained models (the
+same ``--also-measure`` list in both calls: the job keys depend on the behaviors)::
+
+    OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local \
+        --data-out benchmarks/data/per_image_local --behavior ssim --also-measure nrmse mse \
+        --per-class 20 --samples 64 --local-images 32 --test-subsets 16 --seeds 2 \
+        --agreement-only --workers 2
+
 A tiny check of the script (minutes): ``--per-class 2 --samples 8 --local-images 4
 --sft-subsets 16 --test-subsets 4 --seeds 2 --train-steps 40 --k 5 --finetune-steps 10
 --baselines pixel-similarity das``.
@@ -62,8 +71,12 @@ BASELINES = {
 }
 
 
+#: The local behaviors (one value per generated image, against the full model's image).
+LOCAL = ["ssim", "nrmse", "mse", "denoising-loss"]
+
+
 def config(args):
-    behavior = {"name": args.behavior}
+    measured = [args.behavior, *(b for b in args.also_measure if b != args.behavior)]
     return build_config(
         None,
         "default",
@@ -78,7 +91,7 @@ def config(args):
             "sample.num_samples": args.samples,
             "sample.batch_size": args.samples,
             "sample.ddim_steps": args.ddim_steps,
-            "behaviors.measure": [behavior],
+            "behaviors.measure": [{"name": b} for b in measured],
             "attribution.seed": args.seed,
             "attribution.subsets": args.sft_subsets,
             "attribution.local": "per-image",
@@ -174,9 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="run directory (the store)")
     ap.add_argument("--data-out", type=Path, default=Path("benchmarks/data/per_image_local"))
-    ap.add_argument(
-        "--behavior", default="ssim", choices=["ssim", "nrmse", "mse", "denoising-loss"]
-    )
+    ap.add_argument("--behavior", default="ssim", choices=LOCAL)
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--local-images", type=int, default=32)
@@ -191,6 +202,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    ap.add_argument(
+        "--also-measure",
+        nargs="*",
+        default=[],
+        choices=LOCAL,
+        help="more local behaviors measured by every job (their seed-to-seed agreement is "
+        "reported; fits use --behavior). The job keys depend on the behaviors measured, "
+        "so a pilot and the protocol that reuses its models must list the same ones",
+    )
+    ap.add_argument(
+        "--agreement-only",
+        action="store_true",
+        help="stop after the ground truth's seed-to-seed agreement (the pilot that picks "
+        "the behavior, players and sample count; a later call with more test subsets and "
+        "seeds reuses its models: both are prefixes of one stream)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     args.data_out.mkdir(parents=True, exist_ok=True)
@@ -206,11 +233,18 @@ def main() -> None:
         masks = held_out_masks(n, 0.5, args.test_subsets, args.seed)
         targets = retrain_targets(run, p, masks, args.seeds)
         test_set = {mask_to_str(m) for m in targets.masks}
-        run.execute(plan.specs(), "sft")  # references and the sFT coalitions
+        run.execute(list(plan.references.values()), "references")  # the full model's images
         full = run.reference_records(plan)["full"]
-        keys = run.per_image_columns(full)
-        (base,) = sorted({split_image_key(k)[0] for k in keys})
-        t = np.stack([targets.values(k) for k in keys], axis=1)  # (seeds, I, B)
+        columns = run.per_image_columns(full)
+        by_base: dict[str, list[str]] = {}
+        for k in columns:
+            by_base.setdefault(split_image_key(k)[0], []).append(k)
+        agree, values_of = {}, {}
+        for b, ks in sorted(by_base.items()):
+            values_of[b] = np.stack([targets.values(k) for k in ks], axis=1)  # (seeds, I, B)
+            agree[b] = agreement(values_of[b])
+        (base,) = [b for b in by_base if b.split("[")[0] == args.behavior]
+        keys, t = by_base[base], values_of[base]
         atomic_write_text(
             args.data_out / "targets.json",
             json.dumps(
@@ -221,9 +255,23 @@ def main() -> None:
                 }
             ),
         )
-        agree = agreement(t)
-        agree["behavior"] = base
-        atomic_write_text(args.data_out / "agreement.json", json.dumps(agree, indent=1))
+        agree_text = json.dumps(
+            {
+                "fitted_behavior": base,
+                "test_subsets": len(targets.masks),
+                "seeds": args.seeds,
+                "players": n,
+                "samples": args.samples,
+                **agree,
+            },
+            indent=1,
+        )
+        atomic_write_text(args.data_out / "agreement.json", agree_text)
+        if args.agreement_only:
+            print(agree_text)
+            return
+        agree = agree[base]
+        run.execute(plan.specs(), "sft")  # the sFT coalitions
         c_retrain = targets.seconds_per_job()
         fit = run.store.records([s.key for s in plan.specs() if s.kind == "fit"])
         c_sft = float(np.mean([x.t_total for x in fit]))

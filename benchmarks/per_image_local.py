@@ -20,9 +20,9 @@ with its per-image predictions, skipped when already there) and ``paired.json``.
 protocol of issue 28 (64 test subsets x 3 seeds)::
 
     OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local \\
-        --data-out benchmarks/data/per_image_local --behavior ssim --per-class 20 \\
-        --samples 64 --local-images 32 --sft-subsets 512 --test-subsets 64 --seeds 3 \\
-        --train-steps 1000 --k 100 --workers 2
+        --data-out benchmarks/data/per_image_local --behavior ssim --also-measure nrmse mse \\
+        --per-class 20 --samples 64 --local-images 32 --sft-subsets 512 --test-subsets 64 \\
+        --seeds 3 --train-steps 1000 --k 100 --workers 2
 
 The pilot that picks the behavior first (issue 28: seed-to-seed agreement >= 0.8), on a
 prefix of the same test subsets and seeds, so the protocol reuses its retrained models (the

@@ -28,9 +28,9 @@ The pilot that picks the behavior first (issue 28: seed-to-seed agreement >= 0.8
 prefix of the same test subsets and seeds, so the protocol reuses its retrained models (the
 same ``--also-measure`` list in both calls: the job keys depend on the behaviors)::
 
-    OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local \
-        --data-out benchmarks/data/per_image_local --behavior ssim --also-measure nrmse mse \
-        --per-class 20 --samples 64 --local-images 32 --test-subsets 16 --seeds 2 \
+    OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local \\
+        --data-out benchmarks/data/per_image_local --behavior ssim --also-measure nrmse mse \\
+        --per-class 20 --samples 64 --local-images 32 --test-subsets 16 --seeds 2 \\
         --agreement-only --workers 2
 
 A tiny check of the script (minutes): ``--per-class 2 --samples 8 --local-images 4

@@ -13,7 +13,7 @@ One run directory holds everything, so every model is trained once:
 ``t2i-captions-quick`` preset (each artist one class, every model prompted with its own
 data's captions) ``surrogate`` is the training-free prompt-level game, judged the same way::
 
-    python benchmarks/t2i.py --out runs/t2i-cap --preset t2i-captions-quick \
+    python benchmarks/t2i.py --out runs/t2i-cap --preset t2i-captions-quick \\
         --methods sft surrogate --estimators shapley-cv datamodel
 
 The paper's ArtBench numbers (miniSD + rank-256 LoRA, 258 artists, 90th-percentile aesthetic

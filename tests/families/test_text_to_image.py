@@ -442,8 +442,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def test_demo_base_is_a_cached_stable_diffusion_pipeline(tmp_path):
     from diffusers import StableDiffusionPipeline
 
+    from diffattr.data.settings import T2IDemoData
     from diffattr.families import tiny_t2i
-    from diffattr.families.settings import DemoBaseSettings, T2IDemoData
+    from diffattr.families.settings import DemoBaseSettings
 
     demo = DemoBaseSettings(vae_steps=2, unet_steps=2, per_class=4, batch_size=4)
     ds = T2IDemoData().load()
@@ -574,3 +575,21 @@ def test_surrogate_refuses_fixed_prompts_and_one_shared_caption(setup, tmp_path)
         with pytest.raises(DiffattrError, match="cannot tell the players apart"):
             run.prepare()
     assert not (tmp_path / "same-run" / "full").exists()
+
+
+def test_the_demo_data_are_known_wherever_data_settings_are_read():
+    """The report and the results read a run's [data] with the data registry alone: the
+    t2i-demo data must be registered there, not only once the families are imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from diffattr.data.settings import DATASETS\n"
+        "s = DATASETS.parse({'name': 't2i-demo', 'caption': 'class'}, 'data')\n"
+        "assert 'diffattr.families.settings' not in sys.modules\n"
+        "print(s.name, s.caption)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["t2i-demo", "class"]

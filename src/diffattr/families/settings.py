@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from diffattr.data.settings import DATASETS, FASHION_MNIST_DIR, DataSettings
+from diffattr.data.settings import FASHION_MNIST_DIR
 from diffattr.diffusion.architectures import UNET_ARCHITECTURES
 from diffattr.settings import Component, ComponentRegistry, Settings
 
@@ -327,8 +327,7 @@ LORA_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 #: Fashion-MNIST class ids the demo base is pretrained on (tops, trousers, bags) ...
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4, 6, 8)
-#: ... and those its LoRA teaches (footwear), as ArtBench's LoRA teaches a painting style.
-DEMO_LORA_CLASSES = (5, 7, 9)
+#: ... and those its LoRA teaches (footwear): ``diffattr.data.settings.DEMO_LORA_CLASSES``.
 
 
 class DemoBaseSettings(Settings):
@@ -474,57 +473,3 @@ class TextToImageSettings(FamilySettings):
 
     def lora_alpha(self) -> float:
         return float(self.alpha if self.alpha is not None else self.rank)
-
-
-class T2IDemoData(DataSettings):
-    """The embedded demo's LoRA data: Fashion-MNIST footwear split among artists.
-
-    Images of ``classes`` from the Fashion-MNIST *test* split (the demo base is pretrained on
-    training-split images of other classes) split among ``contributors`` artists (each draws
-    one class, a number of images around ``per_contributor``); the last ``noisy`` artists
-    upload images corrupted by Gaussian noise of standard deviation ``noise`` (low-quality
-    contributors). Every image has the one ``caption``, as every ArtBench image has "a
-    Post-Impressionist painting": the LoRA learns what the prompt means from the artists
-    who are present, so fine-tuning on a coalition changes what the prompt generates. With
-    ``caption = "class"`` each image says "a photo of a <class>" instead.
-    """
-
-    name: Literal["t2i-demo"] = "t2i-demo"
-    implementation: ClassVar[str] = "diffattr.families.tiny_t2i:load_demo_data"
-    path: str = Field(FASHION_MNIST_DIR, description="Fashion-MNIST IDX directory")
-    image_size: int | None = Field(16, ge=4, description="image size (the demo base's)")
-    classes: list[int] = Field(
-        default_factory=lambda: list(DEMO_LORA_CLASSES),
-        min_length=1,
-        description="Fashion-MNIST classes of the LoRA data (test split)",
-    )
-    contributors: int = Field(20, ge=2, description="number of artists")
-    per_contributor: int = Field(
-        24, ge=2, description="mean images per artist (each draws from [n/2, 3n/2])"
-    )
-    noisy: int = Field(4, ge=0, description="artists whose images are corrupted")
-    noise: float = Field(0.6, ge=0, description="noise standard deviation of those images")
-    caption: str = Field(
-        "a photo of a shoe",
-        description="the caption of every image (the style prompt), or 'class' for "
-        "'a photo of a <class>'",
-    )
-    seed: int = Field(0, description="seed of the split")
-
-    @field_validator("classes")
-    @classmethod
-    def _class_ids(cls, v: list[int]) -> list[int]:
-        if any(c < 0 or c > 9 for c in v) or len(set(v)) != len(v):
-            raise ValueError(f"distinct Fashion-MNIST class ids 0..9, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _noisy_fewer(self) -> T2IDemoData:
-        if self.noisy >= self.contributors:
-            raise ValueError("noisy must be smaller than contributors")
-        return self
-
-
-# The demo's data are a dataset of their own; registered here, beside the family that builds
-# the matching base, so that `[data] name = "t2i-demo"` exists wherever a RunConfig does.
-DATASETS.register(T2IDemoData)

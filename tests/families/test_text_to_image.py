@@ -513,6 +513,13 @@ def test_caption_prompts_follow_each_coalitions_captions(setup):
     x = fam.sample(model, 4, seed=1, ddim_steps=3, conditions=full[:4])
     emb = fam.prompt_embeddings(4, prompts=full[:4])
     assert x.shape == (4, 1, 8, 8) and emb.shape == (4, 8, 16)
+    # a prompt's embedding does not depend on the prompts a worker met before it
+    fresh = family(base, generate_with="captions")
+    fresh.training_set(ds, root / "cache")
+    dog = ["a photo of a dog"] * 2
+    assert torch.equal(
+        fresh.prompt_embeddings(2, prompts=dog), fam.prompt_embeddings(2, prompts=dog)
+    )
     with pytest.raises(DiffattrError, match="one prompt per sample"):
         fam.sample(model, 5, seed=1, ddim_steps=3, conditions=full[:4])
     with pytest.raises(DiffattrError, match="prompts: a list of strings"):

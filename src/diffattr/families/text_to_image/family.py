@@ -100,6 +100,7 @@ class TextToImageFamily(ModelFamily):
         super().__init__(settings, device)
         self._base: BasePipeline | None = None
         self._prompts: list[str] | None = None
+        self._prompt_rows: dict[str, torch.Tensor] = {}
         self._image_size: int | None = None
 
     # ------------------------------------------------------------------ the base
@@ -305,10 +306,12 @@ class TextToImageFamily(ModelFamily):
                 raise DiffattrError(
                     f"expected one prompt per sample ({num_samples}), got {len(prompts)}"
                 )
-            distinct = tuple(sorted(set(prompts)))
-            table = self.base.embed(distinct, self.device)
-            where = {p: i for i, p in enumerate(distinct)}
-            return table[torch.as_tensor([where[p] for p in prompts], dtype=torch.long)]
+            # each distinct prompt encoded once and on its own: coalitions draw different
+            # subsets of the captions (a table per subset would grow with every job), and a
+            # prompt's embedding must not depend on which prompts a worker met before
+            for p in set(prompts) - set(self._prompt_rows):
+                self._prompt_rows[p] = self.base.embed((p,), self.device)[0]
+            return torch.stack([self._prompt_rows[p] for p in prompts])
         fixed = tuple(self.generation_prompts())
         table = self.base.embed(fixed, self.device)
         idx = torch.arange(start, start + num_samples) % len(fixed)

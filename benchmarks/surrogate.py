@@ -21,9 +21,10 @@ alpha = 0.5 subsets, and on ``--fidelity-subsets`` small (alpha = 0.2) and large
 (alpha = 0.8) coalitions retrained with ``--fidelity-seeds`` seeds.
 
 At equal wall time (``equal_time``): each sFT pipeline at each M against the surrogate
-pipeline of the same estimator at the largest M whose total seconds do not exceed it, with
-the paired LDS difference. ``--last-only shapley-cv`` runs the largest M of the grid for
-the named estimators only (the others are reported up to the M before it).
+pipeline of the same estimator at the largest M within r x M jobs, r = the median of an sFT
+job's cost over its own sampling and measuring (load-matched: both parts of a job run at
+the same moment), with the paired LDS difference. ``--last-only b`` runs the largest M
+of the grid for the named pipelines only (the others are reported up to the M before it).
 
 Stages, so that a long run accrues results in the order they are most useful: the
 counterfactual jobs of the smallest M of the grid; the ground truth, one retraining seed at
@@ -145,7 +146,7 @@ def pipeline_rows(run, plans, ests, targets, test_set, prepare, args, values) ->
         specs = plan.fit[name]
         recs = {r.key: r for r in run.store.records([s.key for s in specs])}
         for m in args.grid:
-            if not fitted_at(args, name, m):
+            if not fitted_at(args, label, m):
                 continue
             keys = {s.key for s in specs[:m] if "1" in s.mask} - {plan.references["method"].key}
             done = [recs[k] for k in keys if k in recs and recs[k].status == "done"]
@@ -188,20 +189,32 @@ def paired_rows(values: dict, targets) -> list[dict]:
     return out
 
 
-def equal_time_rows(rows: list[dict], values: dict, targets) -> list[dict]:
-    """At equal wall time: for each estimator and each M of its sFT pipeline, the surrogate
-    pipeline of the same estimator at the largest M whose total seconds (preparation + jobs)
-    do not exceed sFT's, with the paired LDS difference (surrogate - sFT). Seconds are the
-    jobs' own clocks, so they compare only within one run of this script."""
-    total = {(r["pipeline"], r["M"]): r["total_seconds"] for r in rows if "behavior" in r}
+def sft_sampling_share(run, plan) -> dict:
+    """Load-matched cost of an sFT job against its own sampling and measuring: the median over
+    the method's jobs of t_total / (t_total - t_train). The two parts of one job run at the
+    same moment, so the ratio holds under any load, unlike seconds of jobs run at different
+    times. It bounds what a training-free job saves (the surrogate samples the unpruned
+    model, a little dearer than the pruned one sFT samples)."""
+    keys = [s.key for specs in plan.fit.values() for s in specs]
+    recs = [r for r in run.store.records(keys, status="done") if r.t_total > r.t_train > 0]
+    ratios = [r.t_total / (r.t_total - r.t_train) for r in recs]
+    return {"ratio": float(np.median(ratios)) if ratios else float("nan"), "jobs": len(ratios)}
+
+
+def equal_time_rows(rows: list[dict], values: dict, targets, ratio: float) -> list[dict]:
+    """At equal wall time: each sFT pipeline at each M against the surrogate pipeline of the
+    same estimator at the largest M it was fitted at within ``ratio`` x M surrogate jobs (the
+    load-matched cost ratio, ``sft_sampling_share``), with the paired LDS difference
+    (surrogate - sFT). sFT's one-time preparation (a few jobs' worth) is left out."""
+    fitted = {(r["pipeline"], r["M"]) for r in rows if "behavior" in r}
     label = {v: k for k, v in PIPELINES.items()}
     out = []
-    for (p_sft, m_sft), t_sft in sorted(total.items()):
+    for p_sft, m_sft in sorted(fitted):
         method, name = PIPELINES[p_sft]
         p_sur = label.get(("surrogate", name))
-        if method != "sft" or p_sur is None:
+        if method != "sft" or p_sur is None or not np.isfinite(ratio):
             continue
-        within = [m for (p, m), t in total.items() if p == p_sur and t <= t_sft]
+        within = [m for p, m in fitted if p == p_sur and m <= ratio * m_sft + 1e-9]
         if not within:
             continue
         m_sur = max(within)
@@ -214,10 +227,9 @@ def equal_time_rows(rows: list[dict], values: dict, targets) -> list[dict]:
                 {
                     "sft": p_sft,
                     "sft_M": m_sft,
-                    "sft_seconds": t_sft,
                     "surrogate": p_sur,
                     "surrogate_M": m_sur,
-                    "surrogate_seconds": total[(p_sur, m_sur)],
+                    "affordable_M": ratio * m_sft,
                     "behavior": behavior,
                     **d.to_dict(),
                 }
@@ -260,10 +272,10 @@ def specs_upto(plan, m: int, names: set[str] | None = None) -> list:
     return list(out.values())
 
 
-def fitted_at(args, name: str, m: int) -> bool:
-    """Whether estimator ``name``'s pipelines run to ``m`` (``--last-only``: the largest M
-    of the grid only for the estimators named)."""
-    return m != max(args.grid) or not args.last_only or name in args.last_only
+def fitted_at(args, label: str, m: int) -> bool:
+    """Whether pipeline ``label`` runs to ``m`` (``--last-only``: the largest M of the grid
+    only for the pipelines named)."""
+    return m != max(args.grid) or not args.last_only or label in args.last_only
 
 
 def write_jobs(path: Path, run, plans, behaviors: list[str]) -> None:
@@ -323,9 +335,10 @@ def main() -> None:
         "--last-only",
         nargs="+",
         default=None,
-        metavar="ESTIMATOR",
-        help="run the largest M of the grid only for these estimators (the others' "
-        "pipelines are reported up to the M before it)",
+        metavar="PIPELINE",
+        choices=list(PIPELINES),
+        help="run the largest M of the grid only for these pipelines (a .. h; the others "
+        "are reported up to the M before it)",
     )
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -340,8 +353,12 @@ def main() -> None:
         grid = sorted(args.grid)
 
         def jobs_upto(m: int) -> list[str]:
-            names = {e for e in ests if fitted_at(args, e, m)}
             for method in ("surrogate", "sft"):  # the surrogate first (inference only)
+                names = {
+                    e
+                    for label, (me, e) in PIPELINES.items()
+                    if me == method and e in ests and fitted_at(args, label, m)
+                }
                 specs = specs_upto(plans[method], m, names)
                 ex = run.execute(specs, f"{method} jobs, M <= {m}")
                 failed = result.setdefault("failed_jobs", {})
@@ -381,7 +398,9 @@ def main() -> None:
             run, plans, ests, targets, test_set, prepare, args, values
         )
         result["paired"] = paired_rows(values, targets)
-        result["equal_time"] = equal_time_rows(result["results"], values, targets)
+        share = sft_sampling_share(run, plans["sft"])
+        result["sft_job_over_its_sampling"] = share
+        result["equal_time"] = equal_time_rows(result["results"], values, targets, share["ratio"])
         result["fidelity"] = fidelity_rows(run, by_size)
         refs = {m: run.reference_records(plans[m]) for m in METHODS}
         result["v1"] = refs["sft"]["full"].behaviors

@@ -69,17 +69,21 @@ def paired_lines(res: dict) -> list[str]:
 
 
 def equal_time_lines(res: dict) -> list[str]:
+    share = res.get("sft_job_over_its_sampling") or {}
     out = [
-        "| sFT pipeline, M (s) | surrogate pipeline, M (s) | behavior | LDS surrogate − sFT | "
-        "paired bootstrap 95 % | resolved |",
+        f"An sFT job costs a median {_f(share.get('ratio'), 2)}x its own sampling and "
+        f"measuring ({share.get('jobs')} jobs), so M sFT jobs buy about that many times M "
+        "surrogate jobs.\n",
+        "| sFT pipeline, M | surrogate pipeline, M (affordable) | behavior | "
+        "LDS surrogate − sFT | paired bootstrap 95 % | resolved |",
         "|---|---|---|---|---|---|",
     ]
     for r in res.get("equal_time", []):
         lo, hi = r["bootstrap_95_over_test_subsets"]
         out.append(
-            f"| ({r['sft']}) {r['sft_M']} ({_f(r['sft_seconds'], 0)}) | ({r['surrogate']}) "
-            f"{r['surrogate_M']} ({_f(r['surrogate_seconds'], 0)}) | {r['behavior']} | "
-            f"{r['difference']:+.1f} | [{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
+            f"| ({r['sft']}) {r['sft_M']} | ({r['surrogate']}) {r['surrogate_M']} "
+            f"({_f(r['affordable_M'], 0)}) | {r['behavior']} | {r['difference']:+.1f} | "
+            f"[{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
         )
     return out
 

@@ -488,39 +488,6 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "methods": {"ft": {"steps": 50}},
         "behaviors": {"features": "fashion-mnist-cnn"},
     },
-    # The prompt-level surrogate demo (issue 25): the same base and recipe, but six artists
-    # who each draw one class (pullover, dress, coat, sandal, sneaker, ankle boot; the last
-    # uploads noisy images), captioned "a photo of a <class>", so each artist's captions say
-    # what distinguishes them; every model is prompted with its own data's captions
-    # (generate_with = "captions"), so `--method surrogate` on the same run is the
-    # training-free game: the full LoRA prompted with each coalition's captions.
-    "t2i-captions-quick": {
-        "data": {
-            "name": "t2i-demo",
-            "caption": "class",
-            "classes": [2, 3, 4, 5, 7, 9],
-            "contributors": 6,
-            "noisy": 1,
-        },
-        "family": {
-            "name": "text-to-image",
-            "rank": 8,
-            "generate_with": "captions",
-            "demo": {"vae_steps": 600, "unet_steps": 1200},
-        },
-        "train": {
-            "steps": 400,
-            "batch_size": 32,
-            "lr": 5e-3,
-            "ema_decay": 0.99,
-            "checkpoint_every": 400,
-        },
-        "sample": {"num_samples": 128, "ddim_steps": 15, "batch_size": 128},
-        "attribution": {"subsets": 24},
-        "method": {"name": "sft", "ratio": 0.5, "finetune_steps": 100, "steps": 50},
-        "methods": {"ft": {"steps": 50}},
-        "behaviors": {"features": "fashion-mnist-cnn"},
-    },
     # The same demo at the default sizes: a better base and LoRA, more samples and subsets
     # (not yet timed: BENCHMARKS.md has the quick demo's cost).
     "t2i": {
@@ -540,6 +507,22 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "behaviors": {"features": "fashion-mnist-cnn"},
     },
 }
+
+
+# The prompt-level surrogate demo (issue 25): the same base and recipe, but six artists
+# who each draw one class (pullover, dress, coat, sandal, sneaker, ankle boot; the last
+# uploads noisy images), captioned "a photo of a <class>", so each artist's captions say
+# what distinguishes them; every model is prompted with its own data's captions
+# (generate_with = "captions"), so `--method surrogate` on the same run is the
+# training-free game: the full LoRA prompted with each coalition's captions.
+RUN_PRESETS["t2i-captions-quick"] = merge(
+    copy.deepcopy(RUN_PRESETS["t2i-quick"]),
+    {
+        "data": {"caption": "class", "classes": [2, 3, 4, 5, 7, 9], "contributors": 6, "noisy": 1},
+        "family": {"generate_with": "captions"},
+        "attribution": {"subsets": 24},
+    },
+)
 
 
 def preset_layer(preset: str) -> dict[str, Any]:

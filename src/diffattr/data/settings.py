@@ -258,6 +258,13 @@ def _saved_columns(path: str, split: str | None) -> list[str]:
     return []
 
 
+def fashion_class_ids(v: list[int]) -> list[int]:
+    """Distinct Fashion-MNIST class ids 0..9 (a settings validator)."""
+    if any(c < 0 or c > 9 for c in v) or len(set(v)) != len(v):
+        raise ValueError(f"distinct Fashion-MNIST class ids 0..9, got {v}")
+    return v
+
+
 #: The Fashion-MNIST classes the embedded text-to-image demo's LoRA teaches (footwear), as
 #: ArtBench's LoRA teaches a painting style; the demo base is pretrained on the others
 #: (``diffattr.families.settings.DEMO_BASE_CLASSES``).
@@ -306,9 +313,7 @@ class T2IDemoData(DataSettings):
     @field_validator("classes")
     @classmethod
     def _class_ids(cls, v: list[int]) -> list[int]:
-        if any(c < 0 or c > 9 for c in v) or len(set(v)) != len(v):
-            raise ValueError(f"distinct Fashion-MNIST class ids 0..9, got {v}")
-        return v
+        return fashion_class_ids(v)
 
     @model_validator(mode="after")
     def _noisy_fewer(self) -> T2IDemoData:

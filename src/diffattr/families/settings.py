@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from diffattr.data.settings import FASHION_MNIST_DIR
+from diffattr.data.settings import FASHION_MNIST_DIR, fashion_class_ids
 from diffattr.diffusion.architectures import UNET_ARCHITECTURES
 from diffattr.settings import Component, ComponentRegistry, Settings
 
@@ -369,9 +369,7 @@ class DemoBaseSettings(Settings):
     @field_validator("classes")
     @classmethod
     def _class_ids(cls, v: list[int]) -> list[int]:
-        if any(c < 0 or c > 9 for c in v) or len(set(v)) != len(v):
-            raise ValueError(f"distinct Fashion-MNIST class ids 0..9, got {v}")
-        return v
+        return fashion_class_ids(v)
 
 
 @FAMILIES.register

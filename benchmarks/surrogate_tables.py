@@ -54,17 +54,20 @@ def pipeline_lines(res: dict) -> list[str]:
     return out
 
 
+def _difference(r: dict) -> str:
+    """The behavior, difference, paired interval and verdict cells of a paired row."""
+    lo, hi = r["bootstrap_95_over_test_subsets"]
+    verdict = "yes" if r["resolved"] else "no"
+    return f"{r['behavior']} | {r['difference']:+.1f} | [{_f(lo)}, {_f(hi)}] | {verdict} |"
+
+
 def paired_lines(res: dict) -> list[str]:
     out = [
         "| second − first | M | behavior | LDS difference | paired bootstrap 95 % | resolved |",
         "|---|---|---|---|---|---|",
     ]
     for r in res.get("paired", []):
-        lo, hi = r["bootstrap_95_over_test_subsets"]
-        out.append(
-            f"| ({r['second']}) − ({r['first']}) | {r['M']} | {r['behavior']} | "
-            f"{r['difference']:+.1f} | [{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
-        )
+        out.append(f"| ({r['second']}) − ({r['first']}) | {r['M']} | {_difference(r)}")
     return out
 
 
@@ -79,11 +82,9 @@ def equal_time_lines(res: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in res.get("equal_time", []):
-        lo, hi = r["bootstrap_95_over_test_subsets"]
         out.append(
             f"| ({r['sft']}) {r['sft_M']} | ({r['surrogate']}) {r['surrogate_M']} "
-            f"({_f(r['affordable_M'], 0)}) | {r['behavior']} | {r['difference']:+.1f} | "
-            f"[{_f(lo)}, {_f(hi)}] | {'yes' if r['resolved'] else 'no'} |"
+            f"({_f(r['affordable_M'], 0)}) | {_difference(r)}"
         )
     return out
 

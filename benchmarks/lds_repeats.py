@@ -115,6 +115,8 @@ def one_repeat(args, r: int) -> dict:
     out: dict = {"repeat": r, "results": [], "fidelity": [], "cost": {}}
     with Run(cfg, args.out / f"r{r}", progress=False) as run:
         plan = run.jobs()
+        if args.baselines_only:
+            return _baselines_only(args, run, plan, out, t0)
         run.execute(plan.specs(), "sft")
         p = plan.prepared
         n = p.n_players
@@ -202,6 +204,35 @@ def one_repeat(args, r: int) -> dict:
     return out
 
 
+def _baselines_only(args, run, plan, out: dict, t0: float) -> dict:
+    """The full model, the retrained ground truth and the named baselines only (rows added
+    to a table whose other rows came from an earlier call: every seed is the repeat's, so
+    the full model and the retrained subsets are the same models; ``pixel-similarity``
+    re-scored beside them shows whether the ground truth reproduced)."""
+    run.execute(list(plan.references.values()), "references")
+    p = plan.prepared
+    masks = held_out_masks(p.n_players, 0.5, args.test_subsets, run.cfg.attribution.seed)
+    targets = retrain_targets(run, p, masks, args.seeds)
+    behaviors = sorted(run.reference_records(plan)["full"].behaviors)
+    out["test_subsets"] = len(targets.masks)
+    out["ceilings"] = {b: ceilings(targets, b) for b in behaviors}
+    out["cost"] = {"retrain_seconds_per_job": targets.seconds_per_job()}
+    out["targets"] = {
+        "masks": targets.masks.astype(int).tolist(),
+        **{b: targets.values(b).tolist() for b in behaviors},
+    }
+    wanted = [b for b in BASELINES if _label(b) in args.baselines_only]
+    _baselines(run, targets, out, wanted)
+    out["behaviors"] = behaviors
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _label(b: dict) -> str:
+    """A baseline's row label: its name and the settings that tell its variants apart."""
+    return b["name"] + "".join(f"[{k}={b[k]}]" for k in ("chunk_size", "aggregation") if k in b)
+
+
 def _retrain_shapley(args, run, p, targets, test_set, out, c_sft, c_retrain) -> None:
     """Retrain-Shapley at its smallest identified budget and at sFT's equal compute."""
     n = p.n_players
@@ -245,17 +276,15 @@ def _fit_rows(run, plan, est, test_set, m: int, targets, row: dict, out: dict) -
         )
 
 
-def _baselines(run, targets, out: dict) -> None:
-    """Every gradient / similarity / heuristic baseline on the full model."""
-    for b in BASELINES:
+def _baselines(run, targets, out: dict, baselines: list[dict] | None = None) -> None:
+    """Every gradient / similarity / heuristic baseline on the full model (or those given)."""
+    for b in BASELINES if baselines is None else baselines:
         settings = BASELINE_SETTINGS.parse(b)
         bplan = run.jobs(estimators=[settings])
         errors: list[str] = []
         t = time.perf_counter()
         est = run.estimate(bplan, estimators=[settings], errors=errors)
-        label = settings.name + "".join(
-            f"[{k}={b[k]}]" for k in ("chunk_size", "aggregation") if k in b
-        )
+        label = _label(b)
         if errors:
             out["results"].append({"method": "baseline", "estimator": label, "error": errors})
         for a in est.attributions:
@@ -392,6 +421,12 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def _repeats(out: Path) -> list[dict]:
+    """Every repeat's results under ``out`` (rR.json; not the rR-baselines.json additions)."""
+    files = [f for f in sorted(out.glob("r*.json")) if not f.stem.endswith("-baselines")]
+    return [json.loads(f.read_text()) for f in files]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
@@ -405,6 +440,16 @@ def main() -> None:
     ap.add_argument("--ft-subsets", type=int, default=100, help="ft-Shapley coalitions (0: skip)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument(
+        "--baselines-only",
+        nargs="+",
+        default=None,
+        choices=[_label(b) for b in BASELINES],
+        metavar="BASELINE",
+        help="only the full model, the retrained ground truth and these baselines (rows "
+        "added to an earlier call's table; the repeat's seeds make the same models), written "
+        "to OUT/rR-baselines.json",
+    )
+    ap.add_argument(
         "--only",
         type=int,
         nargs="+",
@@ -416,13 +461,19 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.summarise:
-        reps = [json.loads(f.read_text()) for f in sorted(args.out.glob("r*.json"))]
+        reps = _repeats(args.out)
         print(json.dumps({"summary": summarise(reps, args.grid), "repeats": reps}, default=float))
         return
     for r in args.only if args.only is not None else range(args.repeats):
         rep = one_repeat(args, r)
-        (args.out / f"r{r}.json").write_text(json.dumps(rep, indent=1, default=float))
-    reps = [json.loads(f.read_text()) for f in sorted(args.out.glob("r*.json"))]
+        name = f"r{r}-baselines.json" if args.baselines_only else f"r{r}.json"
+        (args.out / name).write_text(json.dumps(rep, indent=1, default=float))
+        if args.baselines_only:
+            print(json.dumps(rep, indent=1, default=float))
+            continue
+    if args.baselines_only:
+        return
+    reps = _repeats(args.out)
     print(
         json.dumps(
             {"summary": summarise(reps, args.grid), "repeats": reps}, indent=1, default=float

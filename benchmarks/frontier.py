@@ -19,6 +19,14 @@ a few 2- and 8-player sets, plus ``--test`` of the held-out alpha = 0.5 subsets)
   is, for both behaviors, at least the recipe's lower value over two fine-tune seeds
   minus ``--tolerance`` (marked in the plot and the JSON; ``--summarize`` recomputes it).
 
+With ``--seeds N`` every named point runs with fine-tune seeds 0 .. N-1 (the instance of
+seed s > 0 is named ``POINT-seed<s>``), and the summary adds, per point, the mean, min and
+max over seeds of each fidelity and the difference from the recipe paired by seed (the same
+coalitions, sampling noise and data order); the recommendation then compares seed means:
+the cheapest point whose mean test Pearson is at least the recipe's mean minus
+``--tolerance`` for both behaviors. Clocks are the mean over the jobs that ran in the call
+(jobs found done in the store, e.g. from an earlier call, are not timed again).
+
 The jobs live in the complete game's run directory (content-keyed: the recipe point's jobs
 are the game's own and cost nothing; a stopped call resumes), and every finished point is
 appended to ``benchmarks/data/frontier/jobs.csv`` so the rows can be committed as they
@@ -27,6 +35,12 @@ the JSON records the load average at the start and end of each point.
 
     OMP_NUM_THREADS=1 nice python benchmarks/frontier.py --out runs/bench-game \\
         --data-dir benchmarks/data/frontier --workers 2 --plot benchmarks/data/frontier/frontier.png
+
+The third call (three fine-tune seeds per point, 50 test subsets; BENCHMARKS.md)::
+
+    OMP_NUM_THREADS=1 nice python benchmarks/frontier.py --out runs/bench-game \\
+        --data-dir benchmarks/data/frontier/call3 --retrain-seed 97 --test 50 --seeds 3 \\
+        --workers 1 --points recipe ratio0.5 k20-ddim10 ratio0.5-k30-ddim10 ratio0.5-k20-ddim10
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -87,6 +102,28 @@ METHOD_KNOBS = {
     "ratio": "ratio",
 }
 SAMPLE_KNOBS = {"samples", "ddim_steps"}
+SEED_SUFFIX = re.compile(r"-seed(\d+)$")
+
+
+def instances(points: list[str], seeds: int) -> dict[str, dict]:
+    """The operating points to run: each named point with fine-tune seeds 0 .. seeds-1
+    (seed s > 0 named ``POINT-seed<s>``; a point that fixes its own seed runs once)."""
+    out: dict[str, dict] = {}
+    for name in points:
+        knobs = POINTS[name]
+        if seeds > 1 and "job_seed" in knobs:
+            raise SystemExit(f"frontier: --seeds {seeds} with {name}, which fixes its own seed")
+        for s in range(seeds if "job_seed" not in knobs else 1):
+            out[name if s == 0 else f"{name}-seed{s}"] = (
+                knobs if s == 0 else {**knobs, "job_seed": s}
+            )
+    return out
+
+
+def base_point(name: str) -> tuple[str, int]:
+    """``POINT-seed<s>`` -> (POINT, s); a name without the suffix is seed 0 of itself."""
+    m = SEED_SUFFIX.search(name)
+    return (name[: m.start()], int(m.group(1))) if m else (name, 0)
 
 
 def point_config(base, knobs: dict):
@@ -184,6 +221,13 @@ def main() -> None:
         "--retrain-seed", type=int, default=99, help="seed of those retrains (new per call)"
     )
     ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fine-tune seeds per point (instances POINT-seed<s>); the summary and the "
+        "recommendation then use means over seeds",
+    )
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument(
         "--summarize",
@@ -197,12 +241,15 @@ def main() -> None:
         summary = json.loads((args.data_dir / "frontier.json").read_text())
         summary["retrain_ceiling"] = ground_truth(args.test)[2]
         behaviors = json.loads((GAME / "meta.json").read_text())["behaviors"]
-        summary["recommended"] = recommend(summary, behaviors, args.tolerance)
+        _conclude(summary, behaviors, args.tolerance)
         (args.data_dir / "frontier.json").write_text(json.dumps(summary, indent=1) + "\n")
         if args.plot:
             plot(summary, behaviors, args.plot)
         print(json.dumps({"recommended": summary["recommended"]}))
         return
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+    todo = instances(args.points, args.seeds)
     base = config(args, 0)
     truth, group, ceiling = ground_truth(args.test)
     masks = sorted(truth, key=lambda m: (group[m] != "small-large", m))
@@ -219,6 +266,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "cpus": os.cpu_count(),
         "workers": args.workers,
+        "seeds": args.seeds,
         "masks": len(masks),
         "retrain_ceiling": ceiling,
         "points": {},
@@ -234,8 +282,7 @@ def main() -> None:
             run.execute(specs, "retrain timing")
             recs = run.store.records([s.key for s in specs], status="done")
         summary["retrain_seconds"] = float(np.mean([r.t_total for r in recs])) if recs else None
-    for name in args.points:
-        knobs = POINTS[name]
+    for name, knobs in todo.items():
         cfg = point_config(base, knobs)
         load0 = load_avg()
         t0 = time.perf_counter()
@@ -243,15 +290,18 @@ def main() -> None:
             p = run.prepare(cfg.method)
             seed = cfg.attribution.seed + 1000 * int(knobs.get("job_seed", 0))
             specs = [run.spec(p, m, p.method, seed, "test") for m in masks]
+            before = run.store.done_keys([s.key for s in specs])
             ex = run.execute(specs, name)
             recs = {r.key: r for r in run.store.records([s.key for s in specs], status="done")}
             prepare_cost = p.prepare_cost
         wall = time.perf_counter() - t0
-        rows = []
+        rows, timed = [], []
         for s in specs:
             r = recs.get(s.key)
             if r is None:
                 continue
+            if s.key not in before:
+                timed.append(r.t_total)
             rows.append(
                 {
                     "point": name,
@@ -276,11 +326,13 @@ def main() -> None:
                     w.writerows(recorded[pt])
             tmp.replace(jobs_csv)
         values = {r["mask"]: {b: float(r[b]) for b in behaviors} for r in rows}
-        t_total = [float(r["t_total"]) for r in rows]
+        # the clock of the jobs run in this call (all the rows' when none ran: an old call's)
+        t_total = timed or [float(r["t_total"]) for r in rows]
         summary["points"][name] = {
             "knobs": knobs,
             "jobs": len(rows),
             "new_jobs_this_call": ex.ran,
+            "timed_jobs": len(timed),
             "seconds_per_counterfactual": float(np.mean(t_total)) if t_total else None,
             "train_sample_measure": [
                 float(np.mean([float(r[k]) for r in rows]))
@@ -294,9 +346,9 @@ def main() -> None:
             "fidelity": fidelity(values, truth, group, behaviors),
         }
         print(json.dumps({name: summary["points"][name]}), flush=True)
-        summary["recommended"] = recommend(summary, behaviors, args.tolerance)
+        _conclude(summary, behaviors, args.tolerance)
         (args.data_dir / "frontier.json").write_text(json.dumps(summary, indent=1) + "\n")
-    summary["recommended"] = recommend(summary, behaviors, args.tolerance)
+    _conclude(summary, behaviors, args.tolerance)
     summary["seconds_this_call"] = round(time.perf_counter() - t_call, 1)
     (args.data_dir / "frontier.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.plot:
@@ -309,6 +361,93 @@ def main() -> None:
             }
         )
     )
+
+
+def _conclude(summary: dict, behaviors: list[str], tol: float) -> None:
+    """The recommendation: over seed means when some point ran with several seeds."""
+    if summary.get("seeds", 1) > 1:
+        summary["over_seeds"] = over_seeds(summary, behaviors)
+        summary["recommended"] = recommend_over_seeds(summary, behaviors, tol)
+    else:
+        summary["recommended"] = recommend(summary, behaviors, tol)
+
+
+def over_seeds(summary: dict, behaviors: list[str]) -> dict:
+    """Per point (its seed instances pooled): the mean / min / max over seeds of each
+    fidelity, the mean clock, and the difference from the recipe paired by seed."""
+    groups: dict[str, dict[int, dict]] = {}
+    for name, pt in summary["points"].items():
+        b, s = base_point(name)
+        groups.setdefault(b, {})[s] = pt
+    recipe = groups.get("recipe", {})
+    out = {}
+    for b, by_seed in groups.items():
+        row: dict = {"seeds": sorted(by_seed)}
+        clocks = [pt["seconds_per_counterfactual"] for pt in by_seed.values() if timed_now(pt)]
+        row["seconds_per_counterfactual"] = float(np.mean(clocks)) if clocks else None
+        row["timed_seeds"] = len(clocks)
+        for key in sorted({k for pt in by_seed.values() for k in pt["fidelity"]}):
+            for stat in ("pearson", "spearman"):
+                v = [pt["fidelity"][key][stat] for pt in by_seed.values() if key in pt["fidelity"]]
+                d = [
+                    pt["fidelity"][key][stat] - recipe[s]["fidelity"][key][stat]
+                    for s, pt in by_seed.items()
+                    if s in recipe and key in pt["fidelity"] and key in recipe[s]["fidelity"]
+                ]
+                row[f"{key}:{stat}"] = {
+                    "mean": float(np.mean(v)),
+                    "min": float(np.min(v)),
+                    "max": float(np.max(v)),
+                    **(
+                        {
+                            "minus_recipe_mean": float(np.mean(d)),
+                            "minus_recipe_min": float(np.min(d)),
+                            "minus_recipe_max": float(np.max(d)),
+                            "paired_seeds": len(d),
+                        }
+                        if d and b != "recipe"
+                        else {}
+                    ),
+                }
+        out[b] = row
+    return out
+
+
+def recommend_over_seeds(summary: dict, behaviors: list[str], tol: float) -> dict | None:
+    """The cheapest point (clock: mean over its seeds timed in this call) whose mean test
+    Pearson over seeds is, for every behavior, at least the recipe's mean minus ``tol``.
+    None when the recipe has no timed seed in this call."""
+    rows = summary["over_seeds"]
+    recipe = rows.get("recipe")
+    if not recipe or recipe["seconds_per_counterfactual"] is None:
+        return None
+    floor = {b: recipe[f"test:{b}:pearson"]["mean"] - tol for b in behaviors}
+    ok = [
+        (row["seconds_per_counterfactual"], name)
+        for name, row in rows.items()
+        if row["seconds_per_counterfactual"] is not None
+        and all(
+            f"test:{b}:pearson" in row and row[f"test:{b}:pearson"]["mean"] >= floor[b]
+            for b in behaviors
+        )
+    ]
+    if not ok:
+        return None
+    sec, name = min(ok)
+    rec = {
+        "point": name,
+        "seconds_per_counterfactual": sec,
+        "pearson_floor": floor,
+        "rule": f"mean test Pearson over seeds >= the recipe's mean - {tol}",
+        "recipe_seconds": recipe["seconds_per_counterfactual"],
+        "speedup_vs_recipe": recipe["seconds_per_counterfactual"] / sec,
+    }
+    if summary.get("retrain_seconds"):
+        rec["cheaper_than_retraining"] = summary["retrain_seconds"] / sec
+        rec["recipe_cheaper_than_retraining"] = (
+            summary["retrain_seconds"] / recipe["seconds_per_counterfactual"]
+        )
+    return rec
 
 
 def timed_now(pt: dict) -> bool:
@@ -365,7 +504,16 @@ def plot(summary: dict, behaviors: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(behaviors), figsize=(6 * len(behaviors), 4.5))
     best = (summary.get("recommended") or {}).get("point")
     for ax, b in zip(np.atleast_1d(axes), behaviors):
-        for name, pt in summary["points"].items():
+        for name, row in (summary.get("over_seeds") or {}).items():
+            f = row.get(f"test:{b}:pearson")
+            if f is None or row["seconds_per_counterfactual"] is None:
+                continue
+            x, y = row["seconds_per_counterfactual"], f["mean"]
+            err = [[y - f["min"]], [f["max"] - y]]  # the range over seeds
+            c = "C3" if name == best else ("k" if name == "recipe" else "C0")
+            ax.errorbar(x, y, yerr=err, fmt="o", c=c, capsize=3)
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for name, pt in summary["points"].items() if "over_seeds" not in summary else ():
             f = pt["fidelity"].get(f"test:{b}")
             if f is None or not timed_now(pt):
                 continue
@@ -381,7 +529,8 @@ def plot(summary: dict, behaviors: list[str], path: Path) -> None:
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("seconds per counterfactual (one job, one thread)")
-        ax.set_ylabel(f"Pearson with retraining, alpha = 0.5 subsets ({b})")
+        seeds = " (mean and range over fine-tune seeds)" if "over_seeds" in summary else ""
+        ax.set_ylabel(f"Pearson with retraining, alpha = 0.5 subsets ({b}){seeds}")
         ax.set_title(b)
     fig.suptitle(
         "sFT cost vs fidelity (digits; red: recommended; dotted: retrain cost / 25; "

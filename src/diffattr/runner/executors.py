@@ -1,11 +1,13 @@
 """Executors: submit job specs, stream records back to the single writer (the driver).
 
 ``inline`` runs jobs in this process; ``process`` runs them in a local pool of spawned
-processes; ``ray`` runs them as Ray tasks with ``num_cpus`` / ``num_gpus`` each (fractional
-GPUs let several small fine-tunes share one GPU), on a cluster given by ``address`` or
-a local one; ``slurm`` submits SLURM array jobs through submitit (or runs the same tasks as
-local processes with ``cluster = "local"``). Every executor yields ``JobRecord``s as jobs
-finish; only the driver writes them to the store. Jobs are idempotent (their key is their
+processes (on ``device = "cuda"`` with several GPUs visible, worker k on GPU k mod count;
+several workers per GPU let small models share one); ``ray`` runs them as Ray tasks with
+``num_cpus`` / ``num_gpus`` each (fractional GPUs let several small fine-tunes share one
+GPU), on a cluster given by ``address`` or a local one; ``slurm`` submits SLURM array jobs
+through submitit (or runs the same tasks as local processes with ``cluster = "local"``).
+Every executor yields ``JobRecord``s as jobs finish; only the driver writes them to the
+store. Jobs are idempotent (their key is their
 content), so a task lost with a killed driver is simply run again on resume.
 """
 
@@ -77,11 +79,13 @@ class ProcessExecutor(Executor):
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
         workers = max(1, min(self.cfg.workers, len(specs)))
         threads = threads_per_worker(workers)
+        spawn = mp.get_context("spawn")
         with ProcessPoolExecutor(
             workers,
-            mp_context=mp.get_context("spawn"),
+            mp_context=spawn,
             initializer=worker_init,
-            initargs=(threads,),
+            # each worker takes the next rank: on device = "cuda", the GPUs in turn
+            initargs=(threads, spawn.Value("i", 0), str(ctx.config.get("device", "cpu"))),
         ) as pool:
             futures = {pool.submit(execute_job, s, ctx): s for s in specs}
             pending = set(futures)

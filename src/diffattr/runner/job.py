@@ -283,6 +283,30 @@ def execute_jobs(specs: list[JobSpec], ctx: JobContext, threads: int = 1) -> lis
     return [execute_job(s, ctx) for s in specs]
 
 
-def worker_init(threads: int = 1) -> None:
-    """Initialiser of pool workers: a few threads each, so workers do not oversubscribe."""
+def worker_init(threads: int = 1, counter=None, device: str | None = None) -> None:
+    """Initialiser of pool workers: a few threads each, so workers do not oversubscribe.
+
+    With ``counter`` (a shared integer: each worker takes the next rank) and a run on
+    ``device = "cuda"`` with several GPUs visible, worker k makes GPU ``k mod count`` its
+    current device (``worker_gpu``), so the pool's workers take the GPUs in turn instead of
+    all landing on the first one."""
     torch.set_num_threads(max(1, threads))
+    if counter is None or device is None:
+        return
+    with counter.get_lock():
+        rank = counter.value
+        counter.value += 1
+    count = torch.cuda.device_count() if torch.device(device).type == "cuda" else 0
+    gpu = worker_gpu(device, rank, count)
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
+
+
+def worker_gpu(device: str, rank: int, count: int) -> int | None:
+    """The GPU index of pool worker ``rank`` when ``count`` GPUs are visible: ``rank mod
+    count`` for ``device = "cuda"``; None (the device as given) for one GPU, another device
+    type, or an explicit index such as ``cuda:1``."""
+    d = torch.device(device)
+    if d.type != "cuda" or d.index is not None or count < 2:
+        return None
+    return rank % count

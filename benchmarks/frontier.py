@@ -295,13 +295,13 @@ def main() -> None:
             recs = {r.key: r for r in run.store.records([s.key for s in specs], status="done")}
             prepare_cost = p.prepare_cost
         wall = time.perf_counter() - t0
-        rows, timed = [], []
+        rows, timed = [], []  # timed: the records of the jobs run in this call
         for s in specs:
             r = recs.get(s.key)
             if r is None:
                 continue
             if s.key not in before:
-                timed.append(r.t_total)
+                timed.append(r)
             rows.append(
                 {
                     "point": name,
@@ -326,19 +326,20 @@ def main() -> None:
                     w.writerows(recorded[pt])
             tmp.replace(jobs_csv)
         values = {r["mask"]: {b: float(r[b]) for b in behaviors} for r in rows}
-        # the clock of the jobs run in this call (all the rows' when none ran: an old call's)
-        t_total = timed or [float(r["t_total"]) for r in rows]
+        # the clocks of the jobs run in this call (all the rows' when none ran: an old call's)
+        clocks = [(r.t_train, r.t_sample, r.t_measure, r.t_total) for r in timed] or [
+            tuple(float(r[k]) for k in ("t_train", "t_sample", "t_measure", "t_total"))
+            for r in rows
+        ]
+        t_total = [c[3] for c in clocks]
         summary["points"][name] = {
             "knobs": knobs,
             "jobs": len(rows),
             "new_jobs_this_call": ex.ran,
             "timed_jobs": len(timed),
             "seconds_per_counterfactual": float(np.mean(t_total)) if t_total else None,
-            "train_sample_measure": [
-                float(np.mean([float(r[k]) for r in rows]))
-                for k in ("t_train", "t_sample", "t_measure")
-            ]
-            if rows
+            "train_sample_measure": [float(np.mean([c[i] for c in clocks])) for i in range(3)]
+            if clocks
             else None,
             "prepare_seconds": prepare_cost,
             "wall_seconds_this_call": round(wall, 1),
@@ -526,15 +527,16 @@ def plot(summary: dict, behaviors: list[str], path: Path) -> None:
         if ceiling:  # retraining against itself (seed 0 vs 1): the most any method shows
             ax.axhline(ceiling["pearson_seed0_seed1"], ls="--", c="grey", lw=1)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 3, 5)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("seconds per counterfactual (one job, one thread)")
-        seeds = " (mean and range over fine-tune seeds)" if "over_seeds" in summary else ""
-        ax.set_ylabel(f"Pearson with retraining, alpha = 0.5 subsets ({b}){seeds}")
+        ax.set_ylabel("Pearson with retraining, alpha = 0.5 subsets")
         ax.set_title(b)
+    seeds = "; bars: range over fine-tune seeds" if "over_seeds" in summary else ""
     fig.suptitle(
         "sFT cost vs fidelity (digits; red: recommended; dotted: retrain cost / 25; "
-        "dashed: retraining seed 0 vs seed 1)"
+        f"dashed: retraining seed 0 vs seed 1{seeds})"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -105,6 +105,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also through torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.compile:
+        # every model (and its train / eval mode) is a recompile of UNet2DModel.forward;
+        # past the default limit of 8, dynamo would silently run the rest eagerly
+        torch._dynamo.config.recompile_limit = 256
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
     result = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -106,7 +106,12 @@ class SFTSettings(FineTuneSettings):
         0.3, gt=0, lt=1, description="share of channels removed per layer group, in (0, 1)"
     )
     thr: float = Field(0.05, gt=0, lt=1, description="Diff-Pruning's loss threshold")
-    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
+    round_to: int | None = Field(
+        None,
+        ge=1,
+        description="keep channel counts multiples of this (on a CPU, pruning saves time in "
+        "whole blocks of the convolution kernels' channels: 16 on an AVX-512 CPU)",
+    )
     finetune_steps: int = Field(1000, ge=0, description="steps of the all-data fine-tune")
     finetune_lr: float | None = Field(None, gt=0, description="its lr (default: the full's)")
     prune_batch: int = Field(64, ge=1, description="images for Taylor-type importance")

@@ -69,3 +69,31 @@ def test_a_training_free_method_says_so(tmp_path):
     sec = section(write_report(run, tmp_path / "r.html").read_text())
     assert "<b>surrogate</b>" in sec and "training-free" in sec
     assert "builds no model per coalition" in sec
+
+
+def _with_preparation(run: Path, widths: list[int], device: str = "cpu") -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    summary["preparation"] = {"method": "sft", "pruning": {"ratio": 0.3, "conv_widths": widths}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    values = json.loads((run / "values.json").read_text())
+    values["config"]["device"] = device
+    (run / "values.json").write_text(json.dumps(values))
+
+
+def test_the_cost_floor_and_wasted_channel_blocks(tmp_path):
+    run = make_run(tmp_path)
+    add_jobs(run, "sft", train=4.0, sample=2.0, step=0.0)
+    _with_preparation(run, [1, 22, 24])
+    sec = section(write_report(run, tmp_path / "r.html").read_text())
+    # 4 fit jobs of 6.5 s and the bare all-players record: 5.2 s against 1.6 + 0.4
+    assert "costs 2.6× its own sampling and measuring" in sec
+    assert "keep 22, 24 channels" in sec  # not the image's own channel and "round_to = 16" in sec
+
+
+def test_no_width_note_in_whole_blocks_or_on_a_gpu(tmp_path):
+    run = make_run(tmp_path)
+    add_jobs(run, "sft", train=4.0, sample=2.0)
+    _with_preparation(run, [1, 16, 32, 48])
+    assert "round_to" not in section(write_report(run, tmp_path / "a.html").read_text())
+    _with_preparation(run, [22, 24], device="cuda")
+    assert "round_to" not in section(write_report(run, tmp_path / "b.html").read_text())

@@ -67,9 +67,38 @@ def render_method(inputs: ReportInputs) -> str:
         details.append(
             f"{esc(method)} builds no model per coalition: a job costs sampling and measuring"
         )
+    elif own is not None and own.sample + own.measure > 0:
+        details.append(
+            f"one {esc(method)} job costs {own.total / (own.sample + own.measure):.1f}× its own "
+            "sampling and measuring, the floor of any counterfactual"
+        )
+    details += _width_note(summary, inputs.config)
     if details:
         parts.append(f'<p class="details">{"; ".join(details)}.</p>')
     return "".join(parts)
+
+
+#: Channels a CPU's convolution kernels compute at once (oneDNN's blocks on AVX-512).
+CPU_CHANNEL_BLOCK = 16
+
+
+def _width_note(summary: dict, config: dict) -> list[str]:
+    """On a CPU run, whether the pruned widths waste the convolution blocks: a width
+    between multiples of the block costs what the next multiple costs (BENCHMARKS.md,
+    "What pruning saves per step")."""
+    pruning = (summary.get("preparation") or {}).get("pruning") or {}
+    # the convolutions' widths; 1-3 channels are the image's own (input and output layers)
+    widths = [w for w in pruning.get("conv_widths") or [] if w > 3]
+    device = str(config.get("device") or "cpu")
+    off = [w for w in widths if w % CPU_CHANNEL_BLOCK]
+    if not off or not device.startswith("cpu"):
+        return []
+    return [
+        f"the pruned convolutions keep {', '.join(map(str, widths))} channels; a CPU computes "
+        f"convolutions in blocks of channels ({CPU_CHANNEL_BLOCK} with AVX-512), so "
+        f"{', '.join(map(str, off))} cost what the next multiple costs: pruning saves time "
+        f"in whole blocks ([method] round_to = {CPU_CHANNEL_BLOCK}, or another ratio)"
+    ]
 
 
 def _row(c: JobCost) -> list[Any]:

@@ -70,6 +70,17 @@ from diffattr.runner.values import write_values
 from diffattr.store import JobRecord, Store, job_key, mask_to_str
 
 
+def _preparation(work_dir: Path) -> dict | None:
+    """What the method's one-time preparation recorded (``prepared.json`` in its shared work
+    directory: e.g. sFT's pruning -- sizes and the widths kept), its cache key left out;
+    None when the method prepares nothing or the file is unreadable."""
+    try:
+        data = json.loads((Path(work_dir) / "prepared.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {k: v for k, v in data.items() if k != "key"} if isinstance(data, dict) else None
+
+
 @dataclass
 class Prepared:
     """What the prepare phase made for one counterfactual method."""
@@ -691,6 +702,9 @@ class Run:
             summary["stopping_rounds"] = rounds
         if self.baseline_costs:
             summary["baseline_costs"] = self.baseline_costs
+        preparation = _preparation(jobs.prepared.work_dir)
+        if preparation:
+            summary["preparation"] = preparation
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunSummary(
             self.run_dir,

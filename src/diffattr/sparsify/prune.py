@@ -99,6 +99,9 @@ class PruneReport:
     layers: dict[str, dict[str, list[int]]]
     importance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the distinct output widths of the pruned model's convolutions (a CPU computes them in
+    #: blocks of channels, so these decide what pruning saves per step)
+    conv_widths: list[int] = field(default_factory=list)
 
     @property
     def param_ratio(self) -> float:
@@ -349,6 +352,7 @@ def prune_unet(
         layers=layers,
         importance=dict(ctx.info, thr=float(thr)) if ctx.info else {},
         notes=notes,
+        conv_widths=sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)}),
     )
     info = report.to_dict()
     if previous is not None:

@@ -200,6 +200,7 @@ def test_prune_cli(tmp_path):
     result = CliRunner().invoke(app, [*args, "--samples", "4"])
     assert result.exit_code == 0, result.output
     assert "parameters:" in result.output and "MACs" in result.output
+    assert "conv widths: 1, 22, 24" in result.output  # the tiny UNet's 32 channels at 0.3
     loaded = FAMILY.load(tmp_path / "p" / "pruned", training=True)
     assert loaded.model.diffattr_pruning["ratio"] == 0.3
     assert loaded.meta["kind"] == "pruned" and loaded.optimizer_state is not None

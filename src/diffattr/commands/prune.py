@@ -79,5 +79,10 @@ def prune(
         f"({100 * (1 - after / max(before, 1)):.1f} % removed)\n"
         f"MACs:       {macs0 / 1e6:,.2f} M -> {macs1 / 1e6:,.2f} M "
         f"({100 * (1 - macs1 / max(macs0, 1e-12)):.1f} % removed)\n"
-        f"model: {path}"
+        + (
+            f"conv widths: {', '.join(map(str, report['conv_widths']))}\n"
+            if report.get("conv_widths")
+            else ""
+        )
+        + f"model: {path}"
     )

@@ -7,8 +7,8 @@ several workers per GPU let small models share one); ``ray`` runs them as Ray ta
 GPU), on a cluster given by ``address`` or a local one; ``slurm`` submits SLURM array jobs
 through submitit (or runs the same tasks as local processes with ``cluster = "local"``).
 Every executor yields ``JobRecord``s as jobs finish; only the driver writes them to the
-store. Jobs are idempotent (their key is their
-content), so a task lost with a killed driver is simply run again on resume.
+store. Jobs are idempotent (their key is their content), so a task lost with a killed
+driver is simply run again on resume.
 """
 
 from __future__ import annotations

@@ -94,8 +94,8 @@ def _width_note(summary: dict, config: dict) -> list[str]:
     if not off or not device.startswith("cpu"):
         return []
     return [
-        f"the pruned convolutions keep {', '.join(map(str, widths))} channels; a CPU computes "
-        f"convolutions in blocks of channels ({CPU_CHANNEL_BLOCK} with AVX-512), so "
+        f"the pruned convolutions keep {', '.join(map(str, widths))} channels; an AVX-512 CPU "
+        f"computes convolutions in blocks of {CPU_CHANNEL_BLOCK} channels, so there "
         f"{', '.join(map(str, off))} cost what the next multiple costs: pruning saves time "
         f"in whole blocks ([method] round_to = {CPU_CHANNEL_BLOCK}, or another ratio)"
     ]

@@ -16,8 +16,11 @@ every finished job), baseline features in its cache, and the results are appende
 ``--data-out`` as they are computed -- ``agreement.json`` (the retrained behavior's
 seed-to-seed agreement, measured before any fit: it caps every method), ``targets.json``
 (every test subset's per-image behavior per seed), ``results.jsonl`` (one line per fit,
-with its per-image predictions, skipped when already there) and ``paired.json``. The
-protocol of issue 28 (64 test subsets x 3 seeds)::
+with its per-image predictions, skipped when already there) and ``paired.json``. The same
+table is then made for the behavior's **mean over the generated images**, a global behavior
+(one attribution per method, fitted with ``[attribution] local = "mean"`` on the same jobs):
+``results-mean.jsonl`` and ``paired-mean.json``; ``agreement.json`` has the mean's
+seed-to-seed agreement too. The protocol of issue 28 (64 test subsets x 3 seeds)::
 
     OMP_NUM_THREADS=1 python benchmarks/per_image_local.py --out runs/bench-local50 \\
         --data-out benchmarks/data/per_image_local/protocol-50 --behavior denoising-loss \\
@@ -78,7 +81,7 @@ BASELINES = {
 LOCAL = ["ssim", "nrmse", "mse", "denoising-loss"]
 
 
-def config(args):
+def config(args, local: str = "per-image"):
     measured = args.measure or [args.behavior]
     return build_config(
         None,
@@ -97,7 +100,7 @@ def config(args):
             "behaviors.measure": [{"name": b} for b in measured],
             "attribution.seed": args.seed,
             "attribution.subsets": args.sft_subsets,
-            "attribution.local": "per-image",
+            "attribution.local": local,
             "attribution.local_images": args.local_images,
             "attribution.estimators": [{"name": "datamodel", "subsets": args.sft_subsets}],
             "method": {"name": "sft", "finetune_steps": args.finetune_steps, "steps": args.k},
@@ -110,8 +113,8 @@ class Results:
     """``results.jsonl`` under the data folder: one line per fit, appended when computed;
     lines already there are not computed again."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / "results.jsonl"
+    def __init__(self, folder: Path, name: str = "results.jsonl") -> None:
+        self.path = folder / name
         self.rows: dict[str, dict] = {}
         if self.path.exists():
             for line in self.path.read_text().splitlines():
@@ -137,6 +140,14 @@ def per_image_values(attrs: list, base: str) -> tuple[list[str], np.ndarray]:
     if not chosen:
         raise DiffattrError(f"no per-image attribution of {base}")
     return [a.behavior for a in chosen], np.array([a.values for a in chosen], dtype=float)
+
+
+def mean_values(attrs: list, base: str) -> np.ndarray:
+    """The attribution of ``base`` itself (its mean over the generated images), as (1, n)."""
+    chosen = [a for a in attrs if a.behavior == base]
+    if not chosen:
+        raise DiffattrError(f"no attribution of {base} (the mean over generated images)")
+    return np.array([chosen[0].values], dtype=float)
 
 
 def scored(values: np.ndarray, masks: np.ndarray, t: np.ndarray) -> dict:
@@ -165,25 +176,111 @@ def paired(results: Results, t: np.ndarray, n_bootstrap: int = 1000, seed: int =
     def lds_of(p: np.ndarray, idx: np.ndarray) -> float:
         return float(np.mean([_mean_spearman(p[:, idx], ts[:, idx]) for ts in t]))
 
+    full = np.arange(b)
+    point = {k: lds_of(v, full) for k, v in preds.items()}
+    # each method's LDS on every resample, once (every pair reuses them)
+    boot = {k: np.array([lds_of(v, idx) for idx in draws]) for k, v in preds.items()}
     out = []
     ids = sorted(preds)
     for i, a in enumerate(ids):
         for c in ids[i + 1 :]:
-            full = np.arange(b)
-            diff = lds_of(preds[a], full) - lds_of(preds[c], full)
-            boots = [lds_of(preds[a], idx) - lds_of(preds[c], idx) for idx in draws]
-            boots = [x for x in boots if np.isfinite(x)]
-            lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
+            d = boot[a] - boot[c]
+            d = d[np.isfinite(d)]
+            lo, hi = np.percentile(d, [2.5, 97.5]) if len(d) else (np.nan, np.nan)
             out.append(
                 {
                     "a": a,
                     "b": c,
-                    "difference": diff,
+                    "difference": point[a] - point[c],
                     "bootstrap_95": [float(lo), float(hi)],
                     "resolved": bool(lo > 0 or hi < 0),
                 }
             )
     return out
+
+
+def fit_methods(run, args, cost: dict, masks: np.ndarray, t: np.ndarray, results, extract):
+    """Every method's attribution fitted and scored against ``t`` (seeds, I, B) on the
+    held-out ``masks``, one line of ``results`` each (skipped when already there):
+    datamodels on sFT jobs at several budgets, on models retrained from scratch at the same
+    compute, and the baselines on the full model. ``extract(attributions)`` picks the (I, n)
+    values the table is about (one row per generated image, or the mean's single row)."""
+
+    plan = run.jobs()
+    p = plan.prepared
+    test_set = {mask_to_str(m) for m in masks}
+    c_sft, c_retrain = cost["sft_seconds_per_job"], cost["retrain_seconds_per_job"]
+    cfg = run.cfg
+    # 2. datamodels on sFT jobs at several budgets
+    est = cfg.attribution.estimators[0]
+    grid = args.grid or [args.sft_subsets // 4, args.sft_subsets // 2, args.sft_subsets]
+    budgets = {m: p.prepare_cost + m * c_sft for m in grid}
+    for m in grid:
+        rid = f"sft-datamodel-M{m}"
+        if rid not in results:
+            values = extract(fit_table(est, run.table(plan, "datamodel", test_set, m)))
+            results.add(
+                {
+                    "id": rid,
+                    "method": "sft",
+                    "estimator": "datamodel",
+                    "M": m,
+                    "seconds": budgets[m],
+                    **scored(values, masks, t),
+                }
+            )
+    # 3. datamodels on models retrained from scratch, at the compute of each sFT budget
+    m_max = int(math.floor(max(budgets.values()) / c_retrain))
+    rest = ESTIMATORS.parse({"name": "datamodel", "subsets": max(m_max, 3)})
+    rplan = run.jobs("retrain", [rest])
+    run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-datamodel")
+    for m_sft, budget in budgets.items():
+        m = int(math.floor(budget / c_retrain))
+        rid = f"retrain-datamodel-M{m}"
+        if rid in results:
+            continue
+        row = {
+            "id": rid,
+            "method": "retrain",
+            "estimator": "datamodel",
+            "M": m,
+            "seconds": budget,
+            "equal_compute_to_sft_M": m_sft,
+        }
+        try:
+            attrs = fit_table(rest, run.table(rplan, "datamodel", test_set, m))
+            values = extract(attrs)
+            results.add({**row, **scored(values, masks, t)})
+        except DiffattrError as e:
+            results.add({**row, "error": str(e)})
+    # 4. the baselines on the full model (features cached in the run's cache)
+    for name in args.baselines:
+        rid = f"baseline-{name}"
+        if rid in results:
+            continue
+        s = BASELINE_SETTINGS.parse(BASELINES[name])
+        bplan = run.jobs(estimators=[s])
+        errors: list[str] = []
+        t1 = time.perf_counter()
+        run.baseline_costs.clear()
+        res = run.estimate(bplan, estimators=[s], errors=errors)
+        row = {"id": rid, "method": "baseline", "estimator": name}
+        try:
+            values = extract(res.attributions)
+        except DiffattrError as e:
+            results.add({**row, "error": errors or str(e)})
+            continue
+        # featurize (from the cache record on a hit) / score / wall of this baseline
+        costs = [c.get("seconds") for c in run.baseline_costs.values()]
+        compute = costs[0] if costs else None
+        results.add(
+            {
+                **row,
+                "seconds": time.perf_counter() - t1,
+                "compute_seconds": compute,
+                **scored(values, masks, t),
+            }
+        )
 
 
 def main() -> None:
@@ -238,7 +335,6 @@ def main() -> None:
         # 1. the retrained ground truth first: its seed-to-seed agreement caps every method
         masks = held_out_masks(n, 0.5, args.test_subsets, args.seed)
         targets = retrain_targets(run, p, masks, args.seeds)
-        test_set = {mask_to_str(m) for m in targets.masks}
         run.execute(list(plan.references.values()), "references")  # the full model's images
         full = run.reference_records(plan)["full"]
         columns = run.per_image_columns(full)
@@ -249,6 +345,8 @@ def main() -> None:
         for b, ks in sorted(by_base.items()):
             values_of[b] = np.stack([targets.values(k) for k in ks], axis=1)  # (seeds, I, B)
             agree[b] = agreement(values_of[b])
+            # the behavior's mean over all generated images (a global behavior)
+            agree[f"{b} mean"] = agreement(targets.values(b)[:, None, :])
         (base,) = [b for b in by_base if b.split("[")[0] == args.behavior]
         keys, t = by_base[base], values_of[base]
         atomic_write_text(
@@ -276,92 +374,35 @@ def main() -> None:
         if args.agreement_only:
             print(agree_text)
             return
-        agree = agree[base]
+        agree, agree_mean = agree[base], agree[f"{base} mean"]["seed_to_seed_spearman"]
         run.execute(plan.specs(), "sft")  # the sFT coalitions
-        c_retrain = targets.seconds_per_job()
         fit = run.store.records([s.key for s in plan.specs() if s.kind == "fit"])
-        c_sft = float(np.mean([x.t_total for x in fit]))
         cost = {
-            "retrain_seconds_per_job": c_retrain,
-            "sft_seconds_per_job": c_sft,
+            "retrain_seconds_per_job": targets.seconds_per_job(),
+            "sft_seconds_per_job": float(np.mean([x.t_total for x in fit])),
             "sft_prepare_seconds": p.prepare_cost,
         }
         atomic_write_text(args.data_out / "cost.json", json.dumps(cost, indent=1))
         masks_ok = targets.masks
-        # 2. datamodels on sFT jobs at several budgets
-        est = cfg.attribution.estimators[0]
-        grid = args.grid or [args.sft_subsets // 4, args.sft_subsets // 2, args.sft_subsets]
-        budgets = {m: p.prepare_cost + m * c_sft for m in grid}
-        for m in grid:
-            rid = f"sft-datamodel-M{m}"
-            if rid not in results:
-                _, values = per_image_values(
-                    fit_table(est, run.table(plan, "datamodel", test_set, m)), base
-                )
-                results.add(
-                    {
-                        "id": rid,
-                        "method": "sft",
-                        "estimator": "datamodel",
-                        "M": m,
-                        "seconds": budgets[m],
-                        **scored(values, masks_ok, t),
-                    }
-                )
-        # 3. datamodels on models retrained from scratch, at the compute of each sFT budget
-        m_max = int(math.floor(max(budgets.values()) / c_retrain))
-        rest = ESTIMATORS.parse({"name": "datamodel", "subsets": max(m_max, 3)})
-        rplan = run.jobs("retrain", [rest])
-        run.execute([s for s in rplan.specs() if s.kind == "fit"], "retrain-datamodel")
-        for m_sft, budget in budgets.items():
-            m = int(math.floor(budget / c_retrain))
-            rid = f"retrain-datamodel-M{m}"
-            if rid in results:
-                continue
-            row = {
-                "id": rid,
-                "method": "retrain",
-                "estimator": "datamodel",
-                "M": m,
-                "seconds": budget,
-                "equal_compute_to_sft_M": m_sft,
-            }
-            try:
-                attrs = fit_table(rest, run.table(rplan, "datamodel", test_set, m))
-                _, values = per_image_values(attrs, base)
-                results.add({**row, **scored(values, masks_ok, t)})
-            except DiffattrError as e:
-                results.add({**row, "error": str(e)})
-        # 4. the baselines on the full model (features cached in the run's cache)
-        for name in args.baselines:
-            rid = f"baseline-{name}"
-            if rid in results:
-                continue
-            s = BASELINE_SETTINGS.parse(BASELINES[name])
-            bplan = run.jobs(estimators=[s])
-            errors: list[str] = []
-            t1 = time.perf_counter()
-            run.baseline_costs.clear()
-            res = run.estimate(bplan, estimators=[s], errors=errors)
-            row = {"id": rid, "method": "baseline", "estimator": name}
-            try:
-                _, values = per_image_values(res.attributions, base)
-            except DiffattrError as e:
-                results.add({**row, "error": errors or str(e)})
-                continue
-            # featurize (from the cache record on a hit) / score / wall of this baseline
-            costs = [c.get("seconds") for c in run.baseline_costs.values()]
-            compute = costs[0] if costs else None
-            results.add(
-                {
-                    **row,
-                    "seconds": time.perf_counter() - t1,
-                    "compute_seconds": compute,
-                    **scored(values, masks_ok, t),
-                }
-            )
-        # 5. paired differences (the same bootstrap resamples for both methods)
+        fit_methods(run, args, cost, masks_ok, t, results, lambda a: per_image_values(a, base)[1])
+        # paired differences (the same bootstrap resamples for both methods)
         atomic_write_text(args.data_out / "paired.json", json.dumps(paired(results, t), indent=1))
+        t_mean = targets.values(base)[:, None, :]  # (seeds, 1, B): the mean over all images
+    # the same table for the behavior's mean over the generated images (a global behavior:
+    # one attribution per method, the column every job already records)
+    results_mean = Results(args.data_out, "results-mean.jsonl")
+    with Run(config(args, local="mean"), args.out, progress=False) as run:
+        fits = [s for s in run.jobs().specs() if s.kind == "fit"]
+        done = {r.key for r in run.store.records([s.key for s in fits]) if r.status == "done"}
+        if any(s.key not in done for s in fits):
+            raise DiffattrError(
+                f"{len(fits) - len(done)} of the mean's {len(fits)} sFT jobs are not in the "
+                "store: the local = 'mean' plan should reuse the per-image run's jobs"
+            )
+        fit_methods(run, args, cost, masks_ok, t_mean, results_mean, lambda a: mean_values(a, base))
+    atomic_write_text(
+        args.data_out / "paired-mean.json", json.dumps(paired(results_mean, t_mean), indent=1)
+    )
     summary = {
         "seconds": time.perf_counter() - t0,
         "players": n,
@@ -369,6 +410,8 @@ def main() -> None:
         "test_subsets": len(masks_ok),
         "agreement": agree["seed_to_seed_spearman"],
         "lds": {r["id"]: r.get("lds", r.get("error")) for r in results.rows.values()},
+        "agreement_mean": agree_mean,
+        "lds_mean": {r["id"]: r.get("lds", r.get("error")) for r in results_mean.rows.values()},
     }
     print(json.dumps(summary, indent=1, default=float))
 

@@ -85,6 +85,24 @@ def test_per_image_lds_is_each_images_lds_averaged():
     assert score.n_test == 12 and score.bootstrap_low <= score.bootstrap_high
 
 
+def test_row_spearman_is_scipys_spearman_per_row_with_ties_and_constant_rows():
+    from scipy.stats import spearmanr
+
+    from diffattr.evaluate.lds import _mean_spearman, row_spearman
+
+    rng = np.random.default_rng(5)
+    a = np.round(rng.normal(size=(6, 25)), 0)  # many ties
+    b = rng.normal(size=(6, 25))
+    b[3] = -a[3]  # exactly reversed ranks
+    a[4] = 2.0  # a constant row: no rank correlation
+    got = row_spearman(a, b)
+    want = [100 * spearmanr(x, y).statistic if np.ptp(x) > 0 else np.nan for x, y in zip(a, b)]
+    assert np.isnan(got[4]) and np.isnan(want[4])
+    assert got[3] == pytest.approx(-100.0)
+    assert np.delete(got, 4) == pytest.approx(np.delete(want, 4), abs=1e-9)
+    assert _mean_spearman(a, b) == pytest.approx(np.nanmean(want), abs=1e-9)
+
+
 def test_paired_difference_resolves_a_better_attribution_and_not_a_tie():
     from diffattr.evaluate.lds import lds_difference
 

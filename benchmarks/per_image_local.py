@@ -39,6 +39,9 @@ pilot")::
         --measure ssim nrmse mse denoising-loss --per-class 5 --samples 64 \\
         --local-images 32 --test-subsets 16 --seeds 2 --agreement-only --workers 2
 
+``--table`` prints the markdown tables (each method's LDS with its intervals and its
+paired difference from the best method) from ``--data-out`` alone.
+
 A tiny check of the script (minutes): ``--per-class 2 --samples 8 --local-images 4
 --sft-subsets 16 --test-subsets 4 --seeds 2 --train-steps 40 --k 5 --finetune-steps 10
 --baselines pixel-similarity das``.
@@ -199,6 +202,78 @@ def paired(results: Results, t: np.ndarray, n_bootstrap: int = 1000, seed: int =
     return out
 
 
+def _fmt(x, digits: int = 1) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x + 0.0:.{digits}f}"  # no -0.0
+
+
+def render(folder: Path) -> str:
+    """Markdown tables from the data folder alone (no store): each method's LDS with its
+    intervals, and its paired difference from the method with the highest LDS -- for the
+    per-image table and, when it exists, the mean's."""
+
+    agree = json.loads((folder / "agreement.json").read_text())
+    base = agree["fitted_behavior"]
+    out = []
+    for title, results_name, paired_name, key in (
+        (f"{base}, one attribution per generated image", "results.jsonl", "paired.json", base),
+        (
+            f"{base}, mean over the generated images",
+            "results-mean.jsonl",
+            "paired-mean.json",
+            f"{base} mean",
+        ),
+    ):
+        if not (folder / results_name).exists():
+            continue
+        rows = list(Results(folder, results_name).rows.values())
+        pairs = (
+            json.loads((folder / paired_name).read_text())
+            if (folder / paired_name).exists()
+            else []
+        )
+        scored_rows = [r for r in rows if "lds" in r and np.isfinite(r["lds"])]
+        best = max(scored_rows, key=lambda r: r["lds"])["id"] if scored_rows else None
+        diff = {}
+        for d in pairs:  # difference = LDS(a) - LDS(b); shown as LDS(row) - LDS(best)
+            if best in (d["a"], d["b"]):
+                other, sign = (d["b"], 1) if d["a"] == best else (d["a"], -1)
+                lo, hi = (-sign * x for x in d["bootstrap_95"])
+                diff[other] = (-sign * d["difference"], min(lo, hi), max(lo, hi), d["resolved"])
+        agreement_value = agree.get(key, {}).get("seed_to_seed_spearman")
+        out += [
+            f"**{title}** ({agree['players']} players, {agree['test_subsets']} test subsets x "
+            f"{agree['seeds']} seeds; retraining seed-to-seed agreement "
+            f"{_fmt(agreement_value)}):",
+            "",
+            "| method | compute (s) | LDS (per seed) | t-interval over seeds | bootstrap 95 % "
+            f"| minus {best} [paired 95 %] |",
+            "|---|---|---|---|---|---|",
+        ]
+        order = {"sft": 0, "retrain": 1, "baseline": 2}
+        for r in sorted(rows, key=lambda r: (order.get(r["method"], 3), r.get("M", 0), r["id"])):
+            if "lds" not in r:
+                out.append(f"| {r['id']} | | not fitted: {r.get('error')} | | | |")
+                continue
+            per_seed = ", ".join(_fmt(v, 0) for v in r["per_seed"])
+            lo, hi = r["bootstrap_95_over_test_subsets"]
+            seconds = r.get("compute_seconds") or r.get("seconds")
+            if isinstance(seconds, dict):  # a baseline: featurize (first computed) + score
+                seconds = seconds.get("featurize", 0.0) + seconds.get("score", 0.0)
+            if r["id"] == best:
+                d = "—"
+            elif r["id"] in diff:
+                v, a, b, res = diff[r["id"]]
+                d = f"{_fmt(v)} [{_fmt(a)}, {_fmt(b)}]" + (" resolved" if res else "")
+            else:
+                d = ""
+            out.append(
+                f"| {r['id']} | {_fmt(seconds, 0)} | {_fmt(r['lds'])} ({per_seed}) | "
+                f"± {_fmt(r['ci95_over_seeds'])} | [{_fmt(lo)}, {_fmt(hi)}] | {d} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def fit_methods(run, args, cost: dict, masks: np.ndarray, t: np.ndarray, results, extract):
     """Every method's attribution fitted and scored against ``t`` (seeds, I, B) on the
     held-out ``masks``, one line of ``results`` each (skipped when already there):
@@ -319,7 +394,15 @@ def main() -> None:
         "the behavior, players and sample count; a later call with more test subsets and "
         "seeds reuses its models: both are prefixes of one stream)",
     )
+    ap.add_argument(
+        "--table",
+        action="store_true",
+        help="print the markdown tables from --data-out and stop (no store, no training)",
+    )
     args = ap.parse_args()
+    if args.table:
+        print(render(args.data_out))
+        return
     if args.measure and args.behavior not in args.measure:
         ap.error(f"--behavior {args.behavior} is not in --measure {args.measure}")
     t0 = time.perf_counter()

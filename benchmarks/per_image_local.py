@@ -360,7 +360,7 @@ def fit_methods(run, args, cost: dict, masks: np.ndarray, t: np.ndarray, results
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="run directory (the store)")
+    ap.add_argument("--out", type=Path, help="run directory (the store); not for --table")
     ap.add_argument("--data-out", type=Path, default=Path("benchmarks/data/per_image_local"))
     ap.add_argument("--behavior", default="ssim", choices=LOCAL)
     ap.add_argument("--per-class", type=int, default=20)
@@ -403,6 +403,8 @@ def main() -> None:
     if args.table:
         print(render(args.data_out))
         return
+    if args.out is None:
+        ap.error("--out (the run directory) is required")
     if args.measure and args.behavior not in args.measure:
         ap.error(f"--behavior {args.behavior} is not in --measure {args.measure}")
     t0 = time.perf_counter()

@@ -226,3 +226,16 @@ def test_a_missing_kronfluence_is_one_line_naming_the_extra(monkeypatch):
     with pytest.raises(DiffattrError, match=r"diffattr\[ekfac\]") as e:
         check_config(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_local_losses_and_distances_get_the_negated_score_similarities_the_score(target):
+    """Keeping an image the generated image depends on lowers its loss or distance to the
+    full model's image: those keys get -score, a similarity keeps +score."""
+    keys = ["ssim[pixel]#1", "mse[pixel]#1", "denoising-loss[model]#1"]
+    ssim, mse, loss = attribute_per_image(DAS, target, PLAYERS, keys)
+    scores = local_scores(DAS, target).scores
+    want = [scores[1, m].sum() for m in PLAYERS.members]
+    np.testing.assert_allclose(ssim.values, want)
+    np.testing.assert_allclose(mse.values, -np.array(want))
+    np.testing.assert_allclose(loss.values, -np.array(want))
+    assert "orientation" in loss.settings and "orientation" not in ssim.settings

@@ -52,7 +52,7 @@ from diffattr.baselines.settings import (
     parse_baseline,
 )
 from diffattr.baselines.target import DiffusionTarget, tensor_digest
-from diffattr.behaviors.keys import split_image_key
+from diffattr.behaviors.keys import BehaviorKey, split_image_key
 from diffattr.errors import DiffattrError
 from diffattr.estimators.attribution import Attribution
 
@@ -200,16 +200,35 @@ def attribute_per_image(
     info = _local_info(s, target, local, t0, t_agg)
     nan = np.full(len(names), np.nan)
     return [
-        Attribution(
-            rows[split_image_key(k)[1]].copy(),
-            nan,
-            names,
-            s.name,
-            settings=copy.deepcopy(info),
-            behavior=k,
+        orient_local(
+            Attribution(
+                rows[split_image_key(k)[1]].copy(),
+                nan,
+                names,
+                s.name,
+                settings=copy.deepcopy(info),
+                behavior=k,
+            )
         )
         for k in keys
     ]
+
+
+def orient_local(a: Attribution) -> Attribution:
+    """A baseline's attribution of a local behavior, oriented as the behavior's change.
+
+    A local score is larger where the generated image depends more on the training image
+    (a first-order estimate: keeping the image lowers the generated image's loss). For a
+    local behavior that is a loss or a distance to the full model's image (``mse``,
+    ``nrmse``, ``denoising-loss``: lower is better) keeping such an image *lowers* the
+    behavior, so its attribution is the negated score; for a similarity (``ssim``, CLIP) the
+    score as it is. Applied to per-image keys and to a local behavior's mean; global
+    behaviors (FID, IS) get the behavior-independent scores unchanged."""
+
+    if a.behavior is not None and BehaviorKey.parse(a.behavior).lower_is_better:
+        a.values = -a.values
+        a.settings = {**a.settings, "orientation": "negated (lower is better: a loss or distance)"}
+    return a
 
 
 @dataclass

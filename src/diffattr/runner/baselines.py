@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffattr.baselines.api import orient_local
 from diffattr.baselines.settings import BaselineSettings
 from diffattr.errors import DiffattrError
 from diffattr.runner.job import worker_for
@@ -60,7 +61,10 @@ def score_baseline(run: Any, jobs: Any, est: BaselineSettings, errors: list[str]
             raise
         errors.append(f"{est.name}: {e}")
         return []
+    local_means = set(full.local) if full else set()
     for a in attrs:
+        if a.behavior in local_means:  # a local behavior's mean: oriented like its images
+            orient_local(a)
         cost = {k: a.settings.pop(k) for k in ("seconds", "cache") if k in a.settings}
         if cost:
             label = str(a.settings.get("label", est.name))

@@ -32,6 +32,10 @@ images' loss / raises their output; similarities: its images look more like the 
 ones) or, for the heuristic, that its own images score higher on the behaviour. LDS then
 expects the behaviour of a coalition to rise with the sum of its members' values; a
 baseline whose values do not track the behaviour in that direction gets a negative LDS.
+The one exception: a local behaviour that is a loss or a distance to the full model's
+image (``mse``, ``nrmse``, ``denoising-loss``; per generated image or their mean) gets the
+negated values, since keeping an image a generated image depends on lowers it
+(``diffattr.baselines.api.orient_local``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,11 @@ def test_a_run_with_local_behaviors_resumes_refits_and_scores_per_image(tmp_path
         assert {(est, f"ssim[pixel]#{i}") for i in range(3)} <= behaviors
         assert (est, "ssim[pixel]") not in behaviors  # per image, not the mean
         assert any(b.startswith("fid[") for e, b in behaviors if e == est)
+    # a baseline's score lowers a distance and raises a similarity: mse gets -score
+    by_key = {(a["estimator"], a["behavior"]): a["values"] for a in values["attributions"]}
+    for i in range(3):
+        sim = np.array(by_key[("pixel-similarity", f"ssim[pixel]#{i}")])
+        assert np.array(by_key[("pixel-similarity", f"mse[pixel]#{i}")]) == pytest.approx(-sim)
     # resumed: nothing runs again, the same values
     again = run_attribution(cfg, run_dir, progress=False)
     assert again.failed == 0
@@ -91,3 +96,27 @@ def test_a_run_with_local_behaviors_resumes_refits_and_scores_per_image(tmp_path
         assert s.count() > n_jobs
         assert {r.key: r.finished for r in s.records() if r.key in finished} == finished
     assert cached.is_file() and len(list(cached.parent.glob("*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_feature_similarity_in_a_run_of_local_behaviors_only(tmp_path, full_model):
+    """No global behavior, so no feature space of the run's own: feature similarity compares
+    images in the space the dataset's default behaviors use, per generated image."""
+    from diffattr.runner import run_attribution
+
+    cfg = small_cfg(
+        full_model,
+        **{
+            "behaviors.measure": ["ssim"],
+            "attribution.estimators": [{"name": "feature-similarity"}],
+            "attribution.local_images": 2,
+            "sample.num_samples": 8,
+            "sample.batch_size": 8,
+        },
+    )
+    summary = run_attribution(cfg, tmp_path / "run", progress=False)
+    assert summary.failed == 0 and summary.values_written
+    got = {a.behavior: a.values for a in summary.attributions}
+    assert set(got) == {"ssim[pixel]#0", "ssim[pixel]#1"}
+    assert all(np.isfinite(v).all() for v in got.values())
+    assert not np.allclose(got["ssim[pixel]#0"], got["ssim[pixel]#1"])

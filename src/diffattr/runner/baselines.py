@@ -30,6 +30,13 @@ def score_baseline(run: Any, jobs: Any, est: BaselineSettings, errors: list[str]
             keys = [k for k in keys if k not in full.local]
         worker = worker_for(jobs.prepared.ctx)
         extractors = list(worker.suite.extractors.values())
+        if not extractors and est.name == "feature-similarity":
+            # a run that measures only local behaviors has no feature space of its own:
+            # compare images in the one its dataset's default behaviors would use
+            from diffattr.behaviors.suite import build_suite
+
+            default = build_suite(None, dataset, device=run.cfg.device, cache_dir=run.cache_dir)
+            extractors = list(default.extractors.values())
         feature_fn = extractors[0].features if extractors else None
         attrs = []
         if keys:

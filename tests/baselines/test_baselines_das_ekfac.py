@@ -239,3 +239,8 @@ def test_local_losses_and_distances_get_the_negated_score_similarities_the_score
     np.testing.assert_allclose(mse.values, -np.array(want))
     np.testing.assert_allclose(loss.values, -np.array(want))
     assert "orientation" in loss.settings and "orientation" not in ssim.settings
+    # a local behavior's mean likewise; a global behavior keeps the score
+    means = attribute(DAS, target, PLAYERS, behaviors=["fid[digits-cnn]", "mse[pixel]"])
+    total = [scores[:, m].sum(axis=1).mean() for m in PLAYERS.members]
+    np.testing.assert_allclose(means[0].values, total)
+    np.testing.assert_allclose(means[1].values, -np.array(total))

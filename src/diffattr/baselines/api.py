@@ -53,6 +53,7 @@ from diffattr.baselines.settings import (
 )
 from diffattr.baselines.target import DiffusionTarget, tensor_digest
 from diffattr.behaviors.keys import BehaviorKey, split_image_key
+from diffattr.behaviors.settings import LOCAL
 from diffattr.errors import DiffattrError
 from diffattr.estimators.attribution import Attribution
 
@@ -156,7 +157,9 @@ def attribute(
     info = _local_info(s, target, local, t0, t_agg)
     keys: list[str | None] = list(behaviors) if behaviors else [None]
     return [
-        Attribution(values, stderr, names, s.name, settings=copy.deepcopy(info), behavior=k)
+        orient_local(
+            Attribution(values, stderr, names, s.name, settings=copy.deepcopy(info), behavior=k)
+        )
         for k in keys
     ]
 
@@ -222,10 +225,13 @@ def orient_local(a: Attribution) -> Attribution:
     local behavior that is a loss or a distance to the full model's image (``mse``,
     ``nrmse``, ``denoising-loss``: lower is better) keeping such an image *lowers* the
     behavior, so its attribution is the negated score; for a similarity (``ssim``, CLIP) the
-    score as it is. Applied to per-image keys and to a local behavior's mean; global
-    behaviors (FID, IS) get the behavior-independent scores unchanged."""
+    score as it is. Applied to per-image keys and to a local behavior's mean (known by its
+    name); global behaviors (FID, IS) get the behavior-independent scores unchanged."""
 
-    if a.behavior is not None and BehaviorKey.parse(a.behavior).lower_is_better:
+    if a.behavior is None:
+        return a
+    key = BehaviorKey.parse(a.behavior)
+    if key.name in LOCAL and key.lower_is_better:
         a.values = -a.values
         a.settings = {**a.settings, "orientation": "negated (lower is better: a loss or distance)"}
     return a

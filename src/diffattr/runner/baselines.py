@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffattr.baselines.api import orient_local
 from diffattr.baselines.settings import BaselineSettings
 from diffattr.errors import DiffattrError
 from diffattr.runner.job import worker_for
@@ -30,7 +29,11 @@ def score_baseline(run: Any, jobs: Any, est: BaselineSettings, errors: list[str]
             keys = [k for k in keys if k not in full.local]
         worker = worker_for(jobs.prepared.ctx)
         extractors = list(worker.suite.extractors.values())
-        if not extractors and est.name == "feature-similarity":
+        if (
+            not extractors
+            and est.name == "feature-similarity"
+            and not est.space.startswith("clip:")  # a CLIP encoder the baseline loads itself
+        ):
             # a run that measures only local behaviors has no feature space of its own:
             # compare images in the one its dataset's default behaviors would use
             from diffattr.behaviors.suite import build_suite
@@ -68,10 +71,7 @@ def score_baseline(run: Any, jobs: Any, est: BaselineSettings, errors: list[str]
             raise
         errors.append(f"{est.name}: {e}")
         return []
-    local_means = set(full.local) if full else set()
     for a in attrs:
-        if a.behavior in local_means:  # a local behavior's mean: oriented like its images
-            orient_local(a)
         cost = {k: a.settings.pop(k) for k in ("seconds", "cache") if k in a.settings}
         if cost:
             label = str(a.settings.get("label", est.name))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from diffattr.counterfactual.settings import METHODS, EmaMode, FineTuneSettings, MethodSettings
@@ -149,6 +150,13 @@ class CounterfactualMethod(ABC):
     def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
         """The counterfactual model for the kept example indices of ``data``."""
 
+    def run_many(
+        self, kepts: list[np.ndarray], data: TrainingSet, seeds: list[int]
+    ) -> list[CounterfactualResult]:
+        """The models of several coalitions at once: trained side by side where the method
+        and family stack them (``FineTuneFrom``), else one ``run`` after the other."""
+        return [self.run(k, data, seed=s) for k, s in zip(kepts, seeds, strict=True)]
+
     # ---------------------------------------------------------------- shared helpers
 
     def check_size(self, data: TrainingSet) -> None:
@@ -174,6 +182,86 @@ class CounterfactualMethod(ABC):
             if s.ema_decay is not None:
                 base["ema_decay"] = s.ema_decay
         return TrainConfig(**base)
+
+
+class FineTuneFrom(CounterfactualMethod):
+    """A method whose model of S is ``fine_tune`` of one starting model (``start``) on S's
+    data for k steps (``sft``: the pruned model; ``ft``: the full one); several such models
+    train side by side when the family stacks them (``run_many``)."""
+
+    settings: FineTuneSettings
+
+    @abstractmethod
+    def start(self) -> ModelState:
+        """The starting model: raw weights (or None: the EMA's), EMA, its step, Adam state."""
+
+    def info(self, model: nn.Module, info: dict[str, Any]) -> dict[str, Any]:
+        """The job's notes about its model (what the method adds to ``fine_tune``'s)."""
+        return info
+
+    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
+        subset = self.kept_data(kept, data)
+        state = self.start()
+        s = self.settings
+        model, seconds, info = fine_tune(
+            self.family,
+            copy_module(state.raw if state.raw is not None else state.model),
+            subset,
+            self.train_config(s, s.steps, seed),
+            ema=s.ema,
+            ema_model=state.model,
+            ema_step=state.ema_step,
+            optimizer_state=state.optimizer_state,
+        )
+        return CounterfactualResult(model, seconds, self.info(model, info))
+
+    def run_many(
+        self, kepts: list[np.ndarray], data: TrainingSet, seeds: list[int]
+    ) -> list[CounterfactualResult]:
+        if len(kepts) < 2 or self.family.stack_reason() is not None:
+            return super().run_many(kepts, data, seeds)
+        subsets = [self.kept_data(k, data) for k in kepts]
+        state = self.start()
+        s = self.settings
+        start = state.raw if state.raw is not None else state.model
+        out = fine_tune_many(
+            self.family,
+            [copy_module(start) for _ in kepts],
+            subsets,
+            [self.train_config(s, s.steps, seed) for seed in seeds],
+            ema=s.ema,
+            ema_model=state.model,
+            ema_step=state.ema_step,
+            optimizer_state=state.optimizer_state,
+        )
+        return [CounterfactualResult(m, sec, self.info(m, i)) for m, sec, i in out]
+
+    def step_bytes(self, data: TrainingSet) -> int:
+        """Peak device memory of one model's one fine-tune step (weights, gradients, Adam,
+        EMA, activations of a batch), measured on a CUDA device: what the automatic
+        ``jobs_per_batch`` divides the free memory by (``runner.batching``)."""
+        device = torch.device(self.device)
+        if device.type != "cuda":
+            raise DiffattrError("step_bytes measures GPU memory; the run is not on a GPU")
+        s = self.settings
+        state = self.start()
+        cfg = self.train_config(s, 1, 0)
+        subset = data.subset(np.arange(min(len(data), cfg.batch_size)))
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fine_tune(
+            self.family,
+            copy_module(state.raw if state.raw is not None else state.model),
+            subset,
+            cfg,
+            ema=s.ema,
+            ema_model=state.model,
+            ema_step=state.ema_step,
+            optimizer_state=state.optimizer_state,
+        )
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
 
 
 def copy_module(m: nn.Module) -> nn.Module:
@@ -214,14 +302,42 @@ def fine_tune(
     ``ema_model``/``ema_step`` are the starting model's EMA, used when ``ema='carry'`` (if
     absent, the EMA restarts). ``optimizer_state`` is copied, never changed.
     """
-    if ema == "carry" and ema_model is not None:
-        tracker = EMA(ema_model, cfg.ema_decay, step=ema_step)
-    else:
-        tracker = EMA(raw, cfg.ema_decay)
+    tracker = _tracker(raw, cfg, ema, ema_model, ema_step)
     state = copy.deepcopy(optimizer_state) if optimizer_state is not None else None
     t0 = time.perf_counter()
     result = family.fit(raw, data, cfg, ema=tracker, optimizer_state=state, desc="fine-tune")
-    seconds = time.perf_counter() - t0
+    return _finished(result, cfg, ema, ema_model, time.perf_counter() - t0)
+
+
+def fine_tune_many(
+    family: ModelFamily,
+    raws: list[nn.Module],
+    datas: list[TrainingSet],
+    cfgs: list[TrainConfig],
+    *,
+    ema: EmaMode,
+    ema_model: nn.Module | None = None,
+    ema_step: int = 0,
+    optimizer_state: dict | None = None,
+) -> list[tuple[nn.Module, float, dict[str, Any]]]:
+    """``fine_tune`` of each ``raws[j]`` on ``datas[j]`` with ``cfgs[j]``, the models trained
+    side by side (``family.fit_stacked``): what K ``fine_tune`` calls give, to float
+    tolerance. Each model's seconds are its share of the batch's time."""
+    trackers = [_tracker(r, c, ema, ema_model, ema_step) for r, c in zip(raws, cfgs, strict=True)]
+    results = family.fit_stacked(
+        raws, datas, cfgs, emas=trackers, optimizer_states=[optimizer_state] * len(raws)
+    )
+    return [_finished(r, c, ema, ema_model, r.seconds) for r, c in zip(results, cfgs, strict=True)]
+
+
+def _tracker(raw, cfg: TrainConfig, ema: EmaMode, ema_model, ema_step: int) -> EMA:
+    """The EMA a fine-tune starts: the starting model's (``carry``) or a fresh one."""
+    if ema == "carry" and ema_model is not None:
+        return EMA(ema_model, cfg.ema_decay, step=ema_step)
+    return EMA(raw, cfg.ema_decay)
+
+
+def _finished(result, cfg: TrainConfig, ema: EmaMode, ema_model, seconds: float):
     out = result.unet if ema == "none" else result.ema.model
     tail = result.losses[-min(len(result.losses), 20) :]
     info = {

@@ -9,39 +9,25 @@ A full model saved without its training state starts from its EMA weights with a
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from diffattr.counterfactual.base import (
-    CounterfactualMethod,
-    CounterfactualResult,
-    copy_module,
-    fine_tune,
-)
+from torch import nn
+
+from diffattr.counterfactual.base import FineTuneFrom
 from diffattr.counterfactual.settings import FTSettings
-from diffattr.families.base import TrainingSet
+from diffattr.families.base import ModelState
 
 
-class FineTune(CounterfactualMethod):
+class FineTune(FineTuneFrom):
     Settings = FTSettings
     settings: FTSettings
 
     def load(self) -> None:
         self.full.load(training=True)
 
-    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
-        subset = self.kept_data(kept, data)
-        full = self.full.load(training=True)
-        s = self.settings
-        start = full.raw if full.raw is not None else full.model
-        model, seconds, info = fine_tune(
-            self.family,
-            copy_module(start),
-            subset,
-            self.train_config(s, s.steps, seed),
-            ema=s.ema,
-            ema_model=full.model,
-            ema_step=full.ema_step,
-            optimizer_state=full.optimizer_state,
-        )
-        info["start"] = "raw" if full.raw is not None else "ema"
-        return CounterfactualResult(model, seconds, info)
+    def start(self) -> ModelState:
+        return self.full.load(training=True)
+
+    def info(self, model: nn.Module, info: dict[str, Any]) -> dict[str, Any]:
+        start = "raw" if self.full.load(training=True).raw is not None else "ema"
+        return {**info, "start": start}

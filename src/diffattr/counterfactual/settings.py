@@ -30,6 +30,9 @@ class MethodSettings(Component):
 
     kind: ClassVar[str] = "counterfactual method"
     per_job: ClassVar[frozenset[str]] = frozenset()
+    #: whether several coalition models of the method can train side by side (its model of
+    #: S is a fine-tune of one shared starting model; ``[executor] jobs_per_batch``)
+    stacks: ClassVar[bool] = False
 
     def shared_settings(self) -> dict[str, Any]:
         """The settings the one-time preparation depends on (everything but ``per_job``)."""
@@ -101,6 +104,7 @@ class SFTSettings(FineTuneSettings):
 
     name: Literal["sft"] = "sft"
     implementation: ClassVar[str] = "diffattr.counterfactual.sft:SparsifiedFineTune"
+    stacks: ClassVar[bool] = True
     pruner: Pruner = Field("magnitude", description="magnitude | taylor | random | diff-pruning")
     ratio: float = Field(
         0.3, gt=0, lt=1, description="share of channels removed per layer group, in (0, 1)"
@@ -127,6 +131,7 @@ class FTSettings(FineTuneSettings):
 
     name: Literal["ft"] = "ft"
     implementation: ClassVar[str] = "diffattr.counterfactual.ft:FineTune"
+    stacks: ClassVar[bool] = True
 
 
 @METHODS.register

@@ -29,15 +29,9 @@ import shutil
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from diffattr.counterfactual.base import (
-    CounterfactualMethod,
-    CounterfactualResult,
-    copy_module,
-    fine_tune,
-)
+from diffattr.counterfactual.base import FineTuneFrom
 from diffattr.counterfactual.settings import SFTSettings
 from diffattr.diffusion.checkpoint import meta_value
 from diffattr.errors import DiffattrError
@@ -45,7 +39,7 @@ from diffattr.families.base import FamilyCheckpoint, ModelState, TrainingSet
 from diffattr.fileio import atomic_write_text
 
 
-class SparsifiedFineTune(CounterfactualMethod):
+class SparsifiedFineTune(FineTuneFrom):
     Settings = SFTSettings
     settings: SFTSettings
 
@@ -184,25 +178,12 @@ class SparsifiedFineTune(CounterfactualMethod):
         self.load()
         return self._state.model
 
-    def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
-        subset = self.kept_data(kept, data)
+    def start(self) -> ModelState:
         self.load()
-        state = self._state
-        s = self.settings
-        raw = copy_module(state.raw if state.raw is not None else state.model)
-        cfg = self.train_config(s, s.steps, seed)
-        model, seconds, info = fine_tune(
-            self.family,
-            raw,
-            subset,
-            cfg,
-            ema=s.ema,
-            ema_model=state.model,
-            ema_step=state.ema_step,
-            optimizer_state=state.optimizer_state,
-        )
-        info["params"] = self.family.parameter_count(model)
-        return CounterfactualResult(model, seconds, info)
+        return self._state
+
+    def info(self, model: torch.nn.Module, info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, "params": self.family.parameter_count(model)}
 
 
 def _summary(report: dict) -> dict:

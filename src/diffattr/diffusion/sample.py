@@ -125,6 +125,7 @@ def ddim_run(
     scheduler_config: dict | None = None,
     keep_steps: Sequence[int] | None = None,
     progress: bool = False,
+    copies: int | None = None,
 ) -> Sampled:
     """The package's one DDIM loop (eta = 0): every family, baseline and trajectory
     recorder samples through it, so the common-random-numbers rule holds everywhere --
@@ -140,6 +141,9 @@ def ddim_run(
             default: ``make_ddim(ddim_steps, scheduler_config)``.
         keep_steps: DDIM step indices whose input state x_t is kept (``Sampled.states``);
             None keeps none.
+        copies: K models sampled side by side (``diffusion.stacked``): x_t is (K, B, ...),
+            every model starting from the same noise, and ``final`` is (K, N, ...);
+            ``eps_fn`` gets the (K, B, ...) states and the batch's conditions as they are.
     """
     sched = scheduler if scheduler is not None else make_ddim(ddim_steps, scheduler_config)
     timesteps = sched.timesteps
@@ -150,6 +154,8 @@ def ddim_run(
         if keep.size == 0 or keep.min() < 0 or keep.max() >= len(timesteps):
             raise DiffattrError(f"keep_steps must lie in 0..{len(timesteps) - 1}")
         states = torch.empty((len(keep), num_samples, *shape))
+        if copies is not None:
+            raise DiffattrError("keep_steps is not supported for models sampled side by side")
     keep_pos = {} if keep is None else {int(s): j for j, s in enumerate(keep)}
     chunks = []
     for b0 in tqdm(
@@ -158,6 +164,8 @@ def ddim_run(
         b1 = min(b0 + batch_size, num_samples)
         x = initial_noise(range(start + b0, start + b1), shape, seed).to(device)
         x = x * sched.init_noise_sigma
+        if copies is not None:
+            x = x.expand(copies, *x.shape).clone()
         c = None if cond is None else tree_map(lambda v, lo=b0, hi=b1: v[lo:hi].to(device), cond)
         for s, t in enumerate(timesteps):
             if s in keep_pos:
@@ -165,7 +173,10 @@ def ddim_run(
             eps = eps_fn(x, t.to(device), c)
             x = sched.step(eps, t, x, eta=0.0).prev_sample
         chunks.append(x.float().cpu())
-    final = torch.cat(chunks) if chunks else torch.empty((0, *shape))
+    if copies is not None:
+        final = torch.cat(chunks, 1) if chunks else torch.empty((copies, 0, *shape))
+    else:
+        final = torch.cat(chunks) if chunks else torch.empty((0, *shape))
     steps = None if keep is None else torch.as_tensor(keep, dtype=torch.long)
     return Sampled(final, timesteps, steps, states)
 

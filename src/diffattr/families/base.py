@@ -39,6 +39,7 @@ from diffattr.data.load import NOT_CONTENT
 from diffattr.diffusion.checkpoint import is_model_dir, read_meta
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.settings import TrainConfig
+from diffattr.diffusion.stacked import train_stacked
 from diffattr.diffusion.train import TrainResult, diffusion_loss, train
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import FamilySettings
@@ -276,6 +277,63 @@ class ModelFamily(ABC):
             progress=progress,
             desc=desc,
         )
+
+    # ------------------------------------------------------------------ side by side
+
+    def stack_reason(self) -> str | None:
+        """Why this family's models train one at a time, or None when several coalition
+        models train and sample side by side (``fit_stacked``, ``sample_stacked``)."""
+        return type(self.settings).unstacked
+
+    def fit_stacked(
+        self,
+        models: list[nn.Module],
+        datas: list[TrainingSet],
+        cfgs: list[TrainConfig],
+        *,
+        emas: list[EMA],
+        optimizer_states: list[dict | None],
+    ) -> list[TrainResult]:
+        """``fit`` of each model on its own data, the models trained side by side
+        (``diffusion.stacked.train_stacked``; equal to separate ``fit`` calls to float
+        tolerance)."""
+        reason = self.stack_reason()
+        if reason is not None:
+            raise DiffattrError(f"the {self.name} family cannot stack models: {reason}")
+        return train_stacked(
+            models,
+            datas,
+            cfgs,
+            denoiser=self,
+            device=self.device,
+            emas=emas,
+            optimizer_states=optimizer_states,
+        )
+
+    def sample_stacked(
+        self,
+        models: list[nn.Module],
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int = 500,
+        conditions: list[Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """``sample`` of each model, sampled side by side where the family stacks them
+        (the same images to float tolerance); one after the other by default."""
+        conditions = conditions if conditions is not None else [None] * len(models)
+        return [
+            self.sample(
+                m,
+                num_samples,
+                seed=seed,
+                ddim_steps=ddim_steps,
+                batch_size=batch_size,
+                conditions=c,
+            )
+            for m, c in zip(models, conditions, strict=True)
+        ]
 
     def train_full(
         self,

@@ -25,6 +25,12 @@ class FamilySettings(Component):
     #: (e.g. "class labels"); None for a family whose samples take no condition from the
     #: data. Training-free methods (``surrogate``) need one.
     conditions: ClassVar[str | None] = None
+    #: Why the family's models train one at a time, or None when several coalition models
+    #: can train and sample side by side (``diffusion.stacked``; ``[executor]
+    #: jobs_per_batch``). Shown in the plan.
+    unstacked: ClassVar[str | None] = (
+        "its models train one at a time (side by side is built for the unconditional pixel family)"
+    )
 
     def build(self, device: str = "cpu"):
         """The family object (``ModelFamily``) for these settings."""
@@ -40,6 +46,7 @@ class UnconditionalSettings(FamilySettings):
 
     name: Literal["unconditional"] = "unconditional"
     implementation: ClassVar[str] = "diffattr.families.unconditional:UnconditionalFamily"
+    unstacked: ClassVar[str | None] = None
     architecture: Architecture = Field(
         "tiny", description=f"UNet2DModel layout: {' | '.join(UNET_ARCHITECTURES)}"
     )
@@ -63,6 +70,10 @@ class ConditionalSettings(FamilySettings):
     name: Literal["conditional"] = "conditional"
     implementation: ClassVar[str] = "diffattr.families.conditional:ConditionalFamily"
     conditions: ClassVar[str | None] = "class labels"
+    unstacked: ClassVar[str | None] = (
+        "its models train one at a time: classifier-free guidance checks each model's labels, "
+        "which vmap cannot do inside a stacked call"
+    )
     architecture: Architecture = Field(
         "tiny", description=f"UNet2DModel layout: {' | '.join(UNET_ARCHITECTURES)}"
     )

@@ -7,8 +7,11 @@ several workers per GPU let small models share one); ``ray`` runs them as Ray ta
 GPU), on a cluster given by ``address`` or a local one; ``slurm`` submits SLURM array jobs
 through submitit (or runs the same tasks as local processes with ``cluster = "local"``).
 Every executor yields ``JobRecord``s as jobs finish; only the driver writes them to the
-store. Jobs are idempotent (their key is their content), so a task lost with a killed
-driver is simply run again on resume.
+store. A unit of work is one job, or a batch of ``ctx.jobs_per_batch`` coalition jobs whose
+models train side by side (``group_specs``, ``execute_batch``; SLURM batches within each
+array task's ``jobs_per_task``). Jobs are idempotent (their key is their content), so a
+task lost with a killed driver is simply run again on resume (a batch's jobs too, in
+whatever batches the resumed run makes: each model is the same to float tolerance).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from diffattr.errors import DiffattrError
 from diffattr.runner.job import (
     JobContext,
     JobSpec,
-    execute_job,
+    execute_batch,
     execute_jobs,
+    group_specs,
     record_for,
     worker_init,
 )
@@ -67,8 +71,8 @@ def threads_per_worker(workers: int) -> int:
 
 class InlineExecutor(Executor):
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
-        for spec in specs:
-            yield execute_job(spec, ctx)
+        for unit in group_specs(list(specs), ctx.jobs_per_batch):
+            yield from execute_batch(unit, ctx)
 
 
 class ProcessExecutor(Executor):
@@ -77,7 +81,8 @@ class ProcessExecutor(Executor):
     cfg: ProcessSettings
 
     def run(self, specs: Sequence[JobSpec], ctx: JobContext) -> Iterator[JobRecord]:
-        workers = max(1, min(self.cfg.workers, len(specs)))
+        units = group_specs(list(specs), ctx.jobs_per_batch)
+        workers = max(1, min(self.cfg.workers, len(units)))
         threads = threads_per_worker(workers)
         spawn = mp.get_context("spawn")
         with ProcessPoolExecutor(
@@ -87,15 +92,16 @@ class ProcessExecutor(Executor):
             # each worker takes the next rank: on device = "cuda", the GPUs in turn
             initargs=(threads, spawn.Value("i", 0), str(ctx.config.get("device", "cpu"))),
         ) as pool:
-            futures = {pool.submit(execute_job, s, ctx): s for s in specs}
+            futures = {pool.submit(execute_batch, u, ctx): u for u in units}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     try:
-                        yield f.result()
+                        yield from f.result()
                     except Exception as e:  # noqa: BLE001 - e.g. a worker killed by OOM
-                        yield _failed(futures[f], f"{type(e).__name__}: {e}")
+                        for spec in futures[f]:
+                            yield _failed(spec, f"{type(e).__name__}: {e}")
 
 
 class RayExecutor(Executor):
@@ -132,15 +138,18 @@ class RayExecutor(Executor):
             num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_retries=0
         )
         ctx_ref = ray.put(ctx)
-        refs = {task.remote(s, ctx_ref, int(max(1, self.cfg.num_cpus))): s for s in specs}
+        threads = int(max(1, self.cfg.num_cpus))
+        units = group_specs(list(specs), ctx.jobs_per_batch)
+        refs = {task.remote(u, ctx_ref, threads): u for u in units}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for r in done:
                 try:
-                    yield ray.get(r)
+                    yield from ray.get(r)
                 except Exception as e:  # noqa: BLE001 - task crashed outside execute_job
-                    yield _failed(refs[r], f"{type(e).__name__}: {e}")
+                    for spec in refs[r]:
+                        yield _failed(spec, f"{type(e).__name__}: {e}")
 
     def close(self) -> None:
         if self._started:
@@ -148,9 +157,9 @@ class RayExecutor(Executor):
             self._started = False
 
 
-def _ray_job(spec: JobSpec, ctx: JobContext, threads: int) -> JobRecord:
+def _ray_job(unit: list[JobSpec], ctx: JobContext, threads: int) -> list[JobRecord]:
     worker_init(threads)
-    return execute_job(spec, ctx)
+    return execute_batch(unit, ctx)
 
 
 class SlurmExecutor(Executor):

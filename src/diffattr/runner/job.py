@@ -11,6 +11,7 @@ prepared method, behavior suite).
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class JobContext:
     full_samples: str | None = None
     #: the content digest of the data the run was resolved with (``runner.plan.resolve``)
     data_digest: str | None = None
+    #: coalition models a worker trains side by side (``execute_batch``), resolved by the
+    #: driver from ``[executor] jobs_per_batch`` (``runner.batching``)
+    jobs_per_batch: int = 1
 
 
 #: The driver's resolved ``(dataset, players)`` by data digest (``offer_resolved``): a
@@ -122,7 +126,6 @@ class Worker:
         return self._data
 
     def method(self, name: str, settings: dict[str, Any]):
-        import json
 
         key = json.dumps({"name": name, **settings}, sort_keys=True)
         if key not in self._methods:
@@ -147,18 +150,51 @@ class Worker:
         rec.extra.update({"n_kept": int(len(kept)), **(result.info or {})})
         return result.model
 
+    def models_for(self, specs: list[JobSpec], recs: list[JobRecord]) -> list[torch.nn.Module]:
+        """The models of several coalition jobs of one method (the same settings), trained
+        side by side (``CounterfactualMethod.run_many``); each record gets its share of the
+        batch's training time and ``extra["batch"]``, the number of models trained with it."""
+        _, players = self.dataset
+        kepts = [players.indices(str_to_mask(s.mask)) for s in specs]
+        method = self.method(specs[0].method, specs[0].settings)
+        t = time.perf_counter()
+        results = method.run_many(kepts, self.data, [s.seed for s in specs])
+        share = (time.perf_counter() - t) / len(specs)
+        for rec, kept, result in zip(recs, kepts, results, strict=True):
+            rec.t_train = share
+            rec.extra.update({"n_kept": int(len(kept)), **(result.info or {})})
+            rec.extra["batch"] = len(specs)
+        return [r.model for r in results]
+
+    def conditions(self, mask: str | None) -> Any:
+        """The conditions the model of coalition ``mask`` generates with (None: all
+        players; none for an unconditional family)."""
+        if self.cfg.family.conditions is None:
+            return None
+        s = self.cfg.sample
+        _, players = self.dataset
+        kept = None if mask is None else players.indices(str_to_mask(mask))
+        return self.family.generation_conditions(self.data, kept, s.num_samples, seed=s.seed)
+
+    def sample_many(self, models: list[torch.nn.Module], masks: list[str]) -> list[torch.Tensor]:
+        """``sample`` of each model (coalition ``masks[j]``), side by side where the family
+        stacks them."""
+        s = self.cfg.sample
+        return self.family.sample_stacked(
+            models,
+            s.num_samples,
+            seed=s.seed,
+            ddim_steps=s.ddim_steps,
+            batch_size=s.batch_size,
+            conditions=[self.conditions(m) for m in masks],
+        )
+
     def sample(self, model: torch.nn.Module, mask: str | None = None) -> torch.Tensor:
         """The run's samples of ``model``, the model of the coalition ``mask`` (None: all
         players): a conditional family generates with that coalition's conditions (one
         rule for every method, ``ModelFamily.generation_conditions``)."""
         s = self.cfg.sample
-        conditions = None
-        if self.cfg.family.conditions is not None:
-            _, players = self.dataset
-            kept = None if mask is None else players.indices(str_to_mask(mask))
-            conditions = self.family.generation_conditions(
-                self.data, kept, s.num_samples, seed=s.seed
-            )
+        conditions = self.conditions(mask)
         return self.family.sample(
             model,
             s.num_samples,
@@ -215,7 +251,6 @@ _WORKERS: dict[str, Worker] = {}
 
 def worker_for(ctx: JobContext) -> Worker:
     """The cached worker of ``ctx`` in this process (one per run context)."""
-    import json
 
     key = json.dumps([ctx.config, ctx.full_dir, ctx.null_dir, ctx.work_dir], sort_keys=True)
     if key not in _WORKERS:
@@ -248,39 +283,109 @@ def execute_job(spec: JobSpec, ctx: JobContext) -> JobRecord:
         # the stage markers name the stages in a profile (diffattr run --profile)
         with record_function("diffattr.train"):
             model = worker.model_for(spec, rec)
-        local = worker.local_suite
         t = time.perf_counter()
         with record_function("diffattr.sample"):
-            if local and spec.method == "full":
+            if worker.local_suite and spec.method == "full":
                 images = worker.reference.images  # the full model's samples, generated once
             else:
                 images = worker.sample(model, spec.mask)
         rec.t_sample = time.perf_counter() - t
-        if ctx.grids_dir:
-            save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
-        t = time.perf_counter()
-        with record_function("diffattr.measure"):
-            rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
-            if local:
-                rec.local = worker.measure_local(images, model)
-                rec.behaviors.update({k: float(np.mean(v)) for k, v in rec.local.items()})
-        rec.t_measure = time.perf_counter() - t
-        bad = [k for k, v in rec.behaviors.items() if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"non-finite behaviors: {', '.join(bad)}")
-        rec.status = "done"
+        _measure(worker, ctx, spec, rec, model, images)
     except Exception as e:  # noqa: BLE001 - a failed job is recorded, the run goes on
-        rec.status = "failed"
-        rec.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
+        _fail(rec, e)
     rec.t_total = time.perf_counter() - t0
     return rec
 
 
+def execute_batch(specs: list[JobSpec], ctx: JobContext) -> list[JobRecord]:
+    """Run several coalition jobs of one method with their models trained and sampled side
+    by side (``group_specs`` makes such batches); their records, in order. Each record
+    carries its share of the batch's training and sampling time and ``extra["batch"]``.
+    If the batch itself fails (e.g. out of memory) its jobs run one at a time, each
+    record noting the batch's error in ``extra["batch_error"]``."""
+    if len(specs) < 2:
+        return [execute_job(s, ctx) for s in specs]
+    recs = [record_for(s) for s in specs]
+    try:
+        worker = worker_for(ctx)
+        torch.manual_seed(specs[0].seed)
+        with record_function("diffattr.train"):
+            models = worker.models_for(specs, recs)
+        t = time.perf_counter()
+        with record_function("diffattr.sample"):
+            images = worker.sample_many(models, [s.mask for s in specs])
+        sample_share = (time.perf_counter() - t) / len(specs)
+    except Exception as e:  # noqa: BLE001 - the jobs still run, one at a time
+        note = f"{type(e).__name__}: {e}"
+        out = [execute_job(s, ctx) for s in specs]
+        for r in out:
+            r.extra["batch_error"] = note
+        return out
+    for spec, rec, model, img in zip(specs, recs, models, images, strict=True):
+        t = time.perf_counter()
+        rec.t_sample = sample_share
+        try:
+            _measure(worker, ctx, spec, rec, model, img)
+        except Exception as e:  # noqa: BLE001 - a failed job is recorded, the run goes on
+            _fail(rec, e)
+        rec.t_total = rec.t_train + sample_share + (time.perf_counter() - t)
+    return recs
+
+
+def _measure(worker, ctx: JobContext, spec: JobSpec, rec: JobRecord, model, images) -> None:
+    """The behaviors of a job's images into its record (status 'done'), and its grid."""
+    if ctx.grids_dir:
+        save_grid(images[:64], Path(ctx.grids_dir) / f"{spec.key}.png")
+    t = time.perf_counter()
+    with record_function("diffattr.measure"):
+        rec.behaviors = {k: float(v) for k, v in worker.measure(images).items()}
+        if worker.local_suite:
+            rec.local = worker.measure_local(images, model)
+            rec.behaviors.update({k: float(np.mean(v)) for k, v in rec.local.items()})
+    rec.t_measure = time.perf_counter() - t
+    bad = [k for k, v in rec.behaviors.items() if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite behaviors: {', '.join(bad)}")
+    rec.status = "done"
+
+
+def _fail(rec: JobRecord, e: Exception) -> None:
+    rec.status = "failed"
+    rec.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
+
+
+def group_specs(specs: list[JobSpec], size: int) -> list[list[JobSpec]]:
+    """The units of work of ``specs``: batches of at most ``size`` coalition jobs of one
+    stacking method with the same settings (``execute_batch``), in the order given; every
+    other job (references, methods that do not stack) alone."""
+    units: list[list[JobSpec]] = []
+    open_: dict[str, list[JobSpec]] = {}
+    for spec in specs:
+        stacks = (
+            size > 1
+            and spec.method not in REFERENCE_METHODS
+            and spec.method in METHODS
+            and METHODS.get(spec.method).stacks
+        )
+        if not stacks:
+            units.append([spec])
+            continue
+        key = json.dumps([spec.method, spec.settings], sort_keys=True, default=str)
+        batch = open_.get(key)
+        if batch is None or len(batch) >= size:
+            batch = []
+            open_[key] = batch
+            units.append(batch)
+        batch.append(spec)
+    return units
+
+
 def execute_jobs(specs: list[JobSpec], ctx: JobContext, threads: int = 1) -> list[JobRecord]:
     """Several jobs in one process (one array task of a cluster executor): their records,
-    in order; the worker state (data, prepared method) is built once for all of them."""
+    in order; the worker state (data, prepared method) is built once for all of them, and
+    coalition models train side by side in batches of ``ctx.jobs_per_batch``."""
     worker_init(threads)
-    return [execute_job(s, ctx) for s in specs]
+    return [r for unit in group_specs(specs, ctx.jobs_per_batch) for r in execute_batch(unit, ctx)]
 
 
 def worker_init(threads: int = 1, counter=None, device: str | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from diffattr.config import RunConfig
 from diffattr.errors import DiffattrError
 from diffattr.fileio import check_dir_path
+from diffattr.runner.batching import describe
 from diffattr.torchutils import check_device
 
 #: Folders and files of a run directory (a file where a folder belongs is refused early).
@@ -113,6 +114,7 @@ class PlanSummary:
             f"sampling: {c.sample.num_samples} images x {c.sample.ddim_steps} DDIM steps per model",
             f"behaviors: {', '.join(self.behavior_keys)} (reference: {c.behaviors.reference})",
             f"executor: {_short(c.executor.to_dict())}; device: {c.device}",
+            f"coalition models: {describe(c)}",
         ]
         for e in self.estimators:
             if e.rows:

@@ -49,6 +49,7 @@ from diffattr.errors import DiffattrError
 from diffattr.estimators.reliability import assess as assess_reliability
 from diffattr.estimators.settings import EstimatorSettings
 from diffattr.fileio import atomic_write_text
+from diffattr.runner import batching
 from diffattr.runner.baselines import score_baseline
 from diffattr.runner.executors import threads_per_worker
 from diffattr.runner.job import JobContext, JobSpec, offer_resolved
@@ -301,9 +302,8 @@ class Run:
         recover_folder(work_dir)
         check_model_dirs(self.run_dir, None, [work_dir], reference=False)
         with _no_empty_dirs(work_dir):
-            build_method(settings, family, full_dir, work_dir, self.cfg.train).prepare(
-                data, progress=self.progress
-            )
+            method_obj = build_method(settings, family, full_dir, work_dir, self.cfg.train)
+            method_obj.prepare(data, progress=self.progress)
         seconds = time.perf_counter() - t
         self._time(f"prepare_{settings.name}", seconds)
         # The one-time cost of the shared preparation, kept beside it: evaluations that find
@@ -326,6 +326,9 @@ class Run:
             run_dir=str(self.run_dir),
             full_samples=self.full_samples(base_id),
             data_digest=self.data_digest,
+            jobs_per_batch=batching.resolve(
+                self.cfg, settings, lambda: method_obj.step_bytes(data)
+            ),
         )
         offer_resolved(self.data_digest, dataset, players)
         prepared = Prepared(

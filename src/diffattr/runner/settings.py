@@ -19,6 +19,14 @@ from diffattr.settings import Component, ComponentRegistry
 class ExecutorSettings(Component):
     kind: ClassVar[str] = "executor"
 
+    jobs_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="coalition models a worker trains and samples side by side (sft, ft on "
+        "the unconditional family); default: 1 on a CPU, where it does not pay, and on a GPU "
+        "as many as half its free memory holds",
+    )
+
     def build(self):
         """The executor object for these settings."""
         return self.implementation_class()(self)

@@ -11,8 +11,10 @@ at K = 1, 4, 16 (and 64 with ``--big``), at 1 and 2 torch threads.
 
 diffusers' UNet does not run under ``vmap`` as it is: GroupNorm asks for a memory format
 inside vmap (``NYI: querying is_contiguous inside of vmap``) and CPU flash attention has no
-batching rule. The script swaps both for plain-tensor equivalents inside the stacked call
-(a ``TorchFunctionMode``) -- the same arithmetic, not bit for bit. Prints JSON.
+batching rule. The stacked call swaps both for plain-tensor equivalents (the package's
+``diffusion.stacked.VmapSafe``, what ``[executor] jobs_per_batch`` trains with) -- the same
+arithmetic, not bit for bit. This is the bare step; ``throughput.py --batches`` measures
+whole jobs through the executors. Prints JSON.
 
     OMP_NUM_THREADS=2 python benchmarks/stacked.py > benchmarks/data/stacked.json
 """
@@ -29,41 +31,10 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
-from torch.overrides import TorchFunctionMode
 
+from diffattr.diffusion.stacked import VmapSafe
 from diffattr.diffusion.unet import make_unet
 from diffattr.sparsify.prune import prune_unet
-
-
-def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *_, **__):
-    n, c = input.shape[:2]
-    x = input.reshape(n, num_groups, -1)
-    mean = x.mean(-1, keepdim=True)
-    var = x.var(-1, unbiased=False, keepdim=True)
-    y = ((x - mean) * torch.rsqrt(var + eps)).reshape(input.shape)
-    shape = (1, c) + (1,) * (input.dim() - 2)
-    if weight is not None:
-        y = y * weight.reshape(shape)
-    if bias is not None:
-        y = y + bias.reshape(shape)
-    return y
-
-
-def _attention(q, k, v, *args, **kwargs):
-    scale = kwargs.get("scale") or q.shape[-1] ** -0.5
-    return torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v
-
-
-class VmapSafe(TorchFunctionMode):
-    """GroupNorm and scaled-dot-product attention as plain tensor arithmetic."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in (F.group_norm, torch.group_norm):
-            return _group_norm(*args, **kwargs)
-        if func is F.scaled_dot_product_attention:
-            return _attention(*args, **kwargs)
-        return func(*args, **kwargs)
 
 
 def timed(fn, repeats: int) -> float:

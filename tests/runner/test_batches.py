@@ -116,3 +116,18 @@ def test_a_batch_killed_midway_resumes_to_the_same_values(tmp_path, full_model):
     np.testing.assert_allclose(
         _values(tmp_path / "killed"), _values(tmp_path / "clean"), rtol=1e-3, atol=1e-3
     )
+
+
+def test_on_a_gpu_the_batch_fills_half_the_free_memory_per_worker(monkeypatch):
+    import torch
+
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * gib, 16 * gib))
+    cfg = RunConfig().with_overrides(device="cuda", executor={"name": "process", "workers": 2})
+    assert describe(cfg).startswith("automatic: as many as half the free GPU memory")
+    # 8 GiB free, half of it shared by 2 workers: 2 GiB each, 256 MiB a model -> 8
+    assert resolve(cfg, cfg.method, lambda: gib // 4) == 8
+    assert resolve(cfg, cfg.method, lambda: 64) == 32  # capped (MAX_AUTO)
+    assert resolve(cfg, cfg.method, lambda: 16 * gib) == 1  # never below one
+    fixed = cfg.with_overrides(executor={"name": "process", "workers": 2, "jobs_per_batch": 3})
+    assert resolve(fixed, fixed.method, lambda: 1 / 0) == 3  # set: nothing measured

@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument(
         "--batches", type=int, nargs="+", default=[1], help="jobs_per_batch values to run"
     )
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=[f"{w}x{t}" for w, t in SETTINGS],
+        help="process workers x torch threads, e.g. 1x1 2x1",
+    )
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     run = open_run(args.run_dir, progress=False)
@@ -44,7 +50,8 @@ def main() -> None:
     masks = held_out_masks(p.n_players, 0.5, args.jobs, run.cfg.attribution.seed + 1)
     specs = [run.spec(p, m, p.method, 30_000 + k, "throughput") for k, m in enumerate(masks)]
     out = {"run_dir": str(args.run_dir), "jobs": len(specs), "cpus": cpus, "settings": []}
-    grid = [(w, t, k) for w, t in SETTINGS for k in args.batches]
+    pairs = [tuple(int(v) for v in st.split("x")) for st in args.settings]
+    grid = [(w, t, k) for w, t in pairs for k in args.batches]
     for workers, threads, per_batch in grid:
         if workers * threads > (cpus or 1):
             continue

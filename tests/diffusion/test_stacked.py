@@ -153,3 +153,38 @@ def test_stacked_optimizer_states_must_agree(family, start):
             denoiser=family,
             optimizer_states=[opt_state, None],
         )
+
+
+def test_class_conditional_models_stack_with_their_own_labels():
+    """The conditional family: label dropout from each model's own stream in training, and
+    classifier-free guided sampling with each model's own labels, as one at a time."""
+    from diffattr.families.settings import ConditionalSettings
+
+    family = ConditionalSettings(guidance_scale=2.0).build("cpu")
+    data = family.training_set(load_dataset("digits"))
+    model = family.init_model(data, seed=0)
+    subsets = [data.subset(list(range(0, 60))), data.subset(list(range(300, 330)))]
+    cfgs = [TrainConfig(steps=12, batch_size=16, lr=1e-3, seed=s) for s in (0, 4)]
+    separate = [
+        train(copy.deepcopy(model), d, c, denoiser=family, progress=False)
+        for d, c in zip(subsets, cfgs)
+    ]
+    stacked = family.fit_stacked(
+        [model, model],
+        subsets,
+        cfgs,
+        emas=[EMA(model, c.ema_decay) for c in cfgs],
+        optimizer_states=[None, None],
+    )
+    for one, side in zip(separate, stacked):
+        assert _max_diff(one.unet, side.unet) < ATOL
+        assert _max_diff(one.ema.model, side.ema.model) < ATOL
+    models = [r.unet.eval() for r in stacked]
+    labels = [family.generation_conditions(d, None, 12, seed=1) for d in subsets]
+    assert not torch.equal(labels[0], labels[1])  # the coalitions generate other classes
+    side = family.sample_stacked(models, 12, seed=1, ddim_steps=3, conditions=labels)
+    for m, lab, images in zip(models, labels, side):
+        alone = family.sample(m, 12, seed=1, ddim_steps=3, conditions=lab)
+        assert (images - alone).abs().max().item() < ATOL
+    with pytest.raises(DiffattrError, match="out of range"):
+        family.sample_stacked(models, 12, seed=1, ddim_steps=3, conditions=[labels[0] + 50] * 2)

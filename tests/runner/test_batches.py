@@ -86,6 +86,12 @@ def test_models_side_by_side_give_the_values_of_one_at_a_time(tmp_path, full_mod
     np.testing.assert_allclose(
         _values(tmp_path / "side"), _values(tmp_path / "alone"), rtol=1e-3, atol=1e-3
     )
+    # the report says which jobs' times are shares of a batch
+    from diffattr.report.inputs import read_store
+
+    cost = read_store(tmp_path / "side" / "store.sqlite").costs["sft"]
+    assert (cost.batched, cost.batch, cost.jobs) == (10, 4, 11)
+    assert read_store(tmp_path / "alone" / "store.sqlite").costs["sft"].batched == 0
 
 
 def test_a_batch_killed_midway_resumes_to_the_same_values(tmp_path, full_model):

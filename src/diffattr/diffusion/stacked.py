@@ -34,6 +34,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.overrides import TorchFunctionMode
 
 from diffattr.diffusion.ema import EMA
+from diffattr.diffusion.sample import ddim_run
 from diffattr.diffusion.settings import TrainConfig
 from diffattr.diffusion.train import DROPOUT_SEED_OFFSET, Denoiser, Examples, TrainResult, _draw
 from diffattr.errors import DiffattrError
@@ -77,16 +78,16 @@ class VmapSafe(TorchFunctionMode):
 
 
 class _Predict(nn.Module):
-    """The denoiser's noise prediction as a module, so ``functional_call`` can swap the
-    model's weights (its parameters are named ``model.<name>``)."""
+    """A noise prediction ``fn(model, x_t, t, cond)`` as a module, so ``functional_call`` can
+    swap the model's weights (its parameters are named ``model.<name>``)."""
 
-    def __init__(self, denoiser: Denoiser, model: nn.Module) -> None:
+    def __init__(self, fn: Callable, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self._denoiser = denoiser
+        self._fn = fn
 
     def forward(self, x_t, t, cond=None):
-        return self._denoiser.predict_noise(self.model, x_t, t, cond)
+        return self._fn(self.model, x_t, t, cond)
 
 
 class Stack:
@@ -94,7 +95,9 @@ class Stack:
 
     ``params`` / ``buffers``: name -> (K, ...) tensors, named as in ``template``
     (``named_parameters`` order). ``predict(x, t, cond)`` maps (K, B, ...) inputs to the K
-    models' (K, B, ...) noise predictions; ``module(k)`` is model k as an ordinary module.
+    models' (K, B, ...) noise predictions -- ``denoiser.predict_noise``, or ``fn(model, x_t,
+    t, cond)`` when given (e.g. a guided prediction for sampling); ``module(k)`` is model k
+    as an ordinary module.
     """
 
     def __init__(self, template: nn.Module, params: dict, buffers: dict, denoiser: Denoiser):
@@ -102,7 +105,6 @@ class Stack:
         self.params = params
         self.buffers = buffers
         self.denoiser = denoiser
-        self._call = _Predict(denoiser, template)
         self.k = next(iter(params.values())).shape[0] if params else 0
 
     @classmethod
@@ -119,13 +121,16 @@ class Stack:
         buffers = {n: b.detach().clone() for n, b in buffers.items()}
         return cls(template, params, buffers, denoiser)
 
-    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Any = None, fn: Callable | None = None
+    ) -> torch.Tensor:
         p = {f"model.{n}": v for n, v in self.params.items()}
         b = {f"model.{n}": v for n, v in self.buffers.items()}
+        call = _Predict(fn or self.denoiser.predict_noise, self.template)
 
         def one(p, b, x, t, c):
             with VmapSafe():
-                return functional_call(self._call, (p, b), (x, t, c))
+                return functional_call(call, (p, b), (x, t, c))
 
         if cond is None:
             return vmap(lambda p, b, x, t: one(p, b, x, t, None))(p, b, x, t)
@@ -340,13 +345,54 @@ def _ema_update(ema: Stack, model: Stack, decay: float) -> None:
         b.copy_(model.buffers[n])
 
 
-def stacked_eps(stack: Stack) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
+def stacked_eps(
+    stack: Stack, fn: Callable | None = None
+) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
     """``eps_fn`` of ``ddim_run`` for K stacked models: x_t is (K, B, ...), ``cond`` (if
-    any) (B, K) -- per-sample rows, one column per model -- and t a scalar timestep."""
+    any) (B, K) -- per-sample rows, one column per model -- and t a scalar timestep;
+    ``fn(model, x_t, t, cond)`` the prediction (default: the denoiser's)."""
 
     def eps(x, t, cond):
         tt = t.reshape(1).expand(x.shape[0], x.shape[1])
         c = None if cond is None else cond.transpose(0, 1)
-        return stack.predict(x, tt, c)
+        return stack.predict(x, tt, c, fn)
 
     return eps
+
+
+def sample_stacked(
+    models: Sequence[nn.Module],
+    denoiser: Denoiser,
+    num_samples: int,
+    *,
+    seed: int,
+    ddim_steps: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    cond: torch.Tensor | None = None,
+    fn: Callable | None = None,
+    scheduler_config: dict | None = None,
+) -> list[torch.Tensor]:
+    """DDIM samples of each of ``models`` (one architecture), sampled side by side in one
+    loop (``ddim_run`` with ``copies``): model k's sample i starts from the noise of
+    (seed, i), as one at a time. ``cond``: per-sample conditions, (N, K); ``fn(model, x_t,
+    t, cond)`` the prediction (default: the denoiser's). A sampling batch holds
+    ``batch_size`` images in all, ``batch_size // K`` per model. Unclamped, on the CPU."""
+    stack = Stack.of([m.to(device) for m in models], denoiser)
+    stack.template.eval()
+    cfg = models[0].config
+    size = cfg.sample_size[0] if isinstance(cfg.sample_size, list | tuple) else cfg.sample_size
+    shape = (int(cfg.in_channels), int(size), int(size))
+    x = ddim_run(
+        stacked_eps(stack, fn),
+        shape,
+        num_samples,
+        ddim_steps=ddim_steps,
+        seed=seed,
+        batch_size=max(1, batch_size // len(models)),
+        device=device,
+        cond=cond,
+        scheduler_config=scheduler_config,
+        copies=len(models),
+    ).final
+    return list(x.unbind(0))

@@ -27,6 +27,7 @@ guidance (Ho & Salimans 2022), the SurrogateSHAP paper's CIFAR-20 setting in min
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from diffattr.diffusion.checkpoint import (
     write_training_state,
 )
 from diffattr.diffusion.sample import ddim_sample, draw_labels
+from diffattr.diffusion.stacked import sample_stacked
 from diffattr.diffusion.unet import check_image_size, make_scheduler, make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
@@ -74,6 +76,10 @@ class ConditionalFamily(ModelFamily):
     initialisation."""
 
     settings: ConditionalSettings
+
+    #: True inside a stacked call whose labels were checked before it: vmap cannot read a
+    #: label's value, so ``model_labels`` skips its range check there
+    _labels_checked: bool = False
 
     # ------------------------------------------------------------------ examples
 
@@ -140,7 +146,7 @@ class ConditionalFamily(ModelFamily):
         labels = torch.as_tensor(cond, dtype=torch.long).to(device)
         if labels.shape != (n,):
             raise DiffattrError(f"expected {n} class labels, got shape {tuple(labels.shape)}")
-        if int(labels.max()) > null:
+        if not self._labels_checked and int(labels.max()) > null:
             raise DiffattrError(f"class label {int(labels.max())} out of range 0..{null - 1}")
         return torch.where(labels < 0, torch.full_like(labels, null), labels)
 
@@ -205,6 +211,75 @@ class ConditionalFamily(ModelFamily):
         finally:
             model.train(was_training)
         return x.clamp(-1, 1)
+
+    # ------------------------------------------------------------------ side by side
+
+    @contextlib.contextmanager
+    def _checked(self, models: list[nn.Module], labels: list[torch.Tensor | None]):
+        """Check every label against every model's classes here, then run the stacked call
+        without the per-call range check (``_labels_checked``)."""
+        for m in models:
+            null = _null_index(m)
+            for lab in labels:
+                if lab is not None and lab.numel() and int(lab.max()) > null:
+                    raise DiffattrError(f"class label {int(lab.max())} out of range 0..{null - 1}")
+        self._labels_checked = True
+        try:
+            yield
+        finally:
+            self._labels_checked = False
+
+    def fit_stacked(self, models, datas, cfgs, *, emas, optimizer_states):
+        with self._checked(models, [d.cond for d in datas]):
+            return super().fit_stacked(
+                models, datas, cfgs, emas=emas, optimizer_states=optimizer_states
+            )
+
+    def sample_stacked(
+        self,
+        models: list[nn.Module],
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int = 500,
+        conditions: list[Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """The models' guided samples in one stacked DDIM loop, model k with its own labels
+        (``conditions[k]``; None: every class alike, as ``sample``)."""
+        if len(models) < 2:
+            return super().sample_stacked(
+                models,
+                num_samples,
+                seed=seed,
+                ddim_steps=ddim_steps,
+                batch_size=batch_size,
+                conditions=conditions,
+            )
+        conditions = conditions if conditions is not None else [None] * len(models)
+        labels = []
+        for m, c in zip(models, conditions, strict=True):
+            if c is None:
+                c = draw_labels(np.ones(_null_index(m)), num_samples, seed=seed)
+            lab = torch.as_tensor(c, dtype=torch.long)
+            if lab.shape != (num_samples,):
+                raise DiffattrError(
+                    f"expected one label per sample ({num_samples}), got {tuple(lab.shape)}"
+                )
+            labels.append(lab)
+        with self._checked(models, labels):
+            images = sample_stacked(
+                models,
+                self,
+                num_samples,
+                seed=seed,
+                ddim_steps=ddim_steps,
+                batch_size=batch_size,
+                device=self.device,
+                cond=torch.stack(labels, 1),
+                fn=self.guided_noise,
+            )
+        return [x.clamp(-1, 1) for x in images]
 
     def baseline_target(
         self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int

@@ -52,6 +52,7 @@ from diffattr.diffusion.checkpoint import (
     write_training_state,
 )
 from diffattr.diffusion.sample import ddim_sample
+from diffattr.diffusion.stacked import sample_stacked
 from diffattr.diffusion.unet import make_scheduler
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
@@ -303,6 +304,36 @@ class LatentFamily(ModelFamily):
             batch_size=batch_size,
             device=self.device,
         )
+
+    def sample_stacked(
+        self,
+        models: list[nn.Module],
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int = 500,
+        conditions: list[Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """The models' latents in one stacked DDIM loop (as ``sample_latents``, to float
+        tolerance), each decoded to pixels."""
+        for c in conditions or []:
+            self.no_conditions(c)
+        if len(models) < 2:
+            return super().sample_stacked(
+                models, num_samples, seed=seed, ddim_steps=ddim_steps, batch_size=batch_size
+            )
+        latents = sample_stacked(
+            models,
+            self,
+            num_samples,
+            seed=seed,
+            ddim_steps=ddim_steps,
+            batch_size=batch_size,
+            device=self.device,
+            scheduler_config=self.settings.schedule_config(),
+        )
+        return [self.decode(z, batch_size) for z in latents]
 
     def sample(
         self,

@@ -70,10 +70,7 @@ class ConditionalSettings(FamilySettings):
     name: Literal["conditional"] = "conditional"
     implementation: ClassVar[str] = "diffattr.families.conditional:ConditionalFamily"
     conditions: ClassVar[str | None] = "class labels"
-    unstacked: ClassVar[str | None] = (
-        "its models train one at a time: classifier-free guidance checks each model's labels, "
-        "which vmap cannot do inside a stacked call"
-    )
+    unstacked: ClassVar[str | None] = None
     architecture: Architecture = Field(
         "tiny", description=f"UNet2DModel layout: {' | '.join(UNET_ARCHITECTURES)}"
     )
@@ -184,6 +181,7 @@ class LatentSettings(FamilySettings):
 
     name: Literal["latent"] = "latent"
     implementation: ClassVar[str] = "diffattr.families.latent:LatentFamily"
+    unstacked: ClassVar[str | None] = None
     autoencoder: str = Field(
         "train",
         description="'train' (the package's own, see the ae_* settings) or a local "

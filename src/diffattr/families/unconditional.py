@@ -23,8 +23,8 @@ from diffattr.diffusion.checkpoint import (
     write_model_dir,
     write_training_state,
 )
-from diffattr.diffusion.sample import ddim_run, generate
-from diffattr.diffusion.stacked import Stack, stacked_eps
+from diffattr.diffusion.sample import generate
+from diffattr.diffusion.stacked import sample_stacked
 from diffattr.diffusion.unet import check_image_size, make_scheduler, make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
@@ -153,23 +153,16 @@ class UnconditionalFamily(ModelFamily):
             return super().sample_stacked(
                 models, num_samples, seed=seed, ddim_steps=ddim_steps, batch_size=batch_size
             )
-        stack = Stack.of([m.to(self.device) for m in models], self)
-        stack.template.eval()
-        cfg = models[0].config
-        shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        # a sampling batch of B images per model is K x B images at once
-        per_model = max(1, batch_size // len(models))
-        x = ddim_run(
-            stacked_eps(stack),
-            shape,
+        images = sample_stacked(
+            models,
+            self,
             num_samples,
-            ddim_steps=ddim_steps,
             seed=seed,
-            batch_size=per_model,
+            ddim_steps=ddim_steps,
+            batch_size=batch_size,
             device=self.device,
-            copies=len(models),
-        ).final
-        return list(x.clamp(-1, 1).unbind(0))
+        )
+        return [x.clamp(-1, 1) for x in images]
 
     def baseline_target(
         self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int

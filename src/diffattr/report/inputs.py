@@ -135,6 +135,10 @@ class JobCost:
     sample: float
     measure: float
     total: float
+    #: jobs whose model trained side by side with others (``[executor] jobs_per_batch``),
+    #: and the largest such batch: their train and sample times are shares of a batch
+    batched: int = 0
+    batch: int = 1
 
 
 @dataclass
@@ -162,7 +166,9 @@ _JOBS_SQL = (
 
 
 _COST_SQL = (
-    "SELECT method, COUNT(*), AVG(t_train), AVG(t_sample), AVG(t_measure), AVG(t_total) "
+    "SELECT method, COUNT(*), AVG(t_train), AVG(t_sample), AVG(t_measure), AVG(t_total), "
+    "SUM(COALESCE(json_extract(extra, '$.batch'), 1) > 1), "
+    "MAX(COALESCE(json_extract(extra, '$.batch'), 1)) "
     "FROM jobs WHERE status = 'done' AND kind IN ('fit', 'method-all') GROUP BY method"
 )
 
@@ -226,7 +232,13 @@ def read_store(path: Path) -> StoreView | None:
         timings = json.loads(meta["timings"]) if "timings" in meta else None
         config = json.loads(meta["config"]) if "config" in meta else None
         costs = {
-            str(r[0]): JobCost(str(r[0]), int(r[1]), *(float(x or 0.0) for x in r[2:]))
+            str(r[0]): JobCost(
+                str(r[0]),
+                int(r[1]),
+                *(float(x or 0.0) for x in r[2:6]),
+                batched=int(r[6] or 0),
+                batch=int(r[7] or 1),
+            )
             for r in cost_rows
         }
     except (sqlite3.Error, json.JSONDecodeError, TypeError, ValueError) as e:

@@ -72,6 +72,12 @@ def render_method(inputs: ReportInputs) -> str:
             f"one {esc(method)} job costs {own.total / (own.sample + own.measure):.1f}× its own "
             "sampling and measuring, the floor of any counterfactual"
         )
+    if own is not None and own.batched:
+        details.append(
+            f"{own.batched} of its {own.jobs} jobs trained and sampled side by side with "
+            f"others, up to {own.batch} models at once ([executor] jobs_per_batch): their model "
+            "and sampling times are each job's share of its batch"
+        )
     details += _width_note(summary, inputs.config)
     if details:
         parts.append(f'<p class="details">{"; ".join(details)}.</p>')

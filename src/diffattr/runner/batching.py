@@ -2,8 +2,8 @@
 
 Stacking K models (``diffusion.stacked``) needs a method whose model of S is a fine-tune of
 one shared starting model (``MethodSettings.stacks``: ``sft``, ``ft``) and a family that
-stacks (``FamilySettings.unstacked`` is None: the unconditional pixel family); otherwise
-every job runs alone and the plan says why.
+stacks (``FamilySettings.unstacked`` is None: the ``UNet2DModel`` families, unconditional,
+conditional and latent); otherwise every job runs alone and the plan says why.
 
 When ``jobs_per_batch`` is not set: on a CPU one model at a time, because there a small
 UNet's step is arithmetic bound and a stacked model costs as much or more per model

@@ -23,7 +23,7 @@ class ExecutorSettings(Component):
         None,
         ge=1,
         description="coalition models a worker trains and samples side by side (sft, ft on "
-        "the unconditional family); default: 1 on a CPU, where it does not pay, and on a GPU "
+        "the UNet2DModel families); default: 1 on a CPU, where it does not pay, and on a GPU "
         "as many as half its free memory holds",
     )
 

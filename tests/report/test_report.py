@@ -508,6 +508,8 @@ def test_lds_section_renders_the_dataclass_or_its_json(run, tmp_path):
     assert rows[0][4:7] == ["41.25", "± 3.5", "[30.0, 52.5]"]
     assert rows[0][-1] == "" and rows[1][-1] == "not identified"
     assert "<h2>Fidelity to retraining</h2>" in sec and "20×" in sec
+    point = html.unescape(sec.split("operating point", 1)[1].split("</p>", 1)[0])
+    assert f"sft: 20× cheaper per counterfactual than retraining, at Pearson 0.8 ({FID})" in point
     assert len(re.findall(r'<img src="data:image/png', sec)) == 3  # 2 LDS + 1 fidelity
 
 

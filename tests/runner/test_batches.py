@@ -137,3 +137,21 @@ def test_on_a_gpu_the_batch_fills_half_the_free_memory_per_worker(monkeypatch):
     assert resolve(cfg, cfg.method, lambda: 16 * gib) == 1  # never below one
     fixed = cfg.with_overrides(executor={"name": "process", "workers": 2, "jobs_per_batch": 3})
     assert resolve(fixed, fixed.method, lambda: 1 / 0) == 3  # set: nothing measured
+
+
+def test_a_batch_that_fails_runs_its_jobs_one_at_a_time(tmp_path, full_model, monkeypatch):
+    from diffattr.runner.job import Worker
+
+    def out_of_memory(self, specs, recs):
+        raise RuntimeError("out of memory (injected)")
+
+    monkeypatch.setattr(Worker, "models_for", out_of_memory)
+    cfg = small_cfg(full_model, **{"attribution.estimators": ["loo"]})
+    side = cfg.with_overrides(executor={"name": "inline", "jobs_per_batch": 4})
+    with one_thread():
+        summary = run_attribution(side, tmp_path / "run", progress=False)
+    assert summary.failed == 0
+    fit = _fit(tmp_path / "run")
+    assert len(fit) == 10
+    assert all("out of memory (injected)" in r.extra["batch_error"] for r in fit.values())
+    assert all("batch" not in r.extra for r in fit.values())

@@ -218,4 +218,32 @@ def render_lds(lds: Any) -> str:
         parts.append(render_cost(lds["cost"]))
     if lds.get("fidelity"):
         parts.append(render_fidelity(lds["fidelity"]))
+        parts.append(render_operating_point(lds["fidelity"], lds.get("cost") or {}))
     return "".join(parts)
+
+
+def render_operating_point(fidelity: list[dict[str, Any]], cost: dict[str, dict]) -> str:
+    """Where each method's settings put it on the cost–fidelity plane: how much cheaper
+    than retraining a counterfactual is, at what fidelity to retraining (what the
+    frontier of BENCHMARKS.md plots for the sFT knobs)."""
+    lines = []
+    for method in dict.fromkeys(as_dict(f)["method"] for f in fidelity):
+        speedup = (cost.get(method) or {}).get("speedup_vs_retrain")
+        if speedup is None or not np.isfinite(speedup):
+            continue
+        pearson = ", ".join(
+            f"{num(f['pearson'])} ({esc(f['behavior'])})"
+            for f in map(as_dict, fidelity)
+            if f["method"] == method
+        )
+        lines.append(
+            f"{esc(method)}: {fmt(num(speedup), 3)}× cheaper per counterfactual than retraining, "
+            f"at Pearson {pearson}"
+        )
+    if not lines:
+        return ""
+    return (
+        '<p class="details">This run\'s operating point (per job, one-time preparation '
+        f"aside): {'; '.join(lines)}. Cheaper settings trade fidelity: BENCHMARKS.md, "
+        '"The cost–fidelity frontier of sFT".</p>'
+    )

@@ -126,7 +126,6 @@ class Worker:
         return self._data
 
     def method(self, name: str, settings: dict[str, Any]):
-
         key = json.dumps({"name": name, **settings}, sort_keys=True)
         if key not in self._methods:
             parsed = METHODS.parse({**settings, "name": name}, "method")
@@ -251,7 +250,6 @@ _WORKERS: dict[str, Worker] = {}
 
 def worker_for(ctx: JobContext) -> Worker:
     """The cached worker of ``ctx`` in this process (one per run context)."""
-
     key = json.dumps([ctx.config, ctx.full_dir, ctx.null_dir, ctx.work_dir], sort_keys=True)
     if key not in _WORKERS:
         _WORKERS.clear()  # one run at a time per process: release the previous run's models

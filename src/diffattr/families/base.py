@@ -39,7 +39,7 @@ from diffattr.data.load import NOT_CONTENT
 from diffattr.diffusion.checkpoint import is_model_dir, read_meta
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.settings import TrainConfig
-from diffattr.diffusion.stacked import train_stacked
+from diffattr.diffusion.stacked import sample_stacked, train_stacked
 from diffattr.diffusion.train import TrainResult, diffusion_loss, train
 from diffattr.errors import DiffattrError
 from diffattr.families.settings import FamilySettings
@@ -320,9 +320,21 @@ class ModelFamily(ABC):
         batch_size: int = 500,
         conditions: list[Any] | None = None,
     ) -> list[torch.Tensor]:
-        """``sample`` of each model, sampled side by side where the family stacks them
-        (the same images to float tolerance); one after the other by default."""
+        """``sample`` of each model (``conditions[k]``: model k's, as ``sample`` takes them),
+        sampled side by side where the family stacks them (``_sample_side_by_side``: the
+        same images to float tolerance), else one after the other."""
         conditions = conditions if conditions is not None else [None] * len(models)
+        if len(conditions) != len(models):
+            raise DiffattrError("sample_stacked needs one condition set per model")
+        if len(models) > 1 and self.stack_reason() is None:
+            return self._sample_side_by_side(
+                models,
+                num_samples,
+                seed=seed,
+                ddim_steps=ddim_steps,
+                batch_size=batch_size,
+                conditions=conditions,
+            )
         return [
             self.sample(
                 m,
@@ -334,6 +346,32 @@ class ModelFamily(ABC):
             )
             for m, c in zip(models, conditions, strict=True)
         ]
+
+    def _sample_side_by_side(
+        self,
+        models: list[nn.Module],
+        num_samples: int,
+        *,
+        seed: int,
+        ddim_steps: int,
+        batch_size: int,
+        conditions: list[Any],
+    ) -> list[torch.Tensor]:
+        """K >= 2 stacked models' images in [-1, 1]: one DDIM loop of the family's
+        prediction on the default schedule (a pixel UNet without conditions); families
+        with conditions, another schedule or a decoder override it."""
+        for c in conditions:
+            self.no_conditions(c)
+        images = sample_stacked(
+            models,
+            self,
+            num_samples,
+            seed=seed,
+            ddim_steps=ddim_steps,
+            batch_size=batch_size,
+            device=self.device,
+        )
+        return [x.clamp(-1, 1) for x in images]
 
     def train_full(
         self,

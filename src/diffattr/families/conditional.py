@@ -235,28 +235,18 @@ class ConditionalFamily(ModelFamily):
                 models, datas, cfgs, emas=emas, optimizer_states=optimizer_states
             )
 
-    def sample_stacked(
+    def _sample_side_by_side(
         self,
         models: list[nn.Module],
         num_samples: int,
         *,
         seed: int,
         ddim_steps: int,
-        batch_size: int = 500,
-        conditions: list[Any] | None = None,
+        batch_size: int,
+        conditions: list[Any],
     ) -> list[torch.Tensor]:
         """The models' guided samples in one stacked DDIM loop, model k with its own labels
         (``conditions[k]``; None: every class alike, as ``sample``)."""
-        if len(models) < 2:
-            return super().sample_stacked(
-                models,
-                num_samples,
-                seed=seed,
-                ddim_steps=ddim_steps,
-                batch_size=batch_size,
-                conditions=conditions,
-            )
-        conditions = conditions if conditions is not None else [None] * len(models)
         labels = []
         for m, c in zip(models, conditions, strict=True):
             if c is None:

@@ -305,24 +305,20 @@ class LatentFamily(ModelFamily):
             device=self.device,
         )
 
-    def sample_stacked(
+    def _sample_side_by_side(
         self,
         models: list[nn.Module],
         num_samples: int,
         *,
         seed: int,
         ddim_steps: int,
-        batch_size: int = 500,
-        conditions: list[Any] | None = None,
+        batch_size: int,
+        conditions: list[Any],
     ) -> list[torch.Tensor]:
         """The models' latents in one stacked DDIM loop (as ``sample_latents``, to float
         tolerance), each decoded to pixels."""
-        for c in conditions or []:
+        for c in conditions:
             self.no_conditions(c)
-        if len(models) < 2:
-            return super().sample_stacked(
-                models, num_samples, seed=seed, ddim_steps=ddim_steps, batch_size=batch_size
-            )
         latents = sample_stacked(
             models,
             self,

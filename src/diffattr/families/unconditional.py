@@ -24,7 +24,6 @@ from diffattr.diffusion.checkpoint import (
     write_training_state,
 )
 from diffattr.diffusion.sample import generate
-from diffattr.diffusion.stacked import sample_stacked
 from diffattr.diffusion.unet import check_image_size, make_scheduler, make_unet
 from diffattr.errors import DiffattrError
 from diffattr.families.base import ModelFamily, ModelState, TrainingSet
@@ -134,35 +133,6 @@ class UnconditionalFamily(ModelFamily):
             start=start,
             progress=progress,
         )
-
-    def sample_stacked(
-        self,
-        models: list[nn.Module],
-        num_samples: int,
-        *,
-        seed: int,
-        ddim_steps: int,
-        batch_size: int = 500,
-        conditions: list[Any] | None = None,
-    ) -> list[torch.Tensor]:
-        """The models' samples in one stacked DDIM loop: model k's image i starts from the
-        noise of (seed, i) like ``sample``'s (equal to it to float tolerance)."""
-        for c in conditions or []:
-            self.no_conditions(c)
-        if len(models) < 2:
-            return super().sample_stacked(
-                models, num_samples, seed=seed, ddim_steps=ddim_steps, batch_size=batch_size
-            )
-        images = sample_stacked(
-            models,
-            self,
-            num_samples,
-            seed=seed,
-            ddim_steps=ddim_steps,
-            batch_size=batch_size,
-            device=self.device,
-        )
-        return [x.clamp(-1, 1) for x in images]
 
     def baseline_target(
         self, model: nn.Module, data: TrainingSet, *, num_samples: int, seed: int, ddim_steps: int

@@ -201,19 +201,23 @@ class FineTuneFrom(CounterfactualMethod):
 
     def run(self, kept: np.ndarray, data: TrainingSet, seed: int = 0) -> CounterfactualResult:
         subset = self.kept_data(kept, data)
-        state = self.start()
         s = self.settings
-        model, seconds, info = fine_tune(
+        model, seconds, info = self._fine_tune(subset, self.train_config(s, s.steps, seed))
+        return CounterfactualResult(model, seconds, self.info(model, info))
+
+    def _fine_tune(self, subset: TrainingSet, cfg: TrainConfig):
+        """``fine_tune`` of a copy of the starting model on ``subset`` with ``cfg``."""
+        state = self.start()
+        return fine_tune(
             self.family,
             copy_module(state.raw if state.raw is not None else state.model),
             subset,
-            self.train_config(s, s.steps, seed),
-            ema=s.ema,
+            cfg,
+            ema=self.settings.ema,
             ema_model=state.model,
             ema_step=state.ema_step,
             optimizer_state=state.optimizer_state,
         )
-        return CounterfactualResult(model, seconds, self.info(model, info))
 
     def run_many(
         self, kepts: list[np.ndarray], data: TrainingSet, seeds: list[int]
@@ -243,23 +247,13 @@ class FineTuneFrom(CounterfactualMethod):
         device = torch.device(self.device)
         if device.type != "cuda":
             raise DiffattrError("step_bytes measures GPU memory; the run is not on a GPU")
-        s = self.settings
-        state = self.start()
-        cfg = self.train_config(s, 1, 0)
+        cfg = self.train_config(self.settings, 1, 0)
         subset = data.subset(np.arange(min(len(data), cfg.batch_size)))
+        self.start()  # loaded before the measurement: the shared model is not the step's
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fine_tune(
-            self.family,
-            copy_module(state.raw if state.raw is not None else state.model),
-            subset,
-            cfg,
-            ema=s.ema,
-            ema_model=state.model,
-            ema_step=state.ema_step,
-            optimizer_state=state.optimizer_state,
-        )
+        self._fine_tune(subset, cfg)
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - before)
 

@@ -175,7 +175,9 @@ class Worker:
         kept = None if mask is None else players.indices(str_to_mask(mask))
         return self.family.generation_conditions(self.data, kept, s.num_samples, seed=s.seed)
 
-    def sample_many(self, models: list[torch.nn.Module], masks: list[str]) -> list[torch.Tensor]:
+    def sample_many(
+        self, models: list[torch.nn.Module], masks: list[str | None]
+    ) -> list[torch.Tensor]:
         """``sample`` of each model (coalition ``masks[j]``), side by side where the family
         stacks them."""
         s = self.cfg.sample
@@ -192,16 +194,7 @@ class Worker:
         """The run's samples of ``model``, the model of the coalition ``mask`` (None: all
         players): a conditional family generates with that coalition's conditions (one
         rule for every method, ``ModelFamily.generation_conditions``)."""
-        s = self.cfg.sample
-        conditions = self.conditions(mask)
-        return self.family.sample(
-            model,
-            s.num_samples,
-            seed=s.seed,
-            ddim_steps=s.ddim_steps,
-            batch_size=s.batch_size,
-            conditions=conditions,
-        )
+        return self.sample_many([model], [mask])[0]
 
     @property
     def suite(self):

@@ -29,8 +29,12 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
+        ema = list(self.model.parameters())
+        new = [p.detach() for p in model.parameters()]
+        if len(ema) != len(new):
+            raise ValueError(f"EMA of {len(ema)} parameters updated from {len(new)}")
+        if ema:  # one multi-tensor lerp (what torch's own AveragedModel uses)
+            torch._foreach_lerp_(ema, new, 1.0 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
         self.step += 1

@@ -39,6 +39,7 @@ from diffattr.diffusion.sample import ddim_run
 from diffattr.diffusion.settings import TrainConfig
 from diffattr.diffusion.train import DROPOUT_SEED_OFFSET, Denoiser, Examples, TrainResult, _draw
 from diffattr.errors import DiffattrError
+from diffattr.torchutils import adam
 
 #: The settings of a recipe that K stacked models must share (their seeds may differ).
 SHARED_RECIPE = ("steps", "batch_size", "lr", "grad_clip", "ema_decay", "hflip")
@@ -251,7 +252,7 @@ def train_stacked(
     for v in stack.params.values():
         v.requires_grad_(True)
     params = [stack.params[n] for n in names]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = adam(params, cfg.lr)
     state = _stack_optimizer_state(optimizer_states or [None] * k_models, names)
     if state is not None:
         opt.load_state_dict(state)
@@ -339,8 +340,10 @@ def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
 
 @torch.no_grad()
 def _ema_update(ema: Stack, model: Stack, decay: float) -> None:
-    for n, e in ema.params.items():
-        e.lerp_(model.params[n].detach(), 1.0 - decay)
+    names = list(ema.params)
+    torch._foreach_lerp_(
+        [ema.params[n] for n in names], [model.params[n].detach() for n in names], 1.0 - decay
+    )
     for n, b in ema.buffers.items():
         b.copy_(model.buffers[n])
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from diffattr.diffusion.ema import EMA
 from diffattr.diffusion.settings import TrainConfig
 from diffattr.errors import DiffattrError
+from diffattr.torchutils import adam
 
 
 class Denoiser(Protocol):
@@ -125,7 +126,7 @@ def train(
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     T = scheduler.config.num_train_timesteps
     params = denoiser.trainable_parameters(model)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = adam(params, cfg.lr)
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
         for group in opt.param_groups:

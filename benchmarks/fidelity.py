@@ -1,22 +1,42 @@
-"""Fidelity sweep: how closely sFT tracks retraining, as k and the pruning ratio vary.
+"""Fidelity sweep: how closely sFT tracks retraining, as the method's settings vary.
 
-Reuses a run directory whose held-out subsets were already retrained (``diffattr lds`` or
-``benchmarks/lds.py``), so only the sFT jobs of each variant run. Prints JSON.
+Reuses (or extends) a ``diffattr run`` directory: its held-out subsets are retrained from
+scratch with the run's own recipe (``--test-subsets`` x ``--seeds`` jobs, in the run's
+store, so ``diffattr lds`` shares them and a stopped call resumes), then the run's method
+and each ``--variant`` (method settings changed, e.g. ``ratio=0.5`` or ``steps=50,ratio=0.5``)
+run on the same subsets. With ``--job-seeds N`` every variant runs with fine-tune seeds
+0 .. N-1 (the run's seed + 1000 s, the frontier's convention), and each variant's row gives
+the mean, min and max over seeds of the Pearson and Spearman correlation with the retrained
+behaviors (mean over retraining seeds), the difference from the run's own settings paired
+by seed (same subsets, data order, timesteps and sampling noise), and its seconds per job.
+Prints JSON; ``--json PATH`` also writes it (after every variant, so the rows accrue).
 
     python benchmarks/fidelity.py runs/bench-lds --variant steps=50 --variant steps=200 \\
         --variant ratio=0.5
+
+The default preset's recipe against pruning 0.5 (BENCHMARKS.md, issue 26)::
+
+    diffattr run --out runs/default-fid --executor process --workers 2
+    OMP_NUM_THREADS=1 nice python benchmarks/fidelity.py runs/default-fid --variant ratio=0.5 \\
+        --test-subsets 24 --seeds 1 --job-seeds 3 --json benchmarks/data/default_fidelity.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets
-from diffattr.evaluate.fidelity import method_fidelity
+from diffattr.evaluate.fidelity import fidelity
+
+#: A fine-tune seed s > 0 runs as the run's attribution seed + SEED_STRIDE * s.
+SEED_STRIDE = 1000
 
 
 def parse_variant(text: str) -> dict:
@@ -27,41 +47,119 @@ def parse_variant(text: str) -> dict:
     return out
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
+
+
+def run_variant(run, settings, targets, job_seeds: int) -> dict:
+    """The method with ``settings`` on the retrained subsets, fine-tune seeds 0 ..
+    ``job_seeds`` - 1: per seed its fidelity and clock, and the spread over seeds."""
+    p = run.prepare(settings)
+    load0 = os.getloadavg()[0]
+    t = time.perf_counter()
+    per_seed = []
+    for s in range(job_seeds):
+        seed = run.cfg.attribution.seed + SEED_STRIDE * s
+        specs = [run.spec(p, m, settings, seed, "fidelity") for m in targets.masks]
+        run.execute(specs, f"{settings.name} seed {s}")
+        got = {r.key: r for r in run.store.records([x.key for x in specs])}
+        done = [b for b, x in enumerate(specs) if x.key in got and got[x.key].status == "done"]
+        row: dict = {"seed": s, "jobs": len(done), "behaviors": {}}
+        per_seed.append(row)
+        if len(done) < 3:
+            continue
+        recs = [got[specs[b].key] for b in done]
+        row["seconds_per_job"] = float(np.mean([r.t_total for r in recs]))
+        row["train_sample_measure"] = [
+            float(np.mean([getattr(r, k) or 0.0 for r in recs]))
+            for k in ("t_train", "t_sample", "t_measure")
+        ]
+        for beh in sorted(recs[0].behaviors):
+            approx = np.array([r.behaviors[beh] for r in recs])
+            exact = targets.values(beh).mean(axis=0)[done]
+            f = fidelity(approx, exact)
+            row["behaviors"][beh] = {k: f[k] for k in ("pearson", "spearman", "mae", "n")}
+    summary: dict = {
+        "settings": settings.to_dict(),
+        "prepare_seconds": p.prepare_cost,
+        "wall_seconds_this_call": time.perf_counter() - t,
+        "load_before_after": [load0, os.getloadavg()[0]],
+        "seeds": per_seed,
+        "behaviors": {},
+    }
+    ok = [r for r in per_seed if r["behaviors"]]
+    if ok:
+        summary["seconds_per_job"] = float(np.mean([r["seconds_per_job"] for r in ok]))
+        for beh in ok[0]["behaviors"]:
+            summary["behaviors"][beh] = {
+                "pearson": spread([r["behaviors"][beh]["pearson"] for r in ok]),
+                "spearman": spread([r["behaviors"][beh]["spearman"] for r in ok]),
+                "by_seed": {r["seed"]: r["behaviors"][beh]["pearson"] for r in ok},
+            }
+    return summary
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--variant", action="append", default=[], help="e.g. steps=50,ratio=0.5")
     ap.add_argument("--test-subsets", type=int, default=32)
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=1, help="retraining seeds per subset")
+    ap.add_argument("--job-seeds", type=int, default=1, help="fine-tune seeds per variant")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
+    if args.job_seeds < 1 or args.seeds < 1:
+        ap.error("--seeds and --job-seeds must be at least 1")
+    variants = [parse_variant(v) for v in args.variant]  # bad input fails before any job
     executor = {"executor": {"name": "process", "workers": args.workers}}
-    results = []
+    payload: dict = {
+        "command": "python benchmarks/fidelity.py " + " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "variants": [],
+    }
+
+    def emit() -> str:
+        text = json.dumps(payload, indent=2)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n")
+        return text
+
     with open_run(args.run_dir, executor, progress=False) as run:
-        base = run.cfg.method_settings("sft")
+        base = run.cfg.method
         p0 = run.prepare(base)
         masks = held_out_masks(p0.n_players, args.alpha, args.test_subsets, 0)
+        t = time.perf_counter()
         targets = retrain_targets(run, p0, masks, args.seeds)
-        for text in [""] + args.variant:
-            settings = base.model_copy(update=parse_variant(text) if text else {})
-            p = run.prepare(settings) if text else p0
-            fid, _ = method_fidelity(run, p, targets)
-            recs = run.store.records(
-                [run.spec(p, m, settings, run.cfg.attribution.seed, "fidelity").key for m in masks]
-            )
-            row = {
-                "settings": settings.to_dict(),
-                "n": len(targets.masks),
-                "seconds_per_job": float(np.mean([r.t_total for r in recs])),
-                "retrain_seconds_per_job": targets.seconds_per_job(),
-                "prepare_seconds": p.prepare_cost,
-            }
-            for f in fid:
-                row[f.behavior] = {"pearson": f.pearson, "spearman": f.spearman, "mae": f.mae}
-            results.append(row)
-            run._prepared.pop(settings.name, None)
-    print(json.dumps(results, indent=2))
+        payload["retrain"] = {
+            "subsets": len(targets.masks),
+            "seeds": args.seeds,
+            "failed": targets.failed,
+            "seconds_per_job": targets.seconds_per_job(),
+            "wall_seconds_this_call": time.perf_counter() - t,
+        }
+    base_scores: dict[str, dict[int, float]] = {}
+    for changes in [{}] + variants:
+        # a run per variant: a run prepares each method name once
+        with open_run(args.run_dir, executor, progress=False) as run:
+            summary = run_variant(run, base.model_copy(update=changes), targets, args.job_seeds)
+        summary["changes"] = changes
+        for beh, entry in summary["behaviors"].items():
+            scores = entry.pop("by_seed")
+            if not changes:
+                base_scores[beh] = scores
+            elif beh in base_scores:
+                paired = [
+                    v - base_scores[beh][s] for s, v in scores.items() if s in base_scores[beh]
+                ]
+                if paired:
+                    entry["pearson_paired_minus_run"] = spread(paired)
+        payload["variants"].append(summary)
+        emit()
+    payload["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    print(emit())
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ POINTS: dict[str, dict] = {
     "ratio0.5-k20-ddim5": {"ratio": 0.5, "k": 20, "ddim_steps": 5},
     "k20-ddim5": {"k": 20, "ddim_steps": 5},
     "k20-ddim10-n128": {"k": 20, "ddim_steps": 10, "samples": 128},
+    # the fourth call (idle machine): ratio 0.5 with fewer DDIM steps, or half the steps at
+    # twice the batch (the same examples; below batch 64 a step costs nearly the same)
+    "ratio0.5-ddim10": {"ratio": 0.5, "ddim_steps": 10},
+    "ratio0.5-k30-batch128": {"ratio": 0.5, "k": 30, "batch_size": 128},
 }
 METHOD_KNOBS = {
     "k": "steps",

@@ -139,7 +139,7 @@ def test_switching_a_tagged_table_replaces_it():
     # the default preset's sft keys do not leak into ft; ft gets [methods.ft] of the preset
     cfg = build_config(None, "default", {"method.name": "ft"})
     assert cfg.method.name == "ft" and cfg.method.steps == 200
-    assert cfg.methods["sft"].finetune_steps == 500
+    assert cfg.methods["sft"].finetune_steps == 500 and cfg.methods["sft"].ratio == 0.5
     # a file that names the same method merges key by key
     cfg = build_config(None, "default", {"method.steps": 7})
     assert cfg.method.name == "sft" and cfg.method.steps == 7 and cfg.method.finetune_steps == 500

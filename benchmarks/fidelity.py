@@ -9,6 +9,9 @@ run on the same subsets. With ``--job-seeds N`` every variant runs with fine-tun
 the mean, min and max over seeds of the Pearson and Spearman correlation with the retrained
 behaviors (mean over retraining seeds), the difference from the run's own settings paired
 by seed (same subsets, data order, timesteps and sampling noise), and its seconds per job.
+With ``--seeds`` 2 or more, each variant also gets its Pearson with one retraining seed at a
+time (``pearson_one_retrain_seed``) and the retrain block retraining's own seed-to-seed
+agreement (``seed_to_seed``): the two compare like with like.
 Prints JSON; ``--json PATH`` also writes it (after every variant, so the rows accrue).
 
     python benchmarks/fidelity.py runs/bench-lds --variant steps=50 --variant steps=200 \\
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets
-from diffattr.evaluate.fidelity import fidelity
+from diffattr.evaluate.fidelity import fidelity, per_seed_pearson, seed_agreement
 
 #: A fine-tune seed s > 0 runs as the run's attribution seed + SEED_STRIDE * s.
 SEED_STRIDE = 1000
@@ -76,9 +79,12 @@ def run_variant(run, settings, targets, job_seeds: int) -> dict:
         ]
         for beh in sorted(recs[0].behaviors):
             approx = np.array([r.behaviors[beh] for r in recs])
-            exact = targets.values(beh).mean(axis=0)[done]
-            f = fidelity(approx, exact)
+            per_retrain_seed = targets.values(beh)[:, done]
+            f = fidelity(approx, per_retrain_seed.mean(axis=0))
             row["behaviors"][beh] = {k: f[k] for k in ("pearson", "spearman", "mae", "n")}
+            row["behaviors"][beh]["pearson_one_retrain_seed"] = per_seed_pearson(
+                approx, per_retrain_seed
+            )
     summary: dict = {
         "settings": settings.to_dict(),
         "prepare_seconds": p.prepare_cost,
@@ -96,6 +102,9 @@ def run_variant(run, settings, targets, job_seeds: int) -> dict:
                 "spearman": spread([r["behaviors"][beh]["spearman"] for r in ok]),
                 "by_seed": {r["seed"]: r["behaviors"][beh]["pearson"] for r in ok},
             }
+            one = [r["behaviors"][beh]["pearson_one_retrain_seed"] for r in ok]
+            if None not in one:
+                summary["behaviors"][beh]["pearson_one_retrain_seed"] = spread(one)
     return summary
 
 
@@ -140,6 +149,11 @@ def main() -> None:
             "seconds_per_job": targets.seconds_per_job(),
             "wall_seconds_this_call": time.perf_counter() - t,
         }
+        if targets.records and targets.records[0]:
+            payload["retrain"]["seed_to_seed"] = {
+                beh: seed_agreement(targets.values(beh))
+                for beh in sorted(targets.records[0][0].behaviors)
+            }
     base_scores: dict[str, dict[int, float]] = {}
     for changes in [{}] + variants:
         # a run per variant: a run prepares each method name once

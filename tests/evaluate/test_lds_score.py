@@ -43,6 +43,33 @@ def test_fidelity_numbers():
     assert fidelity(-e, e)["spearman"] == pytest.approx(-1.0)
 
 
+def test_retraining_seed_agreement_and_the_per_seed_pearson():
+    """Retraining's seed-to-seed agreement is the mean Pearson over pairs of seeds, and the
+    method's per-seed Pearson the mean over seeds; one seed gives neither, not a number."""
+    from scipy.stats import pearsonr
+
+    from diffattr.evaluate.fidelity import fidelity, per_seed_pearson, seed_agreement
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=20)
+    seeds = truth + rng.normal(scale=[[0.3], [0.6], [1.0]], size=(3, 20))
+    pairs = [pearsonr(seeds[a], seeds[b]).statistic for a, b in ((0, 1), (0, 2), (1, 2))]
+    agree = seed_agreement(seeds)
+    assert agree["pearson"] == pytest.approx(np.mean(pairs))
+    assert (agree["min"], agree["max"], agree["pairs"]) == (min(pairs), max(pairs), 3)
+    approx = truth + rng.normal(scale=0.2, size=20)
+    per_seed = [pearsonr(approx, row).statistic for row in seeds]
+    assert per_seed_pearson(approx, seeds) == pytest.approx(np.mean(per_seed))
+    # the noisier the seeds, the lower the agreement: a ceiling the mean's Pearson hides
+    assert per_seed_pearson(approx, seeds) < fidelity(approx, seeds.mean(0))["pearson"]
+    assert seed_agreement(seeds[:1]) is None and per_seed_pearson(approx, seeds[:1]) is None
+    assert seed_agreement(seeds[:, :2]) is None  # two subsets: no correlation
+    flat = np.vstack([seeds[0], np.ones(20)])
+    assert seed_agreement(flat)["pairs"] == 0 and np.isnan(seed_agreement(flat)["pearson"])
+    with pytest.raises(DiffattrError):
+        seed_agreement(truth)
+
+
 def test_interval_over_seeds_uses_the_t_quantile():
     """Three per-seed LDS values: half-width t(0.975, 2) sd / sqrt(3), not 1.96 sd / sqrt(3)."""
     rng = np.random.default_rng(2)

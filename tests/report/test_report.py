@@ -511,6 +511,25 @@ def test_lds_section_renders_the_dataclass_or_its_json(run, tmp_path):
     point = html.unescape(sec.split("operating point", 1)[1].split("</p>", 1)[0])
     assert f"sft: 20× cheaper per counterfactual than retraining, at Pearson 0.8 ({FID})" in point
     assert len(re.findall(r'<img src="data:image/png', sec)) == 3  # 2 LDS + 1 fidelity
+    assert "seed to seed" not in sec  # no agreement recorded (one seed): no columns
+
+
+def test_fidelity_table_shows_retraining_seed_to_seed_agreement(run, tmp_path):
+    from diffattr.report.lds import render_lds
+
+    report = _lds_report()
+    f = report.fidelity[0]
+    f.pearson_per_seed = 0.71
+    f.retrain_agreement = {"pearson": 0.74, "min": 0.7, "max": 0.78, "spearman": 0.7, "pairs": 3}
+    (run / "lds.json").write_text(json.dumps(report.to_dict()))
+    page = write_report(run, tmp_path / "r.html").read_text()
+    sec = page.split("<h2>Fidelity to retraining</h2>", 1)[1].split("<h2>", 1)[0]
+    assert render_lds(report).count("retraining, seed to seed") == 1
+    head = sec.split("<tbody>", 1)[0]
+    assert "Pearson, one retraining seed" in head and "retraining, seed to seed" in head
+    row = _cells(table_rows(sec)[0])
+    assert row[:3] == ["sft", FID, "0.8"] and row[-2:] == ["0.71", "0.74"]
+    assert "with one retraining seed 0.710, retraining seed to seed 0.740" in report.render()
 
 
 def test_counterfactual_section_with_the_retrained_grid(run, tmp_path):

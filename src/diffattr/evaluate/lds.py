@@ -343,10 +343,16 @@ class LDSReport:
                 + (f", mean over {len(r.per_image)} images" if r.per_image is not None else "")
             )
         for f in self.fidelity:
-            lines.append(
+            line = (
                 f"  fidelity {f.method} {f.behavior}: pearson {f.pearson:.3f} "
                 f"spearman {f.spearman:.3f} mae {f.mae:.4g} (n={f.n})"
             )
+            if f.pearson_per_seed is not None and f.retrain_agreement is not None:
+                line += (
+                    f"; with one retraining seed {f.pearson_per_seed:.3f}, retraining seed "
+                    f"to seed {f.retrain_agreement['pearson']:.3f}"
+                )
+            lines.append(line)
         for m, c in self.cost.items():
             lines.append(f"  cost {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in c.items()))
         lines += [f"  not fitted: {e}" for e in self.estimator_errors]

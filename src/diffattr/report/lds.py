@@ -172,8 +172,10 @@ def render_fidelity(fidelity: list[dict[str, Any]]) -> str:
         text += (
             " Retraining is noisy too: the last two columns are the method's Pearson with one "
             "retraining seed at a time and one retraining seed's with another (means over "
-            "seeds and pairs of seeds, same subsets). They compare like with like: a method "
-            "cannot be shown to track retraining better than retraining tracks itself."
+            "seeds and pairs of seeds, same subsets). They compare like with like: equal "
+            "values mean the method tracks retraining as well as a second retraining does; "
+            "with seed noise independent of the subset, no method can exceed the square root "
+            "of the seed-to-seed value with one seed."
         )
     parts = ["<h2>Fidelity to retraining</h2>", text + "</p>", table(rows, header)]
     figs = []

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     executors = [parse_executor(e) for e in args.executors]
+    out = args.out.resolve()  # the versions run from their own trees
     then = git("rev-parse", args.rev)
     payload: dict = {"rev": then, "now": git("rev-parse", "HEAD"), "pairs": []}
     if args.json and args.json.exists():
@@ -90,6 +92,8 @@ def main() -> None:
         print(text, flush=True)
 
     done = {p["executor"] for p in payload["pairs"]}
+    # a kill (SIGTERM) unwinds like an exception, so the worktree below is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="diffattr-since-") as tmp:
         tree = Path(tmp) / "tree"
         git("worktree", "add", "--detach", str(tree), then)
@@ -99,8 +103,8 @@ def main() -> None:
                 if label in done:
                     continue
                 pair = {"executor": label, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-                pair["then"] = pipeline(tree, args.out / f"then-{label}", name, workers)
-                pair["now"] = pipeline(ROOT, args.out / f"now-{label}", name, workers)
+                pair["then"] = pipeline(tree, out / f"then-{label}", name, workers)
+                pair["now"] = pipeline(ROOT, out / f"now-{label}", name, workers)
                 t, n = pair["then"]["jobs_per_hour"], pair["now"]["jobs_per_hour"]
                 pair["jobs_per_hour_ratio"] = n / t if t and n else None
                 pair["load_after"] = os.getloadavg()[0]

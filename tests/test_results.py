@@ -126,6 +126,20 @@ def test_evaluations_as_dataframes(run_dir):
     assert str(curve["subsets"].dtype) == "int64"
     cf = res.counterfactual_results("top").to_pandas()
     assert cf.loc[0, "removed"] == ["2", "4"] and cf.loc[0, "change_pct"] == 35.0
+    fid = res.lds_results.fidelity_to_pandas()
+    assert fid[["method", "pearson", "n"]].values.tolist() == [["sft", 0.8, 16]]
+    assert fid[["pearson_one_retrain_seed", "retrain_seed_to_seed"]].isna().all(axis=None)
+
+
+def test_fidelity_frame_carries_retraining_seed_agreement(run_dir):
+    report = _lds_report()
+    report.fidelity[0].pearson_per_seed = 0.71
+    report.fidelity[0].retrain_agreement = {"pearson": 0.74, "pairs": 3}
+    (run_dir / "lds.json").write_text(json.dumps(report.to_dict()))
+    fid = diffattr.open_run(run_dir).lds_results.fidelity_to_pandas()
+    assert fid.loc[0, "pearson_one_retrain_seed"] == 0.71
+    assert fid.loc[0, "retrain_seed_to_seed"] == 0.74
+    assert str(fid["n"].dtype) == "int64" and str(fid["behavior"].dtype) == "string"
 
 
 def _files(run_dir):

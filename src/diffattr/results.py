@@ -246,6 +246,17 @@ LDS_COLUMNS = {
     "fit_rows": "Int64",
 }
 
+FIDELITY_COLUMNS = {
+    "method": "string",
+    "behavior": "string",
+    "pearson": "float64",
+    "spearman": "float64",
+    "mae": "float64",
+    "n": "int64",
+    "pearson_one_retrain_seed": "float64",
+    "retrain_seed_to_seed": "float64",
+}
+
 
 def _num(x: Any) -> float:
     try:
@@ -284,6 +295,27 @@ class LDSResults:
                 }
             )
         return _frame(rows, LDS_COLUMNS)
+
+    def fidelity_to_pandas(self) -> pd.DataFrame:
+        """Each method's fidelity to retraining per behavior: Pearson, Spearman and MAE
+        against the mean over retraining seeds; with two or more seeds also its Pearson with
+        one seed at a time and retraining's own seed-to-seed Pearson (NaN with one seed)."""
+        rows = []
+        for f in self.data.get("fidelity") or []:
+            agree = f.get("retrain_agreement") or {}
+            rows.append(
+                {
+                    "method": f.get("method"),
+                    "behavior": f.get("behavior"),
+                    "pearson": _num(f.get("pearson")),
+                    "spearman": _num(f.get("spearman")),
+                    "mae": _num(f.get("mae")),
+                    "n": int(f.get("n") or 0),
+                    "pearson_one_retrain_seed": _num(f.get("pearson_per_seed")),
+                    "retrain_seed_to_seed": _num(agree.get("pearson")),
+                }
+            )
+        return _frame(rows, FIDELITY_COLUMNS)
 
     def result(
         self,

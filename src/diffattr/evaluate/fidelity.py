@@ -9,8 +9,9 @@ method's Pearson with one retraining seed at a time (mean over seeds) and retrai
 agreement from seed to seed on the same subsets (mean over pairs of seeds). Those two are
 like for like: a method that tracks one retraining seed as well as another retraining seed
 does is as faithful as a second retraining, whatever its Pearson with the mean. With seed
-noise independent of the subset, the most any method can reach with one seed is the square
-root of the seed-to-seed Pearson (a noise-free copy of retraining's expected behavior).
+noise independent of the subset, the most any method is expected to reach with one seed is
+the square root of the seed-to-seed Pearson (a noise-free copy of retraining's expected
+behavior).
 """
 
 from __future__ import annotations

@@ -174,8 +174,8 @@ def render_fidelity(fidelity: list[dict[str, Any]]) -> str:
             "retraining seed at a time and one retraining seed's with another (means over "
             "seeds and pairs of seeds, same subsets). They compare like with like: equal "
             "values mean the method tracks retraining as well as a second retraining does; "
-            "with seed noise independent of the subset, no method can exceed the square root "
-            "of the seed-to-seed value with one seed."
+            "with seed noise independent of the subset, no method is expected to exceed the "
+            "square root of the seed-to-seed value with one seed."
         )
     parts = ["<h2>Fidelity to retraining</h2>", text + "</p>", table(rows, header)]
     figs = []

@@ -11,9 +11,10 @@ directory under ``--out``, with ``PYTHONPATH`` pointing at that version's ``src`
 environment's packages (a revision whose dependencies differ from today's may not run).
 Each version's own pipeline.py times its own stages; the jobs stage gives jobs per hour.
 A finished pair is kept in the JSON and skipped when the call is repeated, so a stopped
-call resumes (a half-finished run directory resumes through the run's own store: remove
-it to time that setting afresh). Run it on an otherwise idle machine and leave
-``OMP_NUM_THREADS`` unset, as a user would: both versions then choose their threads.
+call resumes at the next pair; a run directory left by a stopped pair is refused (a resumed
+run would time only its remaining jobs): remove it to time that setting afresh. Run it on
+an otherwise idle machine and leave ``OMP_NUM_THREADS`` unset, as a user would: both
+versions then choose their threads.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 def parse_executor(text: str) -> tuple[str, int | None]:
     name, _, workers = text.partition(":")
-    if name not in ("inline", "process") or (name == "process") != bool(workers):
-        raise SystemExit(f"error: executor {text!r}: use inline or process:W")
+    ok = name == "inline" and not workers or name == "process" and workers.isdigit()
+    if not ok or workers == "0" * len(workers) and workers:
+        raise SystemExit(f"error: executor {text!r}: use inline or process:W (W >= 1)")
     return name, int(workers) if workers else None
 
 
@@ -72,7 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     executors = [parse_executor(e) for e in args.executors]
     out = args.out.resolve()  # the versions run from their own trees
-    then = git("rev-parse", args.rev)
+    try:
+        then = git("rev-parse", "--verify", f"{args.rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"error: {args.rev!r} is not a commit of this repository") from None
     payload: dict = {"rev": then, "now": git("rev-parse", "HEAD"), "pairs": []}
     if args.json and args.json.exists():
         old = json.loads(args.json.read_text())
@@ -102,6 +107,9 @@ def main() -> None:
                 label = name + (f"-{workers}" if workers else "")
                 if label in done:
                     continue
+                stale = [d for d in (out / f"then-{label}", out / f"now-{label}") if d.exists()]
+                if stale:
+                    raise SystemExit(f"error: {stale[0]} exists and is not in the JSON: remove it")
                 pair = {"executor": label, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
                 pair["then"] = pipeline(tree, out / f"then-{label}", name, workers)
                 pair["now"] = pipeline(ROOT, out / f"now-{label}", name, workers)

@@ -128,3 +128,13 @@ def test_a_runs_ranked_table_prints_the_signals_and_warns_below_threshold():
     buf = io.StringIO()
     print_reliability(Console(file=buf, width=200), "shapley", [a])
     assert buf.getvalue() == ""
+
+
+def test_the_warning_never_prints_a_value_that_reads_as_its_threshold():
+    """0.797 below 0.8 prints as "0.797 < 0.8", not "0.80 < 0.8"."""
+    limit = THRESHOLDS["rank_stability"]
+    rel = {"below": ["rank_stability"], "rank_stability": limit - 0.003}
+    line = advice("shapley-cv", "is[x]", rel)
+    assert f"rank stability {limit - 0.003:.3f} < {limit}" in line
+    rel["rank_stability"] = limit - 0.25
+    assert f"rank stability {limit - 0.25:.2f} < {limit}" in advice("shapley-cv", None, rel)

@@ -198,12 +198,25 @@ def advice(name: str, behavior: str | None, rel: dict[str, Any]) -> str | None:
     below = rel.get("below") or []
     if not below:
         return None
-    parts = ", ".join(f"{k.replace('_', ' ')} {rel[k]:.2f} < {THRESHOLDS[k]}" for k in below)
+    parts = ", ".join(
+        f"{k.replace('_', ' ')} {_short_below(rel[k], THRESHOLDS[k])} < {THRESHOLDS[k]}"
+        for k in below
+    )
     what = f"{name} values" + (f" of {behavior}" if behavior else "")
     return (
         f"{what} look unreliable ({parts}): add coalitions (--subsets, or --until-stderr with "
         "--max-subsets), or compare with another estimator (shapley-cv, datamodel)"
     )
+
+
+def _short_below(value: float, limit: float) -> str:
+    """``value`` (below ``limit``) with two decimals, or as many more as it takes not to
+    print a number that reads as the limit itself (0.797 below 0.8: "0.797", not "0.80")."""
+    for digits in range(2, 7):
+        text = f"{value:.{digits}f}"
+        if float(text) < limit:
+            return text
+    return repr(value)
 
 
 def summary(rel: dict[str, Any]) -> str:

@@ -3,15 +3,19 @@
 Reuses (or extends) a ``diffattr run`` directory: its held-out subsets are retrained from
 scratch with the run's own recipe (``--test-subsets`` x ``--seeds`` jobs, in the run's
 store, so ``diffattr lds`` shares them and a stopped call resumes), then the run's method
-and each ``--variant`` (method settings changed, e.g. ``ratio=0.5`` or ``steps=50,ratio=0.5``)
-run on the same subsets. With ``--job-seeds N`` every variant runs with fine-tune seeds
-0 .. N-1 (the run's seed + 1000 s, the frontier's convention), and each variant's row gives
-the mean, min and max over seeds of the Pearson and Spearman correlation with the retrained
-behaviors (mean over retraining seeds), the difference from the run's own settings paired
-by seed (same subsets, data order, timesteps and sampling noise), and its seconds per job.
-With ``--seeds`` 2 or more, each variant also gets its Pearson with one retraining seed at a
-time (``pearson_one_retrain_seed``) and the retrain block retraining's own seed-to-seed
-agreement (``seed_to_seed``): the two compare like with like.
+and each ``--variant`` (method settings changed, e.g. ``ratio=0.5`` or
+``steps=50,ratio=0.5``) run on the same subsets; a change named ``sample.X`` changes the
+variant's sampling budget (e.g. ``sample.ddim_steps=10``: its coalition models sample in 10
+DDIM steps while the retrained models keep the run's). ``--base CHANGES`` makes the run's
+method with those changes the reference that variants are paired against (default: the run's
+own). With ``--job-seeds N`` every variant runs with fine-tune seeds 0 .. N-1 (the run's
+seed + 1000 s, the frontier's convention), and each variant's row gives the mean, min and
+max over seeds of the Pearson and Spearman correlation with the retrained behaviors (mean
+over retraining seeds), the difference from the reference (``--base``) paired by seed (same
+subsets, data order, timesteps and sampling noise), and its seconds per job. With
+``--seeds`` 2 or more, each variant also gets its Pearson with one retraining seed at a time
+(``pearson_one_retrain_seed``) and the retrain block retraining's own seed-to-seed agreement
+(``seed_to_seed``): the two compare like with like.
 Prints JSON; ``--json PATH`` also writes it (after every variant, so the rows accrue).
 
     python benchmarks/fidelity.py runs/bench-lds --variant steps=50 --variant steps=200 \\
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets
 from diffattr.evaluate.fidelity import fidelity, per_seed_pearson, seed_agreement
@@ -44,10 +49,27 @@ SEED_STRIDE = 1000
 
 def parse_variant(text: str) -> dict:
     out = {}
+    if not text:
+        return out
     for part in text.split(","):
-        k, v = part.split("=")
-        out[k] = float(v) if "." in v else int(v)
+        k, sep, v = part.partition("=")
+        if not sep or not k or not v:
+            raise SystemExit(f"fidelity: bad change {part!r} in {text!r} (want KEY=VALUE)")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
     return out
+
+
+def split_changes(changes: dict) -> tuple[dict, dict]:
+    """A variant's method changes and its sampling changes (keys ``sample.X``)."""
+    method = {k: v for k, v in changes.items() if not k.startswith("sample.")}
+    sample = {k.removeprefix("sample."): v for k, v in changes.items() if k.startswith("sample.")}
+    return method, sample
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -112,6 +134,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--variant", action="append", default=[], help="e.g. steps=50,ratio=0.5")
+    ap.add_argument(
+        "--base", default="", help="the reference's changes to the run's method (e.g. ratio=0.5)"
+    )
     ap.add_argument("--test-subsets", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=1, help="retraining seeds per subset")
     ap.add_argument("--job-seeds", type=int, default=1, help="fine-tune seeds per variant")
@@ -121,11 +146,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.job_seeds < 1 or args.seeds < 1:
         ap.error("--seeds and --job-seeds must be at least 1")
-    variants = [parse_variant(v) for v in args.variant]  # bad input fails before any job
+    # bad input fails before any job
+    base_changes = parse_variant(args.base)
+    variants = [{**base_changes, **parse_variant(v)} for v in args.variant]
     executor = {"executor": {"name": "process", "workers": args.workers}}
     payload: dict = {
         "command": "python benchmarks/fidelity.py " + " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "base": base_changes,
         "variants": [],
     }
 
@@ -138,6 +166,15 @@ def main() -> None:
 
     with open_run(args.run_dir, executor, progress=False) as run:
         base = run.cfg.method
+        for changes in [base_changes] + variants:  # every variant valid before any job
+            method_changes, sample_changes = split_changes(changes)
+            try:
+                type(base)(**{**base.model_dump(), **method_changes})
+                type(run.cfg.sample)(**{**run.cfg.sample.model_dump(), **sample_changes})
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise SystemExit(f"fidelity: {changes}: {where}: {err['msg']}") from None
         p0 = run.prepare(base)
         masks = held_out_masks(p0.n_players, args.alpha, args.test_subsets, 0)
         t = time.perf_counter()
@@ -155,21 +192,24 @@ def main() -> None:
                 for beh in sorted(targets.records[0][0].behaviors)
             }
     base_scores: dict[str, dict[int, float]] = {}
-    for changes in [{}] + variants:
+    for changes in [base_changes] + variants:
+        method_changes, sample_changes = split_changes(changes)
+        overrides = {**executor, "sample": sample_changes} if sample_changes else executor
         # a run per variant: a run prepares each method name once
-        with open_run(args.run_dir, executor, progress=False) as run:
-            summary = run_variant(run, base.model_copy(update=changes), targets, args.job_seeds)
+        with open_run(args.run_dir, overrides, progress=False) as run:
+            settings = type(base)(**{**base.model_dump(), **method_changes})
+            summary = run_variant(run, settings, targets, args.job_seeds)
         summary["changes"] = changes
         for beh, entry in summary["behaviors"].items():
             scores = entry.pop("by_seed")
-            if not changes:
+            if changes is base_changes:
                 base_scores[beh] = scores
             elif beh in base_scores:
                 paired = [
                     v - base_scores[beh][s] for s, v in scores.items() if s in base_scores[beh]
                 ]
                 if paired:
-                    entry["pearson_paired_minus_run"] = spread(paired)
+                    entry["pearson_paired_minus_base"] = spread(paired)
         payload["variants"].append(summary)
         emit()
     payload["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")

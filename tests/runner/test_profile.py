@@ -27,6 +27,11 @@ def test_profiled_run_writes_the_split_and_commits_the_job_once(tmp_path, full_m
     assert names and any(n.startswith("aten::") for n in names)
     assert not any(n.startswith("diffattr.") for n in names)  # stage markers left out
     assert "aten::" in (tmp_path / "run" / "profile.txt").read_text()
+    # the job's arithmetic: both stages counted, the ratio the FLOPs set
+    g = payload["gflop"]
+    assert "error" not in g and g["train"] > 0 and g["sample"] > 0
+    assert g["job_over_sampling"] == pytest.approx((g["train"] + g["sample"]) / g["sample"], 1e-3)
+    assert "arithmetic: train" in render(payload)
     # the profiled job is an ordinary committed job: each planned job once, none failed
     with Store(tmp_path / "run" / "store.sqlite") as store:
         assert store.count() == summary.jobs

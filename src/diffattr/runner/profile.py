@@ -9,6 +9,14 @@ work is not wasted), and two files are written into the run directory:
   top operators by self time (name, calls, self and total milliseconds);
 * ``profile.txt``: the profiler's operator table, as torch prints it.
 
+``profile.json`` also holds the job's arithmetic (``gflop``): the same job's training and
+sampling run once more, outside the profiler and not committed, under torch's FLOP counter
+(convolutions, matrix products and attention, forward and backward; element-wise work is not
+counted), with ``job_over_sampling``, the ratio of the whole job's FLOPs to its sampling's.
+That ratio does not depend on the machine: no device that runs both stages at the same rate
+brings a job under that many times its own sampling (the budget decides it: fine-tune steps
+x batch against images x DDIM steps).
+
 Times measured under the profiler are inflated by its bookkeeping (most for models with
 many small operators); the split between the stages is what carries over to other
 hardware, not the absolute seconds. A job already done is run again for its profile and
@@ -25,7 +33,7 @@ from typing import Any
 import torch
 
 from diffattr.fileio import atomic_write_text
-from diffattr.runner.job import JobContext, JobSpec, execute_job
+from diffattr.runner.job import JobContext, JobSpec, execute_job, record_for, worker_for
 from diffattr.store import Store
 
 #: How many operators ``profile.json`` lists.
@@ -61,6 +69,7 @@ def profile_job(
         "seconds": split(rec.t_train, rec.t_sample, rec.t_measure, t_store, rec.t_total),
         "sort_by": sort_by,
         "top_operators": top_operators(averages, on_gpu),
+        "gflop": count_flops(spec, ctx) if rec.status == "done" else None,
         "note": "times under the torch profiler (inflated by its bookkeeping); compare stages",
     }
     run_dir = Path(run_dir)
@@ -68,6 +77,30 @@ def profile_job(
     table = averages.table(sort_by=sort_by, row_limit=TOP_OPERATORS)
     atomic_write_text(run_dir / "profile.txt", table + "\n")
     return payload
+
+
+def count_flops(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
+    """GFLOP of ``spec``'s training and sampling (the job's two stages run once more under
+    torch's FLOP counter, nothing committed) and the whole job's FLOPs over its sampling's.
+    A counter that fails (an operator it cannot follow) gives ``error``, not a number."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        worker = worker_for(ctx)
+        torch.manual_seed(spec.seed)
+        with FlopCounterMode(display=False) as counter:
+            model = worker.model_for(spec, record_for(spec))
+        train = counter.get_total_flops() / 1e9
+        with FlopCounterMode(display=False) as counter:
+            worker.sample(model, spec.mask)
+        sample = counter.get_total_flops() / 1e9
+    except Exception as e:  # noqa: BLE001 - the profile stands without its FLOP count
+        return {"train": None, "sample": None, "job_over_sampling": None, "error": repr(e)}
+    return {
+        "train": round(train, 6),
+        "sample": round(sample, 6),
+        "job_over_sampling": round((train + sample) / sample, 4) if sample > 0 else None,
+    }
 
 
 def split(
@@ -127,4 +160,11 @@ def render(payload: dict[str, Any], top: int = 5) -> str:
         f"{r['name']} {r.get('self_cuda_ms', r['self_cpu_ms']):.0f} ms"
         for r in payload["top_operators"][:top]
     )
-    return f"profile of one job ({payload['status']}): " + "; ".join(parts) + f"\ntop: {ops}"
+    out = f"profile of one job ({payload['status']}): " + "; ".join(parts) + f"\ntop: {ops}"
+    g = payload.get("gflop") or {}
+    if g.get("job_over_sampling") is not None:
+        out += (
+            f"\narithmetic: train {g['train']:.1f} GFLOP, sample {g['sample']:.1f} GFLOP: "
+            f"at one rate a job costs at least {g['job_over_sampling']:.1f}x its sampling"
+        )
+    return out

@@ -35,6 +35,44 @@ def adam(params, lr: float):
     return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
 
 
+#: The CPU's attention kernels, which torch's FLOP counter has no formula for (it counts
+#: the GPU kernels'): (operator name, whether it is the backward pass).
+CPU_ATTENTION_OPS = (
+    ("_scaled_dot_product_flash_attention_for_cpu", False),
+    ("_scaled_dot_product_flash_attention_for_cpu_backward", True),
+)
+
+
+def _attention_flops(backward: bool):
+    """The FLOP formula of attention over (..., S, D) queries: two matrix products forward
+    (Q K^T and P V), four backward -- torch's own count for its GPU attention kernels."""
+
+    def formula(*args, out_shape=None, **kwargs) -> int:
+        query, key, value = args[1:4] if backward else args[:3]
+        batch = 1
+        for d in query[:-2]:
+            batch *= d
+        forward = 2 * batch * query[-2] * key[-2] * (query[-1] + value[-1])
+        return 2 * forward if backward else forward
+
+    return formula
+
+
+def flop_counter():
+    """``torch.utils.flop_counter.FlopCounterMode`` (convolutions, matrix products and
+    attention, forward and backward; element-wise work is not counted), not printing, and
+    also counting the CPU's attention kernels."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mapping = {}
+    for name, backward in CPU_ATTENTION_OPS:
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            mapping[op] = _attention_flops(backward)
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 def check_device(device: str) -> None:
     """A device this machine has, or a one-line error."""
     import torch

@@ -35,6 +35,7 @@ import torch
 from diffattr.fileio import atomic_write_text
 from diffattr.runner.job import JobContext, JobSpec, execute_job, record_for, worker_for
 from diffattr.store import Store
+from diffattr.torchutils import flop_counter
 
 #: How many operators ``profile.json`` lists.
 TOP_OPERATORS = 25
@@ -83,15 +84,13 @@ def count_flops(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     """GFLOP of ``spec``'s training and sampling (the job's two stages run once more under
     torch's FLOP counter, nothing committed) and the whole job's FLOPs over its sampling's.
     A counter that fails (an operator it cannot follow) gives ``error``, not a number."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     try:
         worker = worker_for(ctx)
         torch.manual_seed(spec.seed)
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             model = worker.model_for(spec, record_for(spec))
         train = counter.get_total_flops() / 1e9
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             worker.sample(model, spec.mask)
         sample = counter.get_total_flops() / 1e9
     except Exception as e:  # noqa: BLE001 - the profile stands without its FLOP count

@@ -97,3 +97,23 @@ def test_no_width_note_in_whole_blocks_or_on_a_gpu(tmp_path):
     assert "round_to" not in section(write_report(run, tmp_path / "a.html").read_text())
     _with_preparation(run, [22, 24], device="cuda")
     assert "round_to" not in section(write_report(run, tmp_path / "b.html").read_text())
+
+
+def test_the_profiled_jobs_arithmetic(tmp_path):
+    run = make_run(tmp_path)
+    add_jobs(run, "sft", train=4.0, sample=2.0)
+    profile = {
+        "job": {"method": "sft"},
+        "gflop": {"train": 298.3, "sample": 48.6, "job_over_sampling": 7.1379},
+    }
+    (run / "profile.json").write_text(json.dumps(profile))
+    sec = section(write_report(run, tmp_path / "a.html").read_text())
+    assert "training 298 GFLOP, sampling 48.6 GFLOP" in sec and "at least 7.1×" in sec
+    # a profile of another method's job, or one whose count failed, says nothing
+    profile["job"]["method"] = "ft"
+    (run / "profile.json").write_text(json.dumps(profile))
+    assert "GFLOP" not in section(write_report(run, tmp_path / "b.html").read_text())
+    profile["job"]["method"] = "sft"
+    profile["gflop"] = {"train": None, "sample": None, "job_over_sampling": None, "error": "x"}
+    (run / "profile.json").write_text(json.dumps(profile))
+    assert "GFLOP" not in section(write_report(run, tmp_path / "c.html").read_text())

@@ -1,6 +1,7 @@
 """What the report reads from a run directory, read-only.
 
-* ``values.json`` (required: ``diffattr run``), ``summary.json`` (written with it);
+* ``values.json`` (required: ``diffattr run``), ``summary.json`` (written with it),
+  ``profile.json`` (``diffattr run --profile``);
 * the evaluations' results when present: ``lds.json`` (``diffattr lds``),
   ``counterfactual-top.json`` / ``counterfactual-bottom.json`` (``diffattr counterfactual``),
   ``compute_curve.json`` (``diffattr curve``);
@@ -40,6 +41,7 @@ PRODUCERS = {
     "counterfactual-bottom.json": "diffattr counterfactual --remove bottom",
     "compute_curve.json": "diffattr curve",
     "store.sqlite": "diffattr run",
+    "profile.json": "diffattr run --profile",
 }
 
 
@@ -261,6 +263,7 @@ class ReportInputs:
     counterfactual: dict[str, dict] = field(default_factory=dict)  # 'top' / 'bottom'
     curve: dict | None = None
     store: StoreView | None = None
+    profile: dict | None = None
 
     @property
     def config(self) -> dict:
@@ -294,6 +297,7 @@ def load_inputs(run_dir: str | Path) -> ReportInputs:
         lds=read_json(run_dir / "lds.json"),
         curve=read_json(run_dir / "compute_curve.json"),
         store=read_store(run_dir / "store.sqlite"),
+        profile=read_json(run_dir / "profile.json"),
     )
     for remove in ("top", "bottom"):
         cf = read_json(run_dir / f"counterfactual-{remove}.json")

@@ -72,6 +72,7 @@ def render_method(inputs: ReportInputs) -> str:
             f"one {esc(method)} job costs {own.total / (own.sample + own.measure):.1f}× its own "
             "sampling and measuring, the floor of any counterfactual"
         )
+    details += _arithmetic_note(inputs.profile, method)
     if own is not None and own.batched:
         details.append(
             f"{own.batched} of its {own.jobs} jobs trained and sampled side by side with "
@@ -82,6 +83,22 @@ def render_method(inputs: ReportInputs) -> str:
     if details:
         parts.append(f'<p class="details">{"; ".join(details)}.</p>')
     return "".join(parts)
+
+
+def _arithmetic_note(profile: dict | None, method: str) -> list[str]:
+    """The profiled job's FLOPs (``diffattr run --profile``): the ratio of a job's
+    arithmetic to its sampling's, which no machine running both stages at one rate beats."""
+    g = (profile or {}).get("gflop") or {}
+    if (profile or {}).get("job", {}).get("method") != method:
+        return []
+    ratio, train, sample = g.get("job_over_sampling"), g.get("train"), g.get("sample")
+    if ratio is None or train is None or sample is None:
+        return []
+    return [
+        f"the profiled job's arithmetic: training {train:.3g} GFLOP, sampling {sample:.3g} "
+        f"GFLOP, so at one rate a job costs at least {ratio:.1f}× its sampling on any "
+        "machine (fewer fine-tune steps × batch, or more images × DDIM steps, lower it)"
+    ]
 
 
 #: Channels a CPU's convolution kernels compute at once (oneDNN's blocks on AVX-512).

@@ -6,17 +6,18 @@ first test subset) and runs a job of the run's method (``--method``: another of 
 on it (``--set`` changes its settings, e.g. ``steps=100``, and ``--set sample.X=V`` the
 sampling budget) the way a job runs (``Worker.model_for``: the method's training;
 ``Worker.sample``: the run's sampling budget): ``--repeats`` times on the clock (medians),
-then once under torch's FLOP counter (``diffattr.torchutils.flop_counter``, torch's with the
-CPU's attention kernels: convolutions, matrix products and attention, forward and backward;
-element-wise work such as normalization, activations and Adam is not counted). Reports per
-stage the GFLOP, the seconds, and the GFLOP per second achieved, and two ratios of a whole
-job to its own sampling: measured (train + sample seconds over sample seconds) and the one
-the arithmetic alone sets (train + sample FLOPs over sample FLOPs), which no machine running
-both stages at the same rate beats. Prints JSON; the run's threads are ``OMP_NUM_THREADS``
-(default 1).
+then once under torch's FLOP counter as ``diffattr run --profile`` counts
+(``diffattr.runner.profile.count_flops`` with ``diffattr.torchutils.flop_counter``, torch's
+with the CPU's attention kernels: convolutions, matrix products and attention, forward and
+backward; element-wise work such as normalization, activations and Adam is not counted).
+Reports per stage the GFLOP, the seconds, and the GFLOP per second achieved, and two ratios
+of a whole job to its own sampling: measured (train + sample seconds over sample seconds)
+and the one the arithmetic alone sets (train + sample FLOPs over sample FLOPs), which no
+machine running both stages at the same rate beats. Prints JSON; the run's threads are
+``OMP_NUM_THREADS`` (default 1).
 
     OMP_NUM_THREADS=1 python benchmarks/flops.py runs/default-fid --set ratio=0.5 \\
-        > benchmarks/data/flops_default.json
+        > benchmarks/data/flops/default.json
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pydantic import ValidationError
 from diffattr.errors import DiffattrError
 from diffattr.evaluate.common import held_out_masks, open_run
 from diffattr.runner.job import record_for, worker_for
-from diffattr.torchutils import flop_counter
+from diffattr.runner.profile import count_flops
 
 
 def parse_changes(items: list[str]) -> dict:
@@ -121,17 +122,13 @@ def main() -> None:
         clocks = [once() for _ in range(args.repeats)]
         train_s = statistics.median(c[0] for c in clocks)
         sample_s = statistics.median(c[1] for c in clocks)
-        torch.manual_seed(spec.seed)
-        rec = record_for(spec)
-        with flop_counter() as fc:
-            model = worker.model_for(spec, rec)
-        train_flops = fc.get_total_flops()
-        with flop_counter() as fc:
-            worker.sample(model, spec.mask)
-        sample_flops = fc.get_total_flops()
+        counted = count_flops(spec, p.ctx)  # what diffattr run --profile records
         cfg = run.cfg
-    if sample_flops <= 0 or sample_s <= 0:
+    if counted.get("error"):
+        raise SystemExit(f"flops: the FLOP counter failed: {counted['error']}")
+    if not counted["sample"] or sample_s <= 0:
         raise SystemExit("flops: the sampling stage counted no FLOPs; nothing to compare")
+    train_flops, sample_flops = counted["train"] * 1e9, counted["sample"] * 1e9
     payload = {
         "command": "python benchmarks/flops.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from diffattr.config import parse_assignment
+from diffattr.errors import DiffattrError
 from diffattr.evaluate.common import held_out_masks, open_run, retrain_targets
 from diffattr.evaluate.fidelity import fidelity, per_seed_pearson, seed_agreement
 
@@ -48,20 +50,15 @@ SEED_STRIDE = 1000
 
 
 def parse_variant(text: str) -> dict:
+    """``steps=50,ratio=0.5`` -> {"steps": 50, "ratio": 0.5} (values read as ``--set`` reads
+    them: TOML, else a string); a malformed part is a one-line error."""
     out = {}
-    if not text:
-        return out
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        if not sep or not k or not v:
-            raise SystemExit(f"fidelity: bad change {part!r} in {text!r} (want KEY=VALUE)")
+    for part in filter(None, text.split(",")):
         try:
-            out[k] = int(v)
-        except ValueError:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                out[k] = v
+            key, value = parse_assignment(part)
+        except DiffattrError as e:
+            raise SystemExit(f"fidelity: {e}") from None
+        out[key] = value
     return out
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from diffattr.config import parse_assignment
 from diffattr.errors import DiffattrError
 from diffattr.evaluate.common import held_out_masks, open_run
 from diffattr.runner.job import record_for, worker_for
@@ -41,20 +42,11 @@ from diffattr.runner.profile import count_flops
 
 
 def parse_changes(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k or not v:
-            raise SystemExit(f"flops: bad --set {item!r} (want KEY=VALUE)")
-        for cast in (int, float):
-            try:
-                out[k] = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = v
-    return out
+    """``--set`` items read as ``diffattr run --set`` reads them (TOML, else a string)."""
+    try:
+        return dict(parse_assignment(item) for item in items)
+    except DiffattrError as e:
+        raise SystemExit(f"flops: {e}") from None
 
 
 def cpu_name() -> str:

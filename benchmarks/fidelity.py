@@ -16,6 +16,12 @@ subsets, data order, timesteps and sampling noise), and its seconds per job. Wit
 ``--seeds`` 2 or more, each variant also gets its Pearson with one retraining seed at a time
 (``pearson_one_retrain_seed``) and the retrain block retraining's own seed-to-seed agreement
 (``seed_to_seed``): the two compare like with like.
+``--alpha 0.25,0.5,0.75`` splits the held-out subsets evenly over several coalition sizes
+(small and large coalitions; each variant then also gets its Pearson within each size,
+``pearson_within_size``: can it rank coalitions of one size); ``--subset-seed S`` draws
+another set of held-out subsets (0: the set earlier results used), for confirming a setting
+chosen on one set on subsets it was not chosen on, and ``--exclude N`` leaves out the first N
+subsets of each size that the default draw gives (those earlier sweeps chose settings on).
 Prints JSON; ``--json PATH`` also writes it (after every variant, so the rows accrue).
 
     python benchmarks/fidelity.py runs/bench-lds --variant steps=50 --variant steps=200 \\
@@ -69,6 +75,47 @@ def split_changes(changes: dict) -> tuple[dict, dict]:
     return method, sample
 
 
+def parse_alphas(text: str) -> list[float]:
+    """``0.25,0.5`` -> [0.25, 0.5]; each a fraction strictly between 0 and 1, no repeats."""
+    try:
+        alphas = [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise SystemExit(f"fidelity: --alpha {text!r}: expected numbers like 0.25,0.5") from None
+    if not alphas or any(not 0 < a < 1 for a in alphas) or len(set(alphas)) < len(alphas):
+        raise SystemExit(f"fidelity: --alpha {text!r}: distinct fractions in (0, 1) expected")
+    return alphas
+
+
+def test_masks(n: int, alphas: list[float], count: int, seed: int, exclude: int = 0) -> np.ndarray:
+    """``count`` held-out subsets split as evenly as possible over the sizes ``alphas``
+    (the first sizes take the remainder), each size's drawn from ``seed``'s stream, leaving
+    out the first ``exclude`` subsets of that size the default draw (seed 0) gives."""
+    k = len(alphas)
+    blocks = []
+    for i, a in enumerate(alphas):
+        want = count // k + (i < count % k)
+        if want == 0:
+            continue
+        left_out = {m.tobytes() for m in held_out_masks(n, a, exclude, 0)} if exclude else set()
+        drawn = held_out_masks(n, a, want + len(left_out), seed)
+        kept = [m for m in drawn if m.tobytes() not in left_out][:want]
+        blocks.append(np.array(kept, dtype=bool).reshape(-1, n))
+    return np.concatenate(blocks, axis=0)
+
+
+def within_size(approx: np.ndarray, exact: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+    """Pearson between ``approx`` and ``exact`` among subsets of each size (keyed by the
+    number of players kept) with at least three subsets and spread on both sides."""
+    out = {}
+    for size in np.unique(sizes):
+        sel = sizes == size
+        if sel.sum() >= 3:
+            r = fidelity(approx[sel], exact[sel])["pearson"]
+            if np.isfinite(r):
+                out[str(int(size))] = r
+    return out
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
 
@@ -104,6 +151,11 @@ def run_variant(run, settings, targets, job_seeds: int) -> dict:
             row["behaviors"][beh]["pearson_one_retrain_seed"] = per_seed_pearson(
                 approx, per_retrain_seed
             )
+            sizes = targets.masks[done].sum(axis=1)
+            if len(np.unique(sizes)) > 1:
+                row["behaviors"][beh]["pearson_within_size"] = within_size(
+                    approx, per_retrain_seed.mean(axis=0), sizes
+                )
     summary: dict = {
         "settings": settings.to_dict(),
         "prepare_seconds": p.prepare_cost,
@@ -124,6 +176,12 @@ def run_variant(run, settings, targets, job_seeds: int) -> dict:
             one = [r["behaviors"][beh]["pearson_one_retrain_seed"] for r in ok]
             if None not in one:
                 summary["behaviors"][beh]["pearson_one_retrain_seed"] = spread(one)
+            within = [r["behaviors"][beh].get("pearson_within_size") or {} for r in ok]
+            sizes = sorted(set().union(*within), key=int)
+            if sizes:
+                summary["behaviors"][beh]["pearson_within_size"] = {
+                    k: spread([w[k] for w in within if k in w]) for k in sizes
+                }
     return summary
 
 
@@ -137,12 +195,25 @@ def main() -> None:
     ap.add_argument("--test-subsets", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=1, help="retraining seeds per subset")
     ap.add_argument("--job-seeds", type=int, default=1, help="fine-tune seeds per variant")
-    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument(
+        "--alpha", default="0.5", help="fraction of players kept; several: 0.25,0.5,0.75"
+    )
+    ap.add_argument(
+        "--subset-seed", type=int, default=0, help="held-out subsets' draw (0: earlier results')"
+    )
+    ap.add_argument(
+        "--exclude", type=int, default=0, help="leave out the default draw's first N per size"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.job_seeds < 1 or args.seeds < 1:
         ap.error("--seeds and --job-seeds must be at least 1")
+    if args.test_subsets < 3:
+        ap.error("--test-subsets must be at least 3 (a correlation needs them)")
+    if args.exclude < 0:
+        ap.error("--exclude must be 0 or more")
+    alphas = parse_alphas(args.alpha)
     # bad input fails before any job
     base_changes = parse_variant(args.base)
     variants = [{**base_changes, **parse_variant(v)} for v in args.variant]
@@ -173,11 +244,23 @@ def main() -> None:
                 where = ".".join(str(x) for x in err["loc"])
                 raise SystemExit(f"fidelity: {changes}: {where}: {err['msg']}") from None
         p0 = run.prepare(base)
-        masks = held_out_masks(p0.n_players, args.alpha, args.test_subsets, 0)
+        try:
+            masks = test_masks(
+                p0.n_players, alphas, args.test_subsets, args.subset_seed, args.exclude
+            )
+        except DiffattrError as e:
+            raise SystemExit(f"fidelity: {e}") from None
         t = time.perf_counter()
         targets = retrain_targets(run, p0, masks, args.seeds)
         payload["retrain"] = {
             "subsets": len(targets.masks),
+            "alphas": alphas,
+            "subset_seed": args.subset_seed,
+            "excluded_per_size": args.exclude,
+            "sizes": {
+                str(int(k)): int(v)
+                for k, v in zip(*np.unique(targets.masks.sum(axis=1), return_counts=True))
+            },
             "seeds": args.seeds,
             "failed": targets.failed,
             "seconds_per_job": targets.seconds_per_job(),

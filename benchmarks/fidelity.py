@@ -18,7 +18,8 @@ subsets, data order, timesteps and sampling noise), and its seconds per job. Wit
 (``seed_to_seed``): the two compare like with like.
 ``--alpha 0.25,0.5,0.75`` splits the held-out subsets evenly over several coalition sizes
 (small and large coalitions; each variant then also gets its Pearson within each size,
-``pearson_within_size``: can it rank coalitions of one size); ``--subset-seed S`` draws
+``pearson_within_size``: can it rank coalitions of one size; the retrain block's
+``seed_to_seed_within_size`` is retraining's own at each size); ``--subset-seed S`` draws
 another set of held-out subsets (0: the set earlier results used), for confirming a setting
 chosen on one set on subsets it was not chosen on, and ``--exclude N`` leaves out the first N
 subsets of each size that the default draw gives (those earlier sweeps chose settings on).
@@ -271,6 +272,15 @@ def main() -> None:
                 beh: seed_agreement(targets.values(beh))
                 for beh in sorted(targets.records[0][0].behaviors)
             }
+            sizes = targets.masks.sum(axis=1)
+            if len(np.unique(sizes)) > 1:  # what a variant's pearson_within_size compares to
+                payload["retrain"]["seed_to_seed_within_size"] = {
+                    beh: {
+                        str(int(k)): seed_agreement(targets.values(beh)[:, sizes == k])
+                        for k in np.unique(sizes)
+                    }
+                    for beh in sorted(targets.records[0][0].behaviors)
+                }
     base_scores: dict[str, dict[int, float]] = {}
     for changes in [base_changes] + variants:
         method_changes, sample_changes = split_changes(changes)
